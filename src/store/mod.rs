@@ -1,0 +1,52 @@
+//! Durable storage of assets and points. Two exist: in-memory and PostgreSQL.
+//!
+//! Every call may block and runs on a worker thread (or at start-up, before the
+//! reactor runs); the reactor never calls a store directly.
+
+use std::fmt;
+
+use crate::market::{Asset, Point};
+
+/// Why a store call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The database could not be reached or the connection broke; worth retrying.
+    Unavailable(String),
+    /// The schema is missing or behind and migrations are not applied automatically.
+    SchemaBehind(String),
+    /// A migration file differs from the one recorded as applied, or failed to apply.
+    Migration(String),
+    /// The database answered with an error that retrying will not fix.
+    Query(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Unavailable(e) => write!(f, "database unavailable: {e}"),
+            StoreError::SchemaBehind(e) => write!(f, "{e}; run `ws_assets migrate`"),
+            StoreError::Migration(e) => write!(f, "migration failed: {e}"),
+            StoreError::Query(e) => write!(f, "database error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Where points are kept beyond the in-memory history ring.
+pub trait Store: Send + Sync {
+    /// `memory` or `postgresql`, for logs and `/health`.
+    fn kind(&self) -> &'static str;
+
+    /// All assets, ordered by id.
+    fn load_assets(&self) -> Result<Vec<Asset>, StoreError>;
+
+    /// Points with `time >= since`, ordered by asset id then time; warms the rings at start-up.
+    fn load_points_since(&self, since: i64) -> Result<Vec<Point>, StoreError>;
+
+    /// Writes a batch of points; a point already stored (same asset and time) is ignored.
+    fn write_points(&self, points: &[Point]) -> Result<(), StoreError>;
+
+    /// Deletes up to `limit` points with `time < before`; returns how many were deleted.
+    fn delete_points_before(&self, before: i64, limit: u32) -> Result<u64, StoreError>;
+}
