@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+pub mod simulated;
+
 use crate::market::Asset;
 
 /// One asset's price from one fetch.
