@@ -802,6 +802,13 @@ mod tests {
             "]".repeat(ok_depth)
         );
         assert_eq!(value_of(&ok(&body), 1), Some(1.5));
+        // One level more is over the bound.
+        let body = format!(
+            r#"{{"Rates":[{{"Symbol":"EURUSD","Bid":"1","Ask":"2","Deep":{}{}}}]}}"#,
+            "[".repeat(ok_depth + 1),
+            "]".repeat(ok_depth + 1)
+        );
+        assert!(parse_err(body.as_bytes()).contains("nesting too deep"));
     }
 
     #[test]
