@@ -3,6 +3,9 @@
 //! A feed is asked once per tick, on a worker thread, for the current price of every
 //! known asset. It may block (HTTP) but must give up within its own timeout.
 
+pub mod fxcm;
+pub mod ratesjson;
+
 use std::fmt;
 
 pub mod simulated;
