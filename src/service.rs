@@ -10,6 +10,7 @@ use log::{info, warn};
 
 use crate::config::Config;
 use crate::feed::Feed;
+use crate::feed::fxcm::FxcmFeed;
 use crate::feed::simulated::SimulatedFeed;
 use crate::limits;
 use crate::market::{Market, Point, default_assets};
@@ -97,10 +98,18 @@ pub fn start(mut config: Config) -> Result<Reactor, StartError> {
         }
         (simulated, format!("simulated (seed {seed})"))
     } else {
-        return Err(StartError::Feed(format!(
-            "WS_ASSETS_RATES_URL={} is not supported yet",
-            config.rates_url
-        )));
+        let fxcm = FxcmFeed::new(
+            &config.rates_url,
+            config.rates_timeout,
+            config.rates_max_body_bytes,
+        )
+        .map_err(|e| StartError::Feed(format!("WS_ASSETS_RATES_URL: {e}")))?;
+        let text = format!(
+            "{} (timeout {} ms)",
+            fxcm.describe(),
+            config.rates_timeout.as_millis()
+        );
+        (Arc::new(fxcm), text)
     };
 
     let addr = SocketAddr::new(config.host, config.port);

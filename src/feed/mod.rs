@@ -5,10 +5,9 @@
 
 pub mod fxcm;
 pub mod ratesjson;
+pub mod simulated;
 
 use std::fmt;
-
-pub mod simulated;
 
 use crate::market::Asset;
 
