@@ -1,0 +1,76 @@
+//! Start-up: configuration errors, --help, and the README staying equal to it.
+
+mod common;
+
+use std::process::Command;
+
+fn ws_assets() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ws_assets"));
+    command.env_clear();
+    command
+}
+
+#[test]
+fn a_bad_value_refuses_to_start_naming_variable_value_and_accepted_values() {
+    for (var, value, accepted) in [
+        ("WS_ASSETS_PORT", "eighty", "0..=65535"),
+        ("WS_ASSETS_ENABLE_UI", "perhaps", "TRUE, FALSE"),
+        ("WS_ASSETS_LOG_LEVEL", "chatty", "debug"),
+        ("WS_ASSETS_RATES_URL", "ftp://feed", "http://"),
+    ] {
+        let out = ws_assets().env(var, value).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{var}={value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(var), "{stderr}");
+        assert!(stderr.contains(value), "{stderr}");
+        assert!(stderr.contains(accepted), "{stderr}");
+    }
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_start_up_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = ws_assets()
+        .env("WS_ASSETS_HOST", "127.0.0.1")
+        .env("WS_ASSETS_PORT", &port)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+}
+
+#[test]
+fn help_lists_every_variable_with_its_default() {
+    let out = ws_assets().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for var in ws_assets::config::VARS {
+        let line = format!("WS_ASSETS_{} [", var.name);
+        assert!(help.contains(&line), "{line} missing");
+    }
+    assert!(help.contains("WS_ASSETS_PORT [8080]"));
+    let bad = ws_assets().arg("--frobnicate").output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn the_readme_configuration_table_is_the_one_help_describes() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let table = ws_assets::config::markdown_table();
+    assert!(
+        readme.contains(&table),
+        "README.md's configuration table differs from the configuration source; \
+         replace it with:\n\n{table}"
+    );
+}
+
+#[test]
+fn port_zero_logs_the_bound_address() {
+    let server = common::Server::start(&[]);
+    assert_ne!(server.addr.port(), 0);
+    assert!(server.log().contains("store: memory"));
+    assert!(server.log().contains("feed: simulated"));
+}
