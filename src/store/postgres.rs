@@ -8,6 +8,7 @@
 use std::error::Error;
 use std::fmt;
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,9 @@ use crate::market::{Asset, Point};
 pub const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bound on the health check run on every checkout (r2d2_postgres's own has none).
 pub const VALIDATION_TIMEOUT: Duration = Duration::from_secs(2);
+/// Server-side limit on one statement of a pooled connection (lock waits included), unless
+/// the DSN's `options` set `statement_timeout`. Migrations run unpooled, without it.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle connections kept open even when nothing is written.
 pub const MIN_IDLE: u32 = 1;
 /// An idle connection above `MIN_IDLE` is closed after this long.
@@ -38,11 +42,14 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Time the first start-up attempt always gets, even with a start-up timeout of zero.
 const FIRST_ATTEMPT_MIN: Duration = Duration::from_secs(1);
 
+/// Batch order is kept (`ORDINALITY`) so that of two equal keys in one batch the first wins,
+/// as it does across batches.
 const WRITE_POINTS: &str = "\
 INSERT INTO points (asset_id, time, value)
 SELECT u.asset_id, to_timestamp(u.time), u.value
-FROM unnest($1::int4[], $2::int8[], $3::float8[]) AS u (asset_id, time, value)
+FROM unnest($1::int4[], $2::int8[], $3::float8[]) WITH ORDINALITY AS u (asset_id, time, value, n)
 WHERE EXISTS (SELECT 1 FROM assets a WHERE a.id = u.asset_id)
+ORDER BY u.n
 ON CONFLICT DO NOTHING";
 
 const LOAD_ASSETS: &str = "SELECT id, name FROM assets ORDER BY id";
@@ -99,9 +106,7 @@ impl PostgresStore {
         }
         drop(client);
 
-        let manager = Manager {
-            inner: PostgresConnectionManager::new(config, NoTls),
-        };
+        let manager = Manager::new(config);
         let pool = Pool::builder()
             .max_size(pool_size)
             .min_idle(Some(MIN_IDLE.min(pool_size)))
@@ -139,6 +144,7 @@ impl Store for PostgresStore {
     fn load_assets(&self) -> Result<Vec<Asset>, StoreError> {
         let rows = self
             .conn()?
+            .client()?
             .query(LOAD_ASSETS, &[])
             .map_err(|e| classify(&e))?;
         rows.iter()
@@ -155,6 +161,7 @@ impl Store for PostgresStore {
     fn load_points_since(&self, since: i64) -> Result<Vec<Point>, StoreError> {
         let rows = self
             .conn()?
+            .client()?
             .query(LOAD_POINTS_SINCE, &[&since])
             .map_err(|e| classify(&e))?;
         rows.iter()
@@ -179,6 +186,7 @@ impl Store for PostgresStore {
         let times: Vec<i64> = points.iter().map(|p| p.time).collect();
         let values: Vec<f64> = points.iter().map(|p| p.value).collect();
         self.conn()?
+            .client()?
             .execute(WRITE_POINTS, &[&ids, &times, &values])
             .map_err(|e| classify(&e))?;
         Ok(())
@@ -189,6 +197,7 @@ impl Store for PostgresStore {
             return Ok(0);
         }
         self.conn()?
+            .client()?
             .execute(DELETE_POINTS_BEFORE, &[&before, &i64::from(limit)])
             .map_err(|e| classify(&e))
     }
@@ -317,12 +326,16 @@ fn is_unavailable(error: &postgres::Error) -> bool {
 }
 
 /// SQLSTATEs worth retrying: connection exceptions (08), insufficient resources (53),
-/// server shutting down or starting (57P01-03), serialization failure and deadlock.
+/// server shutting down or starting (57P01-03), statement timeout or cancel (57014),
+/// serialization failure and deadlock.
 fn is_transient_state(state: &SqlState) -> bool {
     let code = state.code();
     code.starts_with("08")
         || code.starts_with("53")
-        || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01")
+        || matches!(
+            code,
+            "57P01" | "57P02" | "57P03" | "57014" | "40001" | "40P01"
+        )
 }
 
 fn detail(error: StoreError) -> String {
@@ -354,26 +367,100 @@ impl Backoff {
     }
 }
 
-/// r2d2_postgres's manager with a bounded health check: its own `simple_query("")`
-/// can wait forever on a connection whose server stopped answering.
+/// r2d2_postgres's manager with a bounded health check (its own `simple_query("")` can
+/// wait forever on a server that stopped answering) and a per-session statement timeout.
 struct Manager {
     inner: PostgresConnectionManager<NoTls>,
+    /// SQL run once on each new connection.
+    session_setup: Option<String>,
+}
+
+impl Manager {
+    fn new(config: postgres::Config) -> Self {
+        let user_sets_timeout = config
+            .get_options()
+            .is_some_and(|options| options.contains("statement_timeout"));
+        let session_setup = (!user_sets_timeout)
+            .then(|| format!("SET statement_timeout = {}", STATEMENT_TIMEOUT.as_millis()));
+        Manager {
+            inner: PostgresConnectionManager::new(config, NoTls),
+            session_setup,
+        }
+    }
 }
 
 impl ManageConnection for Manager {
-    type Connection = postgres::Client;
+    type Connection = PooledClient;
     type Error = PoolError;
 
-    fn connect(&self) -> Result<postgres::Client, PoolError> {
-        self.inner.connect().map_err(PoolError::from)
+    fn connect(&self) -> Result<PooledClient, PoolError> {
+        let mut client = self.inner.connect()?;
+        if let Some(setup) = &self.session_setup {
+            client.batch_execute(setup)?;
+        }
+        Ok(PooledClient {
+            client: Some(client),
+            stuck: false,
+        })
     }
 
-    fn is_valid(&self, client: &mut postgres::Client) -> Result<(), PoolError> {
-        client.is_valid(VALIDATION_TIMEOUT).map_err(PoolError::from)
+    fn is_valid(&self, conn: &mut PooledClient) -> Result<(), PoolError> {
+        let Some(client) = conn.client.as_mut() else {
+            return Err(PoolError("the connection was already released".to_string()));
+        };
+        match client.is_valid(VALIDATION_TIMEOUT) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // A timed-out check leaves its query in flight; see `PooledClient`.
+                conn.stuck = true;
+                Err(PoolError::from(e))
+            }
+        }
     }
 
-    fn has_broken(&self, client: &mut postgres::Client) -> bool {
-        self.inner.has_broken(client)
+    fn has_broken(&self, conn: &mut PooledClient) -> bool {
+        conn.stuck || conn.client.as_mut().is_none_or(|c| c.is_closed())
+    }
+}
+
+/// A pooled client. Dropping a `postgres::Client` waits until every request it sent is
+/// answered, so one whose health check failed (possibly with its query still in flight to
+/// a hung server) is dropped on a helper thread instead of blocking the caller.
+struct PooledClient {
+    client: Option<postgres::Client>,
+    stuck: bool,
+}
+
+impl PooledClient {
+    fn client(&mut self) -> Result<&mut postgres::Client, StoreError> {
+        self.client.as_mut().ok_or_else(|| {
+            StoreError::Query("the pooled connection was already released".to_string())
+        })
+    }
+}
+
+impl Drop for PooledClient {
+    fn drop(&mut self) {
+        if !self.stuck {
+            return;
+        }
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        let slot = Arc::new(Mutex::new(Some(client)));
+        let for_thread = Arc::clone(&slot);
+        let spawned = thread::Builder::new()
+            .name("pg-drop".to_string())
+            .spawn(move || {
+                let client = for_thread.lock().ok().and_then(|mut c| c.take());
+                drop(client);
+            });
+        if spawned.is_err() {
+            // No thread to wait on: leak this one client rather than block the caller.
+            if let Some(client) = slot.lock().ok().and_then(|mut c| c.take()) {
+                std::mem::forget(client);
+            }
+        }
     }
 }
 
@@ -428,6 +515,7 @@ mod tests {
             SqlState::TOO_MANY_CONNECTIONS,
             SqlState::T_R_SERIALIZATION_FAILURE,
             SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::QUERY_CANCELED,
         ] {
             assert!(is_transient_state(&state), "{}", state.code());
         }
