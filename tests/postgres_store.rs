@@ -373,7 +373,10 @@ fn an_unreachable_port_fails_within_the_startup_timeout_without_the_password() {
     let why = expect_unavailable(result, "connect to 127.0.0.1:1");
     assert!(why.contains("127.0.0.1:1/"), "{why}");
     assert!(!why.contains("s3cr3t-pw"), "{why}");
-    assert!(why.contains("last error"), "{why}");
+    assert!(
+        why.contains("last error: error connecting to server"),
+        "{why}"
+    );
     assert!(
         elapsed >= Duration::from_millis(1200),
         "gave up after {elapsed:?}, before the start-up timeout"

@@ -41,6 +41,8 @@ pub const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Time the first start-up attempt always gets, even with a start-up timeout of zero.
 const FIRST_ATTEMPT_MIN: Duration = Duration::from_secs(1);
+/// Time any later attempt gets, so the last one near the deadline can still report why.
+const ATTEMPT_MIN: Duration = Duration::from_millis(250);
 
 /// Batch order is kept (`ORDINALITY`) so that of two equal keys in one batch the first wins,
 /// as it does across batches.
@@ -213,9 +215,9 @@ pub fn migrate(config: &postgres::Config, timeout: Duration) -> Result<Vec<Appli
 ///
 /// Meant for start-up and for long-lived sessions that must not be pooled (advisory-lock
 /// leadership, LISTEN). The service's timeouts and keepalives are added to `config`. Gives
-/// up after `timeout` (the first attempt always gets at least a second) with `Unavailable`
-/// naming `host:port` and the last error; an answer that retrying cannot change (wrong
-/// password, unknown database) is returned at once as `Query`.
+/// up after `timeout` (the first attempt always gets at least a second, later ones at least
+/// a quarter) with `Unavailable` naming `host:port` and the last error; an answer that
+/// retrying cannot change (wrong password, unknown database) is returned at once as `Query`.
 pub fn connect_client(
     config: &postgres::Config,
     timeout: Duration,
@@ -228,11 +230,11 @@ pub fn connect_client(
     let mut attempts = 0u32;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let limit = if attempts == 0 {
-            remaining.max(FIRST_ATTEMPT_MIN)
+        let limit = remaining.max(if attempts == 0 {
+            FIRST_ATTEMPT_MIN
         } else {
-            remaining
-        };
+            ATTEMPT_MIN
+        });
         attempts += 1;
         let why = match connect_once(&config, limit) {
             Ok(client) => {
@@ -285,7 +287,7 @@ fn connect_once(
         Ok(Ok(client)) => Ok(client),
         Ok(Err(e)) => Err(classify(&e)),
         Err(RecvTimeoutError::Timeout) => Err(StoreError::Unavailable(format!(
-            "no answer within {:.1} s",
+            "the server did not complete the connection within {:.2} s",
             limit.as_secs_f64()
         ))),
         Err(RecvTimeoutError::Disconnected) => Err(StoreError::Unavailable(
