@@ -537,3 +537,21 @@ fn a_write_to_a_hung_server_is_unavailable_instead_of_blocking() {
     }
     assert_eq!(count(&db, "SELECT count(*) FROM points"), 2);
 }
+
+#[test]
+fn a_client_of_a_hung_server_can_be_discarded_without_blocking() {
+    let db = TestDb::create();
+    let proxy = Proxy::start(db.server_addr());
+    let mut client =
+        pg::connect_client(&db.config_via(&proxy), STARTUP).unwrap_or_else(|e| panic!("{e}"));
+    proxy.blackhole();
+    assert!(
+        client.is_valid(Duration::from_millis(300)).is_err(),
+        "a hung server must fail the bounded check"
+    );
+    // A plain drop would wait for the answer to the check's query, i.e. forever.
+    within(Duration::from_secs(10), "discard", move || {
+        pg::discard(client)
+    });
+    proxy.restore();
+}

@@ -443,25 +443,30 @@ impl PooledClient {
 
 impl Drop for PooledClient {
     fn drop(&mut self) {
-        if !self.stuck {
-            return;
+        if self.stuck
+            && let Some(client) = self.client.take()
+        {
+            discard(client);
         }
-        let Some(client) = self.client.take() else {
-            return;
-        };
-        let slot = Arc::new(Mutex::new(Some(client)));
-        let for_thread = Arc::clone(&slot);
-        let spawned = thread::Builder::new()
-            .name("pg-drop".to_string())
-            .spawn(move || {
-                let client = for_thread.lock().ok().and_then(|mut c| c.take());
-                drop(client);
-            });
-        if spawned.is_err() {
-            // No thread to wait on: leak this one client rather than block the caller.
-            if let Some(client) = slot.lock().ok().and_then(|mut c| c.take()) {
-                std::mem::forget(client);
-            }
+    }
+}
+
+/// Drops a client without waiting for it: `postgres::Client`'s own drop blocks until every
+/// request in flight is answered, which is forever on a hung server. Use it for a client
+/// whose `is_valid(timeout)` or other call timed out (e.g. a leadership or LISTEN session).
+pub fn discard(client: postgres::Client) {
+    let slot = Arc::new(Mutex::new(Some(client)));
+    let for_thread = Arc::clone(&slot);
+    let spawned = thread::Builder::new()
+        .name("pg-discard".to_string())
+        .spawn(move || {
+            let client = for_thread.lock().ok().and_then(|mut c| c.take());
+            drop(client);
+        });
+    if spawned.is_err() {
+        // No thread to wait on: leak this one client rather than block the caller.
+        if let Some(client) = slot.lock().ok().and_then(|mut c| c.take()) {
+            std::mem::forget(client);
         }
     }
 }
