@@ -9,6 +9,10 @@ pub mod memory;
 
 use crate::market::{Asset, Point};
 
+pub mod dsn;
+pub mod migrate;
+pub mod postgres;
+
 /// Why a store call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {
