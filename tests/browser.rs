@@ -416,6 +416,17 @@ fn page_draws_a_full_history_and_keeps_the_log_short() -> TestResult {
                 )
                 .into());
             }
+            // Pointing at the middle of the chart reads out a point from the middle of the window.
+            page.click(&testid("chart"))?;
+            let hovered = data_int(page, &testid("chart"), "hover-time")?;
+            let first = data_int(page, &testid("chart"), "first-time")?;
+            let last = data_int(page, &testid("chart"), "last-time")?;
+            if hovered <= first || hovered >= last {
+                return Err(format!(
+                    "pointing at the chart's middle picked time {hovered}, outside {first}..{last}"
+                )
+                .into());
+            }
             // The overlay that asks to wait for points is gone once there are points.
             let overlay =
                 page.eval("document.getElementById('chart-empty').offsetParent === null")?;
