@@ -34,6 +34,10 @@ pub struct Config {
     pub postgresql_dsn: String,
     /// Maximum PostgreSQL pool size.
     pub postgresql_pool_size: u32,
+    /// How long start-up (and `migrate`) keeps retrying an unreachable database.
+    pub postgresql_startup_timeout: Duration,
+    /// Points older than this many days are deleted; 0 keeps everything.
+    pub retention_days: u32,
     /// `simulated`, or the `http(s)://` URL of an FXCM ratesjson feed.
     pub rates_url: String,
     /// Per-request timeout of the HTTP feed.
@@ -127,11 +131,10 @@ pub const VARS: &[Var] = &[
         name: "POSTGRESQL_DSN",
         default: "",
         help: "PostgreSQL DSN; empty keeps points in memory only",
-        accepts: "empty, or a postgresql://, postgres:// or postgresql+asyncpg:// URL",
+        accepts: "empty, or a postgresql://, postgres:// or postgresql+asyncpg:// URL (or libpq key=value pairs)",
         apply: |c, v| {
-            let known = ["postgresql://", "postgres://", "postgresql+"];
-            if !v.is_empty() && !known.iter().any(|p| v.starts_with(p)) {
-                return None;
+            if !v.is_empty() {
+                crate::store::dsn::parse(v).ok()?;
             }
             c.postgresql_dsn = v.to_string();
             Some(())
@@ -146,6 +149,30 @@ pub const VARS: &[Var] = &[
             set(
                 &mut c.postgresql_pool_size,
                 in_range(v, 1, 1000).map(|n| n as u32),
+            )
+        },
+    },
+    Var {
+        name: "POSTGRESQL_STARTUP_TIMEOUT_SECONDS",
+        default: "30",
+        help: "how long start-up and migrate retry an unreachable database before giving up, in seconds",
+        accepts: "an integer 1..=3600",
+        apply: |c, v| {
+            set(
+                &mut c.postgresql_startup_timeout,
+                in_range(v, 1, 3600).map(Duration::from_secs),
+            )
+        },
+    },
+    Var {
+        name: "RETENTION_DAYS",
+        default: "30",
+        help: "points older than this many days are deleted from the database; 0 keeps everything",
+        accepts: "an integer 0..=36500",
+        apply: |c, v| {
+            set(
+                &mut c.retention_days,
+                in_range(v, 0, 36_500).map(|n| n as u32),
             )
         },
     },
@@ -379,6 +406,8 @@ impl Config {
             log_level: LevelFilter::Off,
             postgresql_dsn: String::new(),
             postgresql_pool_size: 0,
+            postgresql_startup_timeout: Duration::ZERO,
+            retention_days: 0,
             rates_url: String::new(),
             rates_timeout: Duration::ZERO,
             rates_max_body_bytes: 0,

@@ -10,8 +10,10 @@ use ws_assets::service;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut migrate_only = false;
     match args.first().map(String::as_str) {
         None => {}
+        Some("migrate") => migrate_only = true,
         Some("-h" | "--help" | "help") => {
             print!("{}", config::help_text());
             return ExitCode::SUCCESS;
@@ -33,6 +35,9 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.log_level);
+    if migrate_only {
+        return migrate(&config);
+    }
     let reactor = match service::start(config) {
         Ok(reactor) => reactor,
         Err(e) => {
@@ -44,6 +49,27 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("event loop failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `ws_assets migrate`: applies the pending migrations, says which, and exits.
+fn migrate(config: &Config) -> ExitCode {
+    match service::migrate(config) {
+        Ok(applied) if applied.is_empty() => {
+            println!("database schema is up to date");
+            ExitCode::SUCCESS
+        }
+        Ok(applied) => {
+            for migration in applied {
+                println!("applied {}", migration.name);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!("migrate failed: {e}");
+            eprintln!("ws_assets migrate: {e}");
             ExitCode::FAILURE
         }
     }

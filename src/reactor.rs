@@ -208,7 +208,7 @@ impl Reactor {
             writes,
             store_up: true,
             retention_running: false,
-            next_retention: now + Duration::from_secs(10),
+            next_retention: now + Duration::from_secs(3),
             accept_paused_until: None,
             shutdown_deadline: None,
             doomed: Vec::new(),

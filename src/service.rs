@@ -16,7 +16,9 @@ use crate::limits;
 use crate::market::{Market, Point, default_assets};
 use crate::reactor::{Parts, Reactor, epoch_now};
 use crate::store::memory::MemoryStore;
-use crate::store::{Store, StoreError};
+use crate::store::migrate::Applied;
+use crate::store::postgres::{self, PostgresStore};
+use crate::store::{Store, StoreError, dsn};
 
 /// Accept backlog of the listener.
 const BACKLOG: i32 = 4096;
@@ -127,9 +129,13 @@ pub fn start(mut config: Config) -> Result<Reactor, StartError> {
     };
     let store_text = match store.kind() {
         "memory" => "memory (history does not survive a restart)".to_string(),
-        other => other.to_string(),
+        other => match postgres_config(&config) {
+            Ok(pg) => format!("{other} {}", dsn::redacted(&pg)),
+            Err(_) => other.to_string(),
+        },
     };
-    let retention = None::<Duration>;
+    let retention = (config.retention_days > 0)
+        .then(|| Duration::from_secs(u64::from(config.retention_days) * 86_400));
     let reactor = Reactor::new(Parts {
         config: config.clone(),
         listener,
@@ -154,7 +160,35 @@ fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
         let capacity = default_assets().len() * config.history_seconds as usize * 2;
         return Ok(Arc::new(MemoryStore::new(default_assets(), capacity)));
     }
-    Err(StartError::Store(StoreError::Unavailable(
-        "PostgreSQL support is not built yet".into(),
-    )))
+    let pg = postgres_config(config).map_err(StartError::Store)?;
+    info!(
+        "connecting to {} (up to {} s)",
+        dsn::redacted(&pg),
+        config.postgresql_startup_timeout.as_secs()
+    );
+    let store = PostgresStore::connect(
+        &pg,
+        config.postgresql_pool_size,
+        config.postgresql_startup_timeout,
+        config.auto_apply_migrations,
+    )
+    .map_err(StartError::Store)?;
+    Ok(Arc::new(store))
+}
+
+/// The PostgreSQL settings of `WS_ASSETS_POSTGRESQL_DSN`.
+pub fn postgres_config(config: &Config) -> Result<::postgres::Config, StoreError> {
+    dsn::parse(&config.postgresql_dsn)
+        .map_err(|e| StoreError::Query(format!("WS_ASSETS_POSTGRESQL_DSN: {e}")))
+}
+
+/// `ws_assets migrate`: applies pending migrations and lists them.
+pub fn migrate(config: &Config) -> Result<Vec<Applied>, StoreError> {
+    if config.postgresql_dsn.is_empty() {
+        return Err(StoreError::Query(
+            "WS_ASSETS_POSTGRESQL_DSN is empty: there is no database to migrate".into(),
+        ));
+    }
+    let pg = postgres_config(config)?;
+    postgres::migrate(&pg, config.postgresql_startup_timeout)
 }

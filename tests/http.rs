@@ -24,7 +24,10 @@ fn unknown_paths_methods_and_garbage() {
     let (status, _) = http_request(server.addr, "\x16\x03\x01 garbage\r\n\r\n");
     assert_eq!(status, 400);
     let (status, _) = server.get("/api/v1/websocket");
-    assert_eq!(status, 426, "a plain GET on the WebSocket path asks for an upgrade");
+    assert_eq!(
+        status, 426,
+        "a plain GET on the WebSocket path asks for an upgrade"
+    );
     let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000));
     assert_eq!(http_request(server.addr, &huge).0, 431);
     // After all that, the service still answers.

@@ -208,7 +208,10 @@ fn connections_over_the_limit_are_turned_away_and_others_keep_working() {
     drop(kept);
     let deadline = Instant::now() + Duration::from_secs(10);
     while server.get("/health").0 != 200 {
-        assert!(Instant::now() < deadline, "slots are freed when clients leave");
+        assert!(
+            Instant::now() < deadline,
+            "slots are freed when clients leave"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

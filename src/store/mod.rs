@@ -3,15 +3,14 @@
 //! Every call may block and runs on a worker thread (or at start-up, before the
 //! reactor runs); the reactor never calls a store directly.
 
-use std::fmt;
-
-pub mod memory;
-
-use crate::market::{Asset, Point};
-
 pub mod dsn;
+pub mod memory;
 pub mod migrate;
 pub mod postgres;
+
+use std::fmt;
+
+use crate::market::{Asset, Point};
 
 /// Why a store call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
