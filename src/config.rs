@@ -68,6 +68,8 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// Points kept waiting for the store while it is unreachable; beyond it the oldest are dropped.
     pub write_queue_points: usize,
+    /// `/health` answers 503 when no tick has recorded a point for this long.
+    pub health_max_tick_age: Duration,
 }
 
 /// One environment variable: its name (without the prefix), default, meaning and parser.
@@ -339,6 +341,15 @@ pub const VARS: &[Var] = &[
             )
         },
     },
+    Var {
+        name: "HEALTH_MAX_TICK_AGE_SECONDS",
+        default: "15",
+        help: "/health answers 503 when no tick has recorded a point for this long, in seconds",
+        accepts: "an integer 1..=86400",
+        apply: |c, v| {
+            set(&mut c.health_max_tick_age, in_range(v, 1, 86_400).map(Duration::from_secs))
+        },
+    },
 ];
 
 const BOOL: &str = "TRUE, FALSE, 1, 0, yes or no, in any case";
@@ -423,6 +434,7 @@ impl Config {
             pong_timeout: Duration::ZERO,
             handshake_timeout: Duration::ZERO,
             write_queue_points: 0,
+            health_max_tick_age: Duration::ZERO,
         }
     }
 }

@@ -87,6 +87,7 @@ struct Limits {
     handshake_timeout: Duration,
     max_in_flight: usize,
     retention: Option<Duration>,
+    health_max_tick_age: Duration,
 }
 
 /// What the reactor is built from; assembled at start-up by `service`.
@@ -199,6 +200,7 @@ impl Reactor {
                 handshake_timeout: config.handshake_timeout,
                 max_in_flight: config.rates_max_in_flight,
                 retention,
+                health_max_tick_age: config.health_max_tick_age,
             },
             metrics: Metrics::default(),
             started: now,
@@ -859,17 +861,51 @@ impl Reactor {
         }
     }
 
+    /// `/health`: 200 while serving normally, 503 while the database is required but
+    /// failing or no tick has recorded a point for too long.
     fn health_body(&self, now: Instant) -> (u16, String) {
+        let uptime = now.duration_since(self.started).as_secs();
+        let tick_age = if self.last_point_time > 0 {
+            (epoch_now().as_secs() as i64 - self.last_point_time).max(0) as u64
+        } else {
+            uptime
+        };
+        let database = self.store.kind() != "memory";
+        let mut problems = Vec::new();
+        if database && !self.store_up {
+            problems.push("database unreachable: points are queued in memory".to_string());
+        }
+        if tick_age > self.limits.health_max_tick_age.as_secs() {
+            problems.push(format!("no quote recorded for {tick_age} s"));
+        }
+        if self.shutdown_deadline.is_some() {
+            problems.push("shutting down".to_string());
+        }
+        let subscribed: usize = self
+            .market
+            .assets()
+            .iter()
+            .map(|a| a.subscribers.len())
+            .sum();
         let body = serde_json::json!({
-            "status": "ok",
-            "uptime_seconds": now.duration_since(self.started).as_secs(),
+            "status": if problems.is_empty() { "ok" } else { "unavailable" },
+            "uptime_seconds": uptime,
             "clients": self.conns.len(),
-            "store": self.store.kind(),
-            "store_up": self.store_up,
-            "feed": self.feed.describe(),
-            "last_tick": self.last_point_time,
+            "subscribed_clients": subscribed,
+            "store": {
+                "kind": self.store.kind(),
+                "up": self.store_up,
+                "queued_points": self.writes.len(),
+            },
+            "feed": {
+                "source": self.feed.describe(),
+                "last_tick": (self.last_point_time > 0).then_some(self.last_point_time),
+                "last_tick_age_seconds": tick_age,
+            },
+            "problems": problems,
         });
-        (200, body.to_string())
+        let status = if problems.is_empty() { 200 } else { 503 };
+        (status, body.to_string())
     }
 
     fn on_signal(&mut self, now: Instant) {

@@ -211,7 +211,11 @@ impl Client {
     pub fn recv_close(&mut self) -> Option<CloseCode> {
         loop {
             match self.ws.read() {
-                Ok(Message::Close(frame)) => return frame.map(|f| f.code),
+                Ok(Message::Close(frame)) => {
+                    // Complete the close handshake like a well-behaved client.
+                    let _ = self.ws.flush();
+                    return frame.map(|f| f.code);
+                }
                 Ok(_) => continue,
                 Err(e) => panic!("connection ended without a close frame: {e}"),
             }
