@@ -347,7 +347,10 @@ pub const VARS: &[Var] = &[
         help: "/health answers 503 when no tick has recorded a point for this long, in seconds",
         accepts: "an integer 1..=86400",
         apply: |c, v| {
-            set(&mut c.health_max_tick_age, in_range(v, 1, 86_400).map(Duration::from_secs))
+            set(
+                &mut c.health_max_tick_age,
+                in_range(v, 1, 86_400).map(Duration::from_secs),
+            )
         },
     },
 ];

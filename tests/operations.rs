@@ -76,12 +76,12 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
             let mut parts = rest.split(' ');
             let name = parts.next().unwrap().to_string();
             let kind = parts.next().unwrap();
-            assert!(
-                ["counter", "gauge", "histogram"].contains(&kind),
-                "{line}"
-            );
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
             if kind == "counter" {
-                assert!(name.ends_with("_total"), "counter {name} must end in _total");
+                assert!(
+                    name.ends_with("_total"),
+                    "counter {name} must end in _total"
+                );
             }
             typed.push(name);
         } else {
@@ -97,7 +97,10 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
             }
             let family = ["_bucket", "_sum", "_count"]
                 .iter()
-                .find_map(|s| name.strip_suffix(s).filter(|f| typed.iter().any(|t| t == f)))
+                .find_map(|s| {
+                    name.strip_suffix(s)
+                        .filter(|f| typed.iter().any(|t| t == f))
+                })
                 .unwrap_or(name);
             assert!(typed.iter().any(|t| t == family), "no # TYPE for {line}");
             assert!(helped.iter().any(|h| h == family), "no # HELP for {line}");
@@ -122,14 +125,26 @@ fn metrics_parse_and_move_with_clients() {
     let after = parse_metrics(&after);
     let moved = |key: &str| after[key] - before.get(key).copied().unwrap_or(0.0);
     assert!(moved("ws_assets_connections_total") >= 1.0);
-    assert!(moved("ws_assets_messages_sent_total") >= 3.0, "history, point, error");
-    assert!(moved("ws_assets_sent_bytes_total") > 10_000.0, "a history was sent");
+    assert!(
+        moved("ws_assets_messages_sent_total") >= 3.0,
+        "history, point, error"
+    );
+    assert!(
+        moved("ws_assets_sent_bytes_total") > 10_000.0,
+        "a history was sent"
+    );
     assert_eq!(moved("ws_assets_requests_total{action=\"subscribe\"}"), 1.0);
-    assert_eq!(moved("ws_assets_request_errors_total{error_type=\"ParseError\"}"), 1.0);
+    assert_eq!(
+        moved("ws_assets_request_errors_total{error_type=\"ParseError\"}"),
+        1.0
+    );
     assert_eq!(after["ws_assets_subscriptions{asset=\"GBPUSD\"}"], 1.0);
     assert!(moved("ws_assets_ticks_total{outcome=\"ok\"}") >= 1.0);
     assert!(after["ws_assets_feed_fetch_duration_seconds_count"] >= 1.0);
-    assert!(after["ws_assets_connections"] >= 2.0, "the client and this request");
+    assert!(
+        after["ws_assets_connections"] >= 2.0,
+        "the client and this request"
+    );
 }
 
 #[test]
