@@ -90,10 +90,10 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
             let value: f64 = value.parse().unwrap_or_else(|_| panic!("value in {line}"));
             let name = series.split('{').next().unwrap();
             assert!(name.starts_with("ws_assets_"), "{name}");
-            if let Some(labels) = series.strip_prefix(name) {
-                if !labels.is_empty() {
-                    assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
-                }
+            if let Some(labels) = series.strip_prefix(name)
+                && !labels.is_empty()
+            {
+                assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
             }
             let family = ["_bucket", "_sum", "_count"]
                 .iter()
