@@ -30,6 +30,9 @@ pub enum Reply {
     Reset,
     /// Writes these bytes as the whole answer and closes.
     Raw(Vec<u8>),
+    /// Waits until request number `.0` has been answered (for up to 10 s), then
+    /// `.1` more, then answers 200: an answer overtaken by a later one.
+    AfterAnswer(usize, Duration, Vec<u8>),
 }
 
 /// Decides the reply to request number `n` (0-based, counted per server) when no
@@ -43,6 +46,8 @@ struct Shared {
     requests: Mutex<Vec<String>>,
     /// When each request (by number) began to arrive.
     arrivals: Mutex<Vec<SystemTime>>,
+    /// Numbers of the requests whose answer has been written (or abandoned).
+    answered: Mutex<Vec<usize>>,
     /// Clones of the open connections, by connection number, so `stop` can cut them.
     streams: Mutex<Vec<(usize, TcpStream)>>,
     accepts: AtomicUsize,
@@ -91,6 +96,7 @@ impl FakeFeed {
             script: Box::new(script),
             requests: Mutex::new(Vec::new()),
             arrivals: Mutex::new(Vec::new()),
+            answered: Mutex::new(Vec::new()),
             streams: Mutex::new(Vec::new()),
             accepts: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
@@ -203,19 +209,21 @@ fn serve(stream: &mut TcpStream, sh: &Shared) {
             Ok(1) => {}
             _ => return,
         }
-        let reply = {
+        let (n, reply) = {
             // Numbering and choosing under one lock keeps request numbers in
             // arrival order even with several connections.
             let mut arrivals = lock(&sh.arrivals);
             let n = arrivals.len();
             arrivals.push(SystemTime::now());
-            lock(&sh.replies)
+            let reply = lock(&sh.replies)
                 .pop_front()
-                .unwrap_or_else(|| (sh.script)(n))
+                .unwrap_or_else(|| (sh.script)(n));
+            (n, reply)
         };
         if let Reply::Reset = reply {
             // Let the rest of the request arrive, then close with it unread.
             thread::sleep(Duration::from_millis(50));
+            lock(&sh.answered).push(n);
             return;
         }
         let mut chunk = [0u8; 1024];
@@ -226,14 +234,16 @@ fn serve(stream: &mut TcpStream, sh: &Shared) {
             }
         }
         lock(&sh.requests).push(String::from_utf8_lossy(&head).into_owned());
-        if answer(stream, reply).is_err() {
+        let kept = answer(stream, reply, sh);
+        lock(&sh.answered).push(n);
+        if kept.is_err() {
             return;
         }
     }
 }
 
 /// Writes one reply; `Ok(())` if the connection stays open for the next request.
-fn answer(stream: &mut TcpStream, reply: Reply) -> Result<(), ()> {
+fn answer(stream: &mut TcpStream, reply: Reply, sh: &Shared) -> Result<(), ()> {
     let sent = |r: io::Result<()>| r.map_err(|_| ());
     match reply {
         Reply::Ok(body) => sent(write_response(stream, 200, &body, false)),
@@ -266,6 +276,16 @@ fn answer(stream: &mut TcpStream, reply: Reply) -> Result<(), ()> {
         Reply::Raw(bytes) => {
             let _ = stream.write_all(&bytes);
             Err(())
+        }
+        Reply::AfterAnswer(other, delay, body) => {
+            for _ in 0..1000 {
+                if lock(&sh.answered).contains(&other) {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            thread::sleep(delay);
+            sent(write_response(stream, 200, &body, false))
         }
         Reply::Reset => Err(()),
     }
