@@ -135,6 +135,7 @@ pub struct Reactor {
     shutdown_deadline: Option<Instant>,
     /// Connections to end after the current pass, with how.
     doomed: Vec<(usize, Doom)>,
+    /// A feed failure was logged and no answer has come since.
     feed_failing: bool,
     feed_log: Throttle,
     store_log: Throttle,
@@ -661,10 +662,11 @@ impl Reactor {
         let fetched = match result {
             Ok(fetched) => fetched,
             Err(e) => {
-                self.feed_failing = true;
                 self.metrics.tick(TickOutcome::Failed);
                 self.metrics.feed_error(feed_error_kind(&e));
                 if let Some(suppressed) = self.feed_log.allow(now) {
+                    // Only a reported failure gets its recovery reported.
+                    self.feed_failing = true;
                     warn!(
                         "tick {time}: no points: {e} ({suppressed} similar failures since the last report)"
                     );
@@ -672,9 +674,10 @@ impl Reactor {
                 return;
             }
         };
+        // The throttle is not reset here: a feed failing every few seconds would
+        // otherwise log a warning and a recovery line for each failure.
         if self.feed_failing {
             self.feed_failing = false;
-            self.feed_log.reset();
             info!("tick {time}: feed answering again");
         }
         self.metrics.feed_entries_rejected_total += u64::from(fetched.rejected);

@@ -1,214 +1,18 @@
 //! `FxcmFeed::fetch` against a small HTTP/1.1 server run inside the test, which
 //! answers each request with the next canned reply the test queued.
 
-use std::collections::VecDeque;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
+mod fakefeed;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
+use fakefeed::{FakeFeed as Server, Reply, rates_body};
 use ws_assets::feed::fxcm::{DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT, FxcmFeed};
 use ws_assets::feed::{Feed, FeedError, Fetched};
 use ws_assets::market::Asset;
-
-/// What the server does with one request.
-#[derive(Clone)]
-enum Reply {
-    /// 200 with a Content-Length; the connection stays open.
-    Ok(Vec<u8>),
-    /// 200 with `Connection: close`, then the connection is closed.
-    OkClose(Vec<u8>),
-    /// Any status with a body; the connection stays open.
-    Status(u16, Vec<u8>),
-    /// Waits, then answers 200.
-    Slow(Duration, Vec<u8>),
-    /// Sends the headers and half the body, waits, then sends the rest.
-    SlowBody(Duration, Vec<u8>),
-    /// 200 with a chunked body (no Content-Length).
-    Chunked(Vec<u8>),
-    /// Closes the connection with most of the request unread: the client sees a reset.
-    Reset,
-    /// Writes these bytes as the whole answer and closes.
-    Raw(Vec<u8>),
-}
-
-#[derive(Default)]
-struct Shared {
-    replies: Mutex<VecDeque<Reply>>,
-    requests: Mutex<Vec<String>>,
-    /// Clones of the open connections, by connection number, so `stop` can cut them.
-    streams: Mutex<Vec<(usize, TcpStream)>>,
-    accepts: AtomicUsize,
-    stop: AtomicBool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The test's HTTP server: one thread accepting, one thread per connection.
-struct Server {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    acceptor: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    fn start() -> Server {
-        Server::start_on("127.0.0.1:0".parse().expect("literal address"))
-            .expect("bind a free loopback port")
-    }
-
-    fn start_on(addr: SocketAddr) -> io::Result<Server> {
-        let listener = TcpListener::bind(addr)?;
-        let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::default());
-        let sh = Arc::clone(&shared);
-        let acceptor = thread::spawn(move || {
-            for stream in listener.incoming() {
-                if sh.stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(stream) = stream else { continue };
-                let id = sh.accepts.fetch_add(1, Ordering::SeqCst);
-                if let Ok(clone) = stream.try_clone() {
-                    lock(&sh.streams).push((id, clone));
-                }
-                let sh = Arc::clone(&sh);
-                thread::spawn(move || {
-                    let mut stream = stream;
-                    serve(&mut stream, &sh);
-                    // Drop our clone first so that dropping `stream` really closes
-                    // the socket (with unread data, that close is a reset).
-                    lock(&sh.streams).retain(|(i, _)| *i != id);
-                });
-            }
-        });
-        Ok(Server {
-            addr,
-            shared,
-            acceptor: Some(acceptor),
-        })
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/rates", self.addr)
-    }
-
-    fn push(&self, reply: Reply) {
-        lock(&self.shared.replies).push_back(reply);
-    }
-
-    fn accepts(&self) -> usize {
-        self.shared.accepts.load(Ordering::SeqCst)
-    }
-
-    fn requests(&self) -> Vec<String> {
-        lock(&self.shared.requests).clone()
-    }
-
-    /// Closes the listener and every connection, as a server going down would.
-    fn stop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        // Wake the acceptor so it sees the flag and drops the listener.
-        let _ = TcpStream::connect(self.addr);
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
-        }
-        for (_, s) in lock(&self.shared.streams).drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Serves requests on one connection until it closes or a reply closes it.
-fn serve(stream: &mut TcpStream, sh: &Shared) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    loop {
-        let mut head = vec![0u8; 1];
-        match stream.read(&mut head) {
-            Ok(1) => {}
-            _ => return,
-        }
-        let reply = lock(&sh.replies)
-            .pop_front()
-            .unwrap_or_else(|| Reply::Status(418, b"no canned reply queued".to_vec()));
-        if let Reply::Reset = reply {
-            // Let the rest of the request arrive, then close with it unread.
-            thread::sleep(Duration::from_millis(50));
-            return;
-        }
-        let mut chunk = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            match stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => head.extend_from_slice(&chunk[..n]),
-            }
-        }
-        lock(&sh.requests).push(String::from_utf8_lossy(&head).into_owned());
-        if answer(stream, reply).is_err() {
-            return;
-        }
-    }
-}
-
-/// Writes one reply; `Ok(())` if the connection stays open for the next request.
-fn answer(stream: &mut TcpStream, reply: Reply) -> Result<(), ()> {
-    let sent = |r: io::Result<()>| r.map_err(|_| ());
-    match reply {
-        Reply::Ok(body) => sent(write_response(stream, 200, &body, false)),
-        Reply::Status(code, body) => sent(write_response(stream, code, &body, false)),
-        Reply::OkClose(body) => {
-            let _ = write_response(stream, 200, &body, true);
-            Err(())
-        }
-        Reply::Slow(delay, body) => {
-            thread::sleep(delay);
-            sent(write_response(stream, 200, &body, false))
-        }
-        Reply::SlowBody(delay, body) => {
-            let (first, rest) = body.split_at(body.len() / 2);
-            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
-            sent(stream.write_all(head.as_bytes()))?;
-            sent(stream.write_all(first))?;
-            thread::sleep(delay);
-            sent(stream.write_all(rest))
-        }
-        Reply::Chunked(body) => {
-            sent(stream.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"))?;
-            for part in body.chunks(8192) {
-                sent(write!(stream, "{:x}\r\n", part.len()))?;
-                sent(stream.write_all(part))?;
-                sent(stream.write_all(b"\r\n"))?;
-            }
-            sent(stream.write_all(b"0\r\n\r\n"))
-        }
-        Reply::Raw(bytes) => {
-            let _ = stream.write_all(&bytes);
-            Err(())
-        }
-        Reply::Reset => Err(()),
-    }
-}
-
-fn write_response(stream: &mut TcpStream, code: u16, body: &[u8], close: bool) -> io::Result<()> {
-    let connection = if close { "Connection: close\r\n" } else { "" };
-    let head = format!(
-        "HTTP/1.1 {code} X\r\nContent-Type: text/javascript\r\nContent-Length: {}\r\n{connection}\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
-    stream.flush()
-}
 
 fn assets() -> Vec<Asset> {
     ["EURUSD", "USDJPY", "GBPUSD", "AUDUSD", "USDCAD"]
@@ -219,19 +23,6 @@ fn assets() -> Vec<Asset> {
             name: (*name).to_string(),
         })
         .collect()
-}
-
-/// `(symbol, bid, ask)` rows as the real feed writes them: JSONP, strings,
-/// trailing commas, plus a symbol nobody asked for.
-fn rates_body(rows: &[(&str, &str, &str)]) -> Vec<u8> {
-    let mut s = String::from("null({\"Rates\":[");
-    for (sym, bid, ask) in rows {
-        s.push_str(&format!(
-            "{{\"Symbol\":\"{sym}\",\"Bid\":\"{bid}\",\"Ask\":\"{ask}\",\"Spread\":\"2.30\",\"ProductType\":\"1\",}},"
-        ));
-    }
-    s.push_str("{\"Symbol\":\"XAUUSD\",\"Bid\":\"2330.1\",\"Ask\":\"2330.6\",\"Spread\":\"50\",\"ProductType\":\"4\",},]});\n");
-    s.into_bytes()
 }
 
 const ROWS: &[(&str, &str, &str)] = &[

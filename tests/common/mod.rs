@@ -115,6 +115,40 @@ impl Server {
     }
 }
 
+/// Helpers added for the feed service tests.
+impl Server {
+    /// The value of one series in `/metrics`, named with its labels exactly as
+    /// rendered (e.g. `ws_assets_feed_errors_total{kind="status"}`); `None` if absent.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let (status, body) = self.get("/metrics");
+        if status != 200 {
+            return None;
+        }
+        body.lines().find_map(|line| {
+            let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+            value.trim().parse().ok()
+        })
+    }
+
+    /// Like [`Server::metric`], but a missing series fails the test.
+    pub fn metric_value(&self, series: &str) -> f64 {
+        match self.metric(series) {
+            Some(v) => v,
+            None => panic!("no {series} in /metrics:\n{}", self.get("/metrics").1),
+        }
+    }
+
+    /// Stops the server with SIGTERM and returns its whole log, once it has exited.
+    pub fn stop_and_log(&mut self) -> String {
+        self.terminate();
+        let code = self.wait_exit(Duration::from_secs(15));
+        assert_eq!(code, Some(0), "clean exit; log:\n{}", self.log());
+        // The log is read by another thread; its last line is "stopped".
+        self.wait_for_log("stopped", Duration::from_secs(5));
+        self.log()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -220,6 +254,12 @@ impl Client {
                 Err(e) => panic!("connection ended without a close frame: {e}"),
             }
         }
+    }
+
+    /// The next JSON text message if one arrives within `wait` (control frames
+    /// are skipped).
+    pub fn recv_within(&mut self, wait: Duration) -> Option<Value> {
+        self.silent_for(wait).err()
     }
 
     /// Whether nothing but control frames arrives within `wait`.
