@@ -139,6 +139,9 @@ pub struct Reactor {
     feed_failing: bool,
     feed_log: Throttle,
     store_log: Throttle,
+    /// A store failure was logged and no write has succeeded since.
+    store_failure_logged: bool,
+    drop_log: Throttle,
     accept_log: Throttle,
 }
 
@@ -218,6 +221,8 @@ impl Reactor {
             feed_failing: false,
             feed_log: Throttle::new(LOG_EVERY),
             store_log: Throttle::new(LOG_EVERY),
+            store_failure_logged: false,
+            drop_log: Throttle::new(LOG_EVERY),
             accept_log: Throttle::new(LOG_EVERY),
         })
     }
@@ -781,13 +786,17 @@ impl Reactor {
         match result {
             Ok(()) => {
                 self.metrics.points_stored_total += batch.len() as u64;
-                if let Some(since) = self.writes.failing_since() {
+                if let Some(since) = self.writes.failing_since()
+                    && self.store_failure_logged
+                {
+                    // The throttle keeps running: a store failing on and off must not
+                    // log a pair of lines per failure.
+                    self.store_failure_logged = false;
                     info!(
                         "store reachable again after {:.0} s; writing {} queued points",
                         now.duration_since(since).as_secs_f64(),
-                        self.writes.len()
+                        self.writes.len().saturating_sub(batch.len())
                     );
-                    self.store_log.reset();
                 }
                 self.writes.written();
                 self.store_up = true;
@@ -797,6 +806,7 @@ impl Reactor {
                 self.store_up = false;
                 let dropped = self.writes.failed(batch, now);
                 if let Some(suppressed) = self.store_log.allow(now) {
+                    self.store_failure_logged = true;
                     warn!(
                         "store write failed: {e}; {} points queued, retrying \
                          ({suppressed} similar failures since the last report)",
@@ -814,7 +824,7 @@ impl Reactor {
             return;
         }
         self.metrics.points_dropped_total += dropped as u64;
-        if self.store_log.allow(now).is_some() {
+        if self.drop_log.allow(now).is_some() {
             warn!(
                 "store write queue full: dropped the {dropped} oldest points \
                  ({} dropped since start)",
