@@ -294,3 +294,86 @@ impl Client {
 pub fn time_of(point: &Value) -> i64 {
     point["time"].as_i64().expect("integer time")
 }
+
+/// Helpers added for the PostgreSQL service tests.
+impl Client {
+    /// The message of the next `point`, skipping other actions.
+    pub fn recv_point(&mut self) -> Value {
+        self.recv_action("point")["message"].clone()
+    }
+}
+
+/// How a run of the binary ended.
+pub struct Exited {
+    /// The exit code; `None` when a signal ended it.
+    pub code: Option<i32>,
+    /// Everything written to standard output.
+    pub stdout: String,
+    /// Everything written to standard error (the log).
+    pub stderr: String,
+    /// How long it ran.
+    pub took: Duration,
+}
+
+/// Runs the binary with `args` on the embedded defaults plus `env` (127.0.0.1, port 0,
+/// debug log) and waits for it to exit; kills it and panics when it runs past `within`.
+/// For runs expected to end by themselves: failed start-ups, `migrate`.
+pub fn run_to_exit(args: &[&str], env: &[(&str, &str)], within: Duration) -> Exited {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ws_assets"));
+    command
+        .args(args)
+        .env_clear()
+        .env("WS_ASSETS_HOST", "127.0.0.1")
+        .env("WS_ASSETS_PORT", "0")
+        .env("WS_ASSETS_LOG_LEVEL", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let started = Instant::now();
+    let mut child = command.spawn().expect("spawn ws_assets");
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                text = String::from_utf8_lossy(&bytes).into_owned();
+            }
+            text
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for ws_assets") {
+            break status;
+        }
+        if started.elapsed() > within {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = stderr.join().unwrap_or_default();
+            panic!("ws_assets {args:?} still running after {within:?}; log:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = started.elapsed();
+    Exited {
+        code: status.code(),
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+        took,
+    }
+}

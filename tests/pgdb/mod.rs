@@ -122,6 +122,22 @@ impl TestDb {
         config
     }
 
+    /// The DSN text of [`TestDb::config_via`], for the server binary: this database
+    /// through `proxy`, with the admin user and password.
+    pub fn dsn_via(&self, proxy: &Proxy) -> String {
+        let mut text = String::from("postgresql://");
+        if let Some(user) = self.admin.get_user() {
+            text.push_str(user);
+            if let Some(password) = self.admin.get_password() {
+                text.push(':');
+                text.push_str(&percent_encode(password));
+            }
+            text.push('@');
+        }
+        text.push_str(&format!("127.0.0.1:{}/{}", proxy.addr().port(), self.name));
+        text
+    }
+
     /// A fresh client on this database.
     pub fn client(&self) -> Client {
         admin_client(&self.config())

@@ -1,0 +1,839 @@
+//! The real server binary on the real PostgreSQL, one throwaway database per test:
+//! migrations at start-up and by `ws_assets migrate`, points persisted every second,
+//! history across a restart, assets from the database, an outage mid-run, an unreachable
+//! database at start-up, retention and the final flush on SIGTERM.
+
+mod common;
+mod pgdb;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{Client, Server, run_to_exit, time_of};
+use pgdb::{Proxy, TestDb};
+use serde_json::Value;
+use tungstenite::Message;
+use ws_assets::store::migrate::MIGRATIONS;
+
+/// Bound on a run expected to end by itself (a refused start-up, `migrate`).
+const RUN_LIMIT: Duration = Duration::from_secs(30);
+/// Bound on a clean exit after SIGTERM (the server itself waits at most 5 s).
+const EXIT_LIMIT: Duration = Duration::from_secs(15);
+/// Bound on anything the server should do within a few seconds.
+const SOON: Duration = Duration::from_secs(20);
+const ASSET_IDS: [i32; 5] = [1, 2, 3, 4, 5];
+
+fn dsn_var(dsn: &str) -> (&'static str, &str) {
+    ("WS_ASSETS_POSTGRESQL_DSN", dsn)
+}
+
+const NO_BACKFILL: (&str, &str) = ("WS_ASSETS_SIMULATED_BACKFILL", "false");
+
+fn epoch_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Polls `probe` every 200 ms until it answers `Ok`; panics with its last `Err` at the deadline.
+fn wait_until<T>(within: Duration, what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        let why = match probe() {
+            Ok(value) => return value,
+            Err(why) => why,
+        };
+        if Instant::now() >= deadline {
+            panic!("{what}: not within {within:?}; last seen: {why}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn execute(db: &TestDb, sql: &str) {
+    db.client()
+        .batch_execute(sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+fn scalar(db: &TestDb, sql: &str) -> i64 {
+    db.client()
+        .query_one(sql, &[])
+        .and_then(|row| row.try_get(0))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+fn table_exists(db: &TestDb, table: &str) -> bool {
+    db.client()
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        .and_then(|row| row.try_get(0))
+        .unwrap_or_else(|e| panic!("to_regclass({table}): {e}"))
+}
+
+/// `(time, value)` of every stored point of an asset, oldest first.
+fn stored(db: &TestDb, asset_id: i32) -> Vec<(i64, f64)> {
+    let sql = "SELECT floor(extract(epoch FROM time))::int8, value FROM points \
+               WHERE asset_id = $1 ORDER BY time";
+    db.client()
+        .query(sql, &[&asset_id])
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
+
+/// Stored times per asset id, oldest first.
+fn stored_times(db: &TestDb) -> BTreeMap<i32, Vec<i64>> {
+    let sql = "SELECT asset_id, floor(extract(epoch FROM time))::int8 FROM points \
+               ORDER BY asset_id, time";
+    let mut times: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    for row in db
+        .client()
+        .query(sql, &[])
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    {
+        times.entry(row.get(0)).or_default().push(row.get(1));
+    }
+    times
+}
+
+fn schema_migrations(db: &TestDb) -> Vec<(i32, String, String, String)> {
+    let sql = "SELECT version, name, checksum, applied_at::text FROM schema_migrations \
+               ORDER BY version";
+    db.client()
+        .query(sql, &[])
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+        .collect()
+}
+
+fn migrate_with_the_binary(db: &TestDb) {
+    let dsn = db.dsn();
+    let run = run_to_exit(&["migrate"], &[dsn_var(&dsn)], RUN_LIMIT);
+    assert_eq!(run.code, Some(0), "migrate failed:\n{}", run.stderr);
+}
+
+/// `(time, value)` of a point message.
+fn time_value(point: &Value) -> (i64, f64) {
+    (
+        time_of(point),
+        point["value"].as_f64().expect("numeric value"),
+    )
+}
+
+/// Fails unless `times` is a run of consecutive seconds.
+fn assert_consecutive(times: &[i64], what: &str) {
+    for pair in times.windows(2) {
+        assert_eq!(
+            pair[1],
+            pair[0] + 1,
+            "{what}: {} is followed by {}, not the next second ({times:?})",
+            pair[0],
+            pair[1]
+        );
+    }
+}
+
+/// Waits until every asset has a stored point at each second of `from..=to`; returns the
+/// stored times per asset. A point the store does not have is a gap in the run.
+fn wait_stored_through(db: &TestDb, from: i64, to: i64) -> BTreeMap<i32, Vec<i64>> {
+    wait_until(SOON, &format!("points {from}..={to} stored"), || {
+        let times = stored_times(db);
+        for id in ASSET_IDS {
+            let have = times
+                .get(&id)
+                .map(|t| t.iter().filter(|&&s| s >= from && s <= to).count())
+                .unwrap_or(0);
+            if have as i64 != to - from + 1 {
+                return Err(format!("asset {id}: {have} of {} seconds", to - from + 1));
+            }
+        }
+        Ok(times)
+    })
+}
+
+/// Starts the server and waits for its whole `listening on` line (it names the store and
+/// how the history was filled).
+fn start(env: &[(&str, &str)]) -> Server {
+    let server = Server::start(env);
+    assert!(
+        server.wait_for_log("listening on", SOON),
+        "{}",
+        server.log()
+    );
+    server
+}
+
+fn stop(server: &mut Server) {
+    server.terminate();
+    let code = server.wait_exit(EXIT_LIMIT);
+    assert_eq!(code, Some(0), "exit after SIGTERM; log:\n{}", server.log());
+}
+
+/// The value of an unlabelled series in `/metrics`, e.g. `ws_assets_points_dropped_total`.
+fn metric(server: &Server, name: &str) -> Option<f64> {
+    let (status, body) = server.get("/metrics");
+    assert_eq!(status, 200, "/metrics answered {status}");
+    body.lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
+fn log_lines(server: &Server, needle: &str) -> usize {
+    server
+        .log()
+        .lines()
+        .filter(|line| line.contains(needle))
+        .count()
+}
+
+/// Every point message until the server's close frame (or the end of the connection).
+fn points_until_close(client: &mut Client) -> Vec<Value> {
+    let mut points = Vec::new();
+    loop {
+        match client.ws.read() {
+            Ok(Message::Text(text)) => {
+                let msg: Value = serde_json::from_str(text.as_str()).expect("server sent JSON");
+                if msg["action"] == "point" {
+                    points.push(msg["message"].clone());
+                }
+            }
+            Ok(Message::Close(_)) | Err(_) => return points,
+            Ok(_) => {}
+        }
+    }
+}
+
+#[test]
+fn migrations_are_applied_at_start_up_once_and_a_restart_changes_nothing() {
+    let db = TestDb::create();
+    let dsn = db.dsn();
+    let env = [dsn_var(&dsn), NO_BACKFILL];
+
+    let mut first = start(&env);
+    for m in MIGRATIONS {
+        assert!(
+            first
+                .log()
+                .contains(&format!("applied migration {}", m.file())),
+            "{}",
+            first.log()
+        );
+    }
+    let recorded = schema_migrations(&db);
+    let expected: Vec<(i32, String, String)> = MIGRATIONS
+        .iter()
+        .map(|m| (m.version, m.name.to_string(), m.checksum()))
+        .collect();
+    let got: Vec<(i32, String, String)> = recorded
+        .iter()
+        .map(|(v, n, c, _)| (*v, n.clone(), c.clone()))
+        .collect();
+    assert_eq!(got, expected);
+    stop(&mut first);
+
+    let mut second = start(&env);
+    assert!(
+        second.log().contains("is up to date"),
+        "second start: {}",
+        second.log()
+    );
+    assert!(
+        !second.log().contains("applied migration"),
+        "{}",
+        second.log()
+    );
+    assert_eq!(
+        schema_migrations(&db),
+        recorded,
+        "a restart must not touch the record"
+    );
+    let mut client = second.client();
+    client.send_text(r#"{"action":"assets","message":{}}"#);
+    let reply = client.recv_action("assets");
+    assert_eq!(reply["message"]["assets"].as_array().map(Vec::len), Some(5));
+    drop(client);
+    stop(&mut second);
+}
+
+#[test]
+fn a_tampered_migration_checksum_stops_start_up_naming_the_file() {
+    let db = TestDb::create();
+    migrate_with_the_binary(&db);
+    execute(
+        &db,
+        "UPDATE schema_migrations SET checksum = 'feedfacefeedface' WHERE version = 1",
+    );
+    let dsn = db.dsn();
+
+    for auto_apply in ["true", "false"] {
+        let run = run_to_exit(
+            &[],
+            &[
+                dsn_var(&dsn),
+                ("WS_ASSETS_AUTO_APPLY_MIGRATIONS", auto_apply),
+            ],
+            RUN_LIMIT,
+        );
+        assert_ne!(run.code, Some(0), "auto-apply {auto_apply}: started");
+        assert!(
+            run.code.is_some(),
+            "auto-apply {auto_apply}: killed by a signal"
+        );
+        assert!(run.stderr.contains("sql/0001_init.sql"), "{}", run.stderr);
+        assert!(run.stderr.contains("feedfacefeedface"), "{}", run.stderr);
+        assert!(!run.stderr.contains("listening on"), "{}", run.stderr);
+    }
+
+    let run = run_to_exit(&["migrate"], &[dsn_var(&dsn)], RUN_LIMIT);
+    assert_ne!(run.code, Some(0), "migrate accepted a changed migration");
+    assert!(run.stderr.contains("sql/0001_init.sql"), "{}", run.stderr);
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT count(*) FROM schema_migrations WHERE checksum = 'feedfacefeedface'"
+        ),
+        1,
+        "the record is left as it was"
+    );
+}
+
+#[test]
+fn the_migrate_command_applies_then_reports_up_to_date() {
+    let db = TestDb::create();
+    let dsn = db.dsn();
+
+    let first = run_to_exit(&["migrate"], &[dsn_var(&dsn)], RUN_LIMIT);
+    assert_eq!(first.code, Some(0), "{}", first.stderr);
+    for m in MIGRATIONS {
+        assert!(first.stdout.contains(m.name), "stdout: {}", first.stdout);
+    }
+    assert!(!first.stdout.contains("up to date"), "{}", first.stdout);
+    assert_eq!(
+        scalar(&db, "SELECT count(*) FROM schema_migrations"),
+        MIGRATIONS.len() as i64
+    );
+    assert_eq!(scalar(&db, "SELECT count(*) FROM assets"), 5);
+
+    let second = run_to_exit(&["migrate"], &[dsn_var(&dsn)], RUN_LIMIT);
+    assert_eq!(second.code, Some(0), "{}", second.stderr);
+    assert!(second.stdout.contains("up to date"), "{}", second.stdout);
+    assert_eq!(
+        scalar(&db, "SELECT count(*) FROM schema_migrations"),
+        MIGRATIONS.len() as i64
+    );
+}
+
+#[test]
+fn without_auto_apply_an_unmigrated_database_stops_start_up_until_migrate_is_run() {
+    let db = TestDb::create();
+    let dsn = db.dsn();
+    let env = [
+        dsn_var(&dsn),
+        ("WS_ASSETS_AUTO_APPLY_MIGRATIONS", "false"),
+        NO_BACKFILL,
+    ];
+
+    let refused = run_to_exit(&[], &env, RUN_LIMIT);
+    assert_ne!(refused.code, Some(0), "started on an unmigrated database");
+    assert!(refused.code.is_some(), "killed by a signal");
+    assert!(
+        refused.stderr.contains("run `ws_assets migrate`"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("sql/0001_init.sql"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!table_exists(&db, "schema_migrations"), "nothing applied");
+    assert!(!table_exists(&db, "points"), "nothing applied");
+
+    migrate_with_the_binary(&db);
+    let mut server = start(&env);
+    assert!(
+        !server.log().contains("applied migration"),
+        "{}",
+        server.log()
+    );
+    stop(&mut server);
+}
+
+#[test]
+fn every_second_one_point_per_asset_is_stored() {
+    let db = TestDb::create();
+    let dsn = db.dsn();
+    let mut server = start(&[dsn_var(&dsn), NO_BACKFILL]);
+    let mut client = server.client();
+    let mut seen: Vec<Value> = client.subscribe_history(1);
+    let mut counts = Vec::new();
+    for _ in 0..5 {
+        let point = client.recv_point();
+        let time = time_of(&point);
+        seen.push(point);
+        // Once point `time` is stored, asset 1 has one row per second since the first tick.
+        let rows = wait_until(SOON, &format!("point {time} stored"), || {
+            let rows = stored(&db, 1);
+            match rows.last() {
+                Some(&(last, _)) if last >= time => Ok(rows),
+                other => Err(format!("last stored {other:?}")),
+            }
+        });
+        counts.push(rows.iter().filter(|(t, _)| *t <= time).count());
+    }
+    let times: Vec<i64> = seen.iter().map(time_of).collect();
+    assert_consecutive(&times, "points the client got");
+    for pair in counts.windows(2) {
+        assert_eq!(pair[1], pair[0] + 1, "rows per second: {counts:?}");
+    }
+
+    let first = times[0];
+    let last = *times.last().expect("points");
+    let all = wait_stored_through(&db, first, last);
+    for id in ASSET_IDS {
+        let times: Vec<i64> = all[&id].iter().copied().filter(|&t| t <= last).collect();
+        assert_eq!(
+            times.first(),
+            Some(&first),
+            "asset {id} starts with the first tick"
+        );
+        assert_consecutive(&times, &format!("stored times of asset {id}"));
+    }
+    let rows: Vec<(i64, f64)> = stored(&db, 1)
+        .into_iter()
+        .filter(|(t, _)| *t <= last)
+        .collect();
+    let sent: Vec<(i64, f64)> = seen.iter().map(time_value).collect();
+    assert_eq!(rows, sent, "stored rows are the points clients got");
+    drop(client);
+    stop(&mut server);
+}
+
+#[test]
+fn a_restart_serves_the_stored_history_with_an_exact_seam_and_no_backfill() {
+    let db = TestDb::create();
+    let dsn = db.dsn();
+    let env = [dsn_var(&dsn)];
+
+    let mut first = start(&env);
+    assert!(
+        first.log().contains("history backfilled"),
+        "an empty store is backfilled: {}",
+        first.log()
+    );
+    let mut client = first.client();
+    let mut seen = client.subscribe_history(1);
+    assert!(!seen.is_empty(), "backfilled history");
+    for _ in 0..3 {
+        seen.push(client.recv_point());
+    }
+    drop(client);
+    let last_seen = time_of(seen.last().expect("points"));
+    wait_until(SOON, "the last point seen stored", || {
+        match stored(&db, 1).last() {
+            Some(&(t, _)) if t >= last_seen => Ok(()),
+            other => Err(format!("last stored {other:?}")),
+        }
+    });
+    stop(&mut first);
+
+    let before = stored(&db, 1);
+    for point in &seen {
+        let (time, value) = time_value(point);
+        assert!(
+            before.contains(&(time, value)),
+            "point {time} = {value} the client got is not stored as sent"
+        );
+    }
+    let last_before = before.last().expect("stored points").0;
+    // Start again only once at least one second had no server: a backfill would fill it.
+    wait_until(SOON, "two seconds past the last stored point", || {
+        if epoch_now() >= last_before + 3 {
+            Ok(())
+        } else {
+            Err(format!("now {}", epoch_now()))
+        }
+    });
+    let launched = epoch_now();
+
+    let mut second = start(&env);
+    assert!(
+        second.log().contains("points of history loaded"),
+        "{}",
+        second.log()
+    );
+    assert!(!second.log().contains("backfilled"), "{}", second.log());
+
+    // A first client sees a tick of the new process; the second one subscribes after it.
+    let mut a = second.client();
+    let _ = a.subscribe_history(1);
+    let new_tick = time_of(&a.recv_point());
+    assert!(
+        new_tick > launched,
+        "tick {new_tick} before the launch at {launched}"
+    );
+    let mut b = second.client();
+    let history = b.subscribe_history(1);
+    let first_live = b.recv_point();
+    let history_tv: Vec<(i64, f64)> = history.iter().map(time_value).collect();
+    let history_last = history_tv.last().expect("history").0;
+    assert!(history_last >= new_tick);
+    assert_eq!(
+        time_of(&first_live),
+        history_last + 1,
+        "the first live point follows the history's last"
+    );
+    let history_times: Vec<i64> = history_tv.iter().map(|(t, _)| *t).collect();
+    assert!(
+        history_times.windows(2).all(|w| w[0] < w[1]),
+        "history in strictly increasing time"
+    );
+
+    // The history is exactly what is stored over its span, the pre-restart points included.
+    wait_until(SOON, "the history's last point stored", || {
+        match stored(&db, 1).last() {
+            Some(&(t, _)) if t >= history_last => Ok(()),
+            other => Err(format!("last stored {other:?}")),
+        }
+    });
+    let after = stored(&db, 1);
+    let span: Vec<(i64, f64)> = after
+        .iter()
+        .copied()
+        .filter(|(t, _)| *t >= history_tv[0].0 && *t <= history_last)
+        .collect();
+    assert_eq!(history_tv, span, "history differs from the stored points");
+    let kept: Vec<&(i64, f64)> = before
+        .iter()
+        .filter(|(t, _)| *t >= history_tv[0].0)
+        .collect();
+    assert!(
+        kept.len() > 1000,
+        "most of the pre-restart window is served"
+    );
+    for point in kept {
+        assert!(history_tv.contains(point), "pre-restart {point:?} missing");
+    }
+    assert!(history_times.contains(&last_before));
+
+    // Nothing was invented for the seconds the server was away.
+    let invented: Vec<i64> = after
+        .iter()
+        .map(|(t, _)| *t)
+        .filter(|&t| t > last_before && t <= launched)
+        .collect();
+    assert!(
+        invented.is_empty(),
+        "backfilled after a restart: {invented:?}"
+    );
+    drop(a);
+    drop(b);
+    stop(&mut second);
+}
+
+#[test]
+fn an_asset_added_in_the_database_is_served_and_walked_after_a_restart() {
+    let db = TestDb::create();
+    let dsn = db.dsn();
+    let env = [dsn_var(&dsn), NO_BACKFILL];
+    let assets_request = r#"{"action":"assets","message":{}}"#;
+
+    let mut first = start(&env);
+    let mut client = first.client();
+    client.send_text(assets_request);
+    let before = client.recv_action("assets")["message"]["assets"].clone();
+    assert_eq!(before.as_array().map(Vec::len), Some(5));
+    drop(client);
+    stop(&mut first);
+
+    execute(&db, "INSERT INTO assets (id, name) VALUES (6, 'EURGBP')");
+    let mut second = start(&env);
+    let mut client = second.client();
+    client.send_text(assets_request);
+    let after = client.recv_action("assets")["message"]["assets"].clone();
+    let listed: Vec<(i64, String)> = after
+        .as_array()
+        .expect("assets array")
+        .iter()
+        .map(|a| {
+            (
+                a["id"].as_i64().expect("id"),
+                a["name"].as_str().expect("name").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(listed.len(), 6, "{after}");
+    assert_eq!(listed[5], (6, "EURGBP".to_string()), "{after}");
+    assert!(listed.windows(2).all(|w| w[0].0 < w[1].0), "ordered by id");
+
+    let _ = client.subscribe_history(6);
+    let mut times = Vec::new();
+    for _ in 0..2 {
+        let point = client.recv_point();
+        assert_eq!(point["assetId"], 6, "{point}");
+        assert_eq!(point["assetName"], "EURGBP", "{point}");
+        assert!(point["value"].as_f64().is_some_and(|v| v > 0.0), "{point}");
+        times.push(time_of(&point));
+    }
+    let last = times[1];
+    wait_until(SOON, "the new asset's points stored", || {
+        let rows = stored(&db, 6);
+        let have: Vec<i64> = rows.iter().map(|(t, _)| *t).collect();
+        if times.iter().all(|t| have.contains(t)) {
+            Ok(())
+        } else {
+            Err(format!("stored {have:?}, want {times:?} (through {last})"))
+        }
+    });
+    drop(client);
+    stop(&mut second);
+}
+
+#[test]
+fn a_database_outage_mid_run_loses_no_point_and_is_logged_once() {
+    let db = TestDb::create();
+    let proxy = Proxy::start(db.server_addr());
+    let dsn = db.dsn_via(&proxy);
+    let mut server = start(&[dsn_var(&dsn), NO_BACKFILL]);
+    let mut client = server.client();
+    let mut seen = client.subscribe_history(1);
+    seen.push(client.recv_point());
+    let first = time_of(&seen[0]);
+    let before_cut = time_of(seen.last().expect("points"));
+    wait_stored_through(&db, first, before_cut);
+
+    // Cut for at least 5 s and until the store has failed; live points keep coming.
+    proxy.cut();
+    let cut_at = Instant::now();
+    let mut during = Vec::new();
+    while cut_at.elapsed() < Duration::from_secs(5) || !server.log().contains("store write failed")
+    {
+        assert!(
+            cut_at.elapsed() < SOON,
+            "no store failure logged during the outage:\n{}",
+            server.log()
+        );
+        during.push(client.recv_point());
+    }
+    assert_eq!(
+        metric(&server, "ws_assets_store_up"),
+        Some(0.0),
+        "the store is down during the outage"
+    );
+    proxy.restore();
+    assert!(
+        during.len() >= 3,
+        "only {} live points during a {:?} outage",
+        during.len(),
+        cut_at.elapsed()
+    );
+    seen.extend(during);
+    for _ in 0..2 {
+        seen.push(client.recv_point());
+    }
+    let times: Vec<i64> = seen.iter().map(time_of).collect();
+    assert_consecutive(&times, "live points across the outage");
+
+    let last = *times.last().expect("points");
+    let stored_all = wait_stored_through(&db, first, last);
+    for id in ASSET_IDS {
+        let run: Vec<i64> = stored_all[&id]
+            .iter()
+            .copied()
+            .filter(|&t| t <= last)
+            .collect();
+        assert_eq!(run.first(), Some(&first), "asset {id}");
+        assert_consecutive(&run, &format!("stored times of asset {id}"));
+    }
+    let rows: Vec<(i64, f64)> = stored(&db, 1)
+        .into_iter()
+        .filter(|(t, _)| *t <= last)
+        .collect();
+    let sent: Vec<(i64, f64)> = seen.iter().map(time_value).collect();
+    assert_eq!(rows, sent, "stored rows are the points clients got");
+
+    assert!(
+        server.wait_for_log("store reachable again", SOON),
+        "{}",
+        server.log()
+    );
+    let failures = log_lines(&server, "store write failed");
+    assert!(
+        (1..=2).contains(&failures),
+        "{failures} failure lines for one outage:\n{}",
+        server.log()
+    );
+    assert_eq!(log_lines(&server, "store reachable again"), 1);
+    assert_eq!(metric(&server, "ws_assets_points_dropped_total"), Some(0.0));
+    assert!(metric(&server, "ws_assets_store_write_errors_total") >= Some(1.0));
+    wait_until(SOON, "store_up again", || {
+        match metric(&server, "ws_assets_store_up") {
+            Some(1.0) => Ok(()),
+            other => Err(format!("store_up {other:?}")),
+        }
+    });
+    drop(client);
+    stop(&mut server);
+}
+
+#[test]
+fn an_unreachable_database_at_start_up_fails_in_time_naming_it_without_the_password() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let port = closed.local_addr().expect("local address").port();
+    drop(closed);
+    let password = "Pa55-w0rd-s3cret";
+    let dsn = format!("postgresql+asyncpg://quotes:{password}@127.0.0.1:{port}/quotes");
+
+    let run = run_to_exit(
+        &[],
+        &[
+            dsn_var(&dsn),
+            ("WS_ASSETS_POSTGRESQL_STARTUP_TIMEOUT_SECONDS", "2"),
+        ],
+        RUN_LIMIT,
+    );
+    assert_ne!(run.code, Some(0), "started without a database");
+    assert!(run.code.is_some(), "killed by a signal");
+    assert!(
+        run.took < Duration::from_secs(15),
+        "gave up only after {:?}",
+        run.took
+    );
+    let message = run
+        .stderr
+        .lines()
+        .find(|line| line.contains("cannot start"))
+        .unwrap_or_else(|| panic!("no start-up error in:\n{}", run.stderr));
+    assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
+    assert!(message.contains("last error"), "{message}");
+    assert!(message.to_lowercase().contains("refused"), "{message}");
+    assert!(!run.stderr.contains(password), "{}", run.stderr);
+    assert!(!run.stdout.contains(password), "{}", run.stdout);
+    assert!(!run.stderr.contains("listening on"), "{}", run.stderr);
+}
+
+#[test]
+fn retention_deletes_old_rows_only() {
+    let db = TestDb::create();
+    migrate_with_the_binary(&db);
+    let now = epoch_now();
+    let day = 86_400;
+    // (asset, age in seconds, rows)
+    let old = [(1, 40 * day, 4), (1, 31 * day, 2), (2, 35 * day, 3)];
+    let recent = [(1, 29 * day, 2), (1, day, 4), (3, day, 1)];
+    let mut client = db.client();
+    for (asset, age, rows) in old.iter().chain(&recent) {
+        for i in 0..*rows {
+            let time = now - age - i64::from(i);
+            client
+                .execute(
+                    "INSERT INTO points (asset_id, time, value) VALUES ($1, to_timestamp($2::int8), 1.25)",
+                    &[asset, &time],
+                )
+                .unwrap_or_else(|e| panic!("insert: {e}"));
+        }
+    }
+    drop(client);
+    let old_rows: i64 = old.iter().map(|(_, _, n)| i64::from(*n)).sum();
+    let recent_rows: i64 = recent.iter().map(|(_, _, n)| i64::from(*n)).sum();
+    let count_older_than_30_days =
+        "SELECT count(*) FROM points WHERE time < now() - interval '30 days'";
+    assert_eq!(scalar(&db, count_older_than_30_days), old_rows);
+
+    let dsn = db.dsn();
+    let mut server = start(&[
+        dsn_var(&dsn),
+        NO_BACKFILL,
+        ("WS_ASSETS_RETENTION_DAYS", "30"),
+    ]);
+    wait_until(SOON, "old rows deleted", || {
+        match scalar(&db, count_older_than_30_days) {
+            0 => Ok(()),
+            n => Err(format!("{n} old rows left")),
+        }
+    });
+    let recent_left = scalar(
+        &db,
+        &format!(
+            "SELECT count(*) FROM points WHERE time < to_timestamp({})",
+            now - 60
+        ),
+    );
+    assert_eq!(recent_left, recent_rows, "recent rows are kept");
+    wait_until(SOON, "deleted rows counted", || {
+        match metric(&server, "ws_assets_points_expired_total") {
+            Some(n) if n == old_rows as f64 => Ok(()),
+            other => Err(format!("points_expired_total {other:?}")),
+        }
+    });
+    // Live points are still written next to the kept ones.
+    let mut ws = server.client();
+    let _ = ws.subscribe_history(1);
+    let live = time_of(&ws.recv_point());
+    wait_stored_through(&db, live, live);
+    drop(ws);
+    stop(&mut server);
+}
+
+#[test]
+fn sigterm_writes_the_queued_points_before_exiting() {
+    let db = TestDb::create();
+    let proxy = Proxy::start(db.server_addr());
+    let dsn = db.dsn_via(&proxy);
+    let mut server = start(&[dsn_var(&dsn), NO_BACKFILL]);
+    let mut client = server.client();
+    let mut seen = client.subscribe_history(1);
+    seen.push(client.recv_point());
+    let first = time_of(&seen[0]);
+    wait_stored_through(&db, first, time_of(seen.last().expect("points")));
+
+    // Let points pile up behind a failing store, then stop with them still queued.
+    proxy.cut();
+    let cut_at = Instant::now();
+    while !server.log().contains("store write failed") {
+        assert!(
+            cut_at.elapsed() < SOON,
+            "no store failure logged:\n{}",
+            server.log()
+        );
+        seen.push(client.recv_point());
+    }
+    seen.push(client.recv_point());
+    let queued = metric(&server, "ws_assets_store_write_queue_points").unwrap_or(0.0);
+    assert!(queued >= 5.0, "{queued} points queued");
+    proxy.restore();
+    server.terminate();
+    seen.extend(points_until_close(&mut client));
+    drop(client);
+    let code = server.wait_exit(EXIT_LIMIT);
+    assert_eq!(code, Some(0), "exit after SIGTERM; log:\n{}", server.log());
+    assert!(
+        !server.log().contains("not written to the store"),
+        "{}",
+        server.log()
+    );
+
+    let times: Vec<i64> = seen.iter().map(time_of).collect();
+    assert_consecutive(&times, "live points");
+    let last = *times.last().expect("points");
+    let stored_all = stored_times(&db);
+    for id in ASSET_IDS {
+        let run: Vec<i64> = stored_all.get(&id).cloned().unwrap_or_default();
+        assert_eq!(run.first(), Some(&first), "asset {id}");
+        assert!(
+            run.last().is_some_and(|&t| t >= last),
+            "asset {id}: the last point before the signal ({last}) is not stored: {run:?}"
+        );
+        assert_consecutive(&run, &format!("stored times of asset {id}"));
+    }
+    let rows: Vec<(i64, f64)> = stored(&db, 1)
+        .into_iter()
+        .filter(|(t, _)| *t <= last)
+        .collect();
+    let sent: Vec<(i64, f64)> = seen.iter().map(time_value).collect();
+    assert_eq!(rows, sent, "stored rows are the points clients got");
+}
