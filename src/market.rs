@@ -1,4 +1,15 @@
-//! Assets and their points: the plain data every other module speaks in.
+//! Assets, the per-asset history ring of points, and who is subscribed to what.
+//!
+//! The reactor owns one [`Market`]. A subscription is registered and its history frame
+//! taken in one step, and a tick's point is recorded and its frame built in one step,
+//! so no tick can fall between a history and the live points after it.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use crate::frame::text_frame;
+use crate::protocol;
 
 /// A tradable instrument, as listed by the `assets` action (`{"id":1,"name":"EURUSD"}`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,4 +29,364 @@ pub struct Point {
     pub time: i64,
     /// `(bid + ask) / 2`.
     pub value: f64,
+}
+
+/// The assets served by default and seeded by the first migration.
+pub fn default_assets() -> Vec<Asset> {
+    ["EURUSD", "USDJPY", "GBPUSD", "AUDUSD", "USDCAD"]
+        .iter()
+        .zip(1..)
+        .map(|(name, id)| Asset {
+            id,
+            name: name.to_string(),
+        })
+        .collect()
+}
+
+/// An asset's recent points in strictly increasing time.
+#[derive(Debug, Default)]
+pub struct Ring {
+    points: VecDeque<Point>,
+}
+
+impl Ring {
+    /// Appends a point newer than every point held; returns false (and keeps nothing)
+    /// for a point that is not newer, so time never repeats or goes back.
+    pub fn push(&mut self, point: Point) -> bool {
+        if self
+            .points
+            .back()
+            .is_some_and(|last| last.time >= point.time)
+        {
+            return false;
+        }
+        self.points.push_back(point);
+        true
+    }
+
+    /// Drops points older than `oldest`; returns whether any were dropped.
+    pub fn trim(&mut self, oldest: i64) -> bool {
+        let before = self.points.len();
+        while self.points.front().is_some_and(|p| p.time < oldest) {
+            self.points.pop_front();
+        }
+        self.points.len() != before
+    }
+
+    /// Time of the newest point.
+    pub fn last_time(&self) -> Option<i64> {
+        self.points.back().map(|p| p.time)
+    }
+
+    /// Number of points held.
+    pub fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    /// Whether no point is held.
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    /// Points, oldest first.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &Point> {
+        self.points.iter()
+    }
+}
+
+/// The connections subscribed to one asset, as slab keys; removal is O(1).
+///
+/// A connection remembers the slot it was given; removing a slot moves the last
+/// key into it, and the caller updates that key's remembered slot.
+#[derive(Debug, Default)]
+pub struct Subscribers {
+    keys: Vec<usize>,
+}
+
+impl Subscribers {
+    /// Adds `key`; returns its slot.
+    pub fn add(&mut self, key: usize) -> usize {
+        self.keys.push(key);
+        self.keys.len() - 1
+    }
+
+    /// Removes the key at `slot`; returns the key moved into `slot`, if any.
+    pub fn remove(&mut self, slot: usize) -> Option<usize> {
+        if slot >= self.keys.len() {
+            return None;
+        }
+        self.keys.swap_remove(slot);
+        self.keys.get(slot).copied()
+    }
+
+    /// Subscribed keys, in no particular order.
+    pub fn keys(&self) -> &[usize] {
+        &self.keys
+    }
+
+    /// How many are subscribed.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether nobody is subscribed.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// One asset's live state.
+#[derive(Debug)]
+pub struct AssetState {
+    /// The asset.
+    pub asset: Asset,
+    /// Its history window.
+    pub ring: Ring,
+    /// Who receives its points.
+    pub subscribers: Subscribers,
+    /// The encoded `asset_history` frame of the current ring, built on first demand.
+    history: Option<Bytes>,
+}
+
+/// Where a connection's subscription sits: which asset, which slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscription {
+    /// Index into [`Market::assets`].
+    pub asset: usize,
+    /// Slot in that asset's [`Subscribers`].
+    pub slot: usize,
+}
+
+/// All assets with their rings and subscribers.
+#[derive(Debug)]
+pub struct Market {
+    assets: Vec<AssetState>,
+    window: i64,
+    assets_frame: Bytes,
+}
+
+impl Market {
+    /// A market of `assets` (ordered by id) keeping `window` seconds of history.
+    pub fn new(mut assets: Vec<Asset>, window: u32) -> Market {
+        assets.sort_by_key(|a| a.id);
+        let assets_frame = text_frame(&protocol::assets_message(&assets));
+        Market {
+            assets: assets
+                .into_iter()
+                .map(|asset| AssetState {
+                    asset,
+                    ring: Ring::default(),
+                    subscribers: Subscribers::default(),
+                    history: None,
+                })
+                .collect(),
+            window: i64::from(window),
+            assets_frame,
+        }
+    }
+
+    /// Every asset's state, ordered by id.
+    pub fn assets(&self) -> &[AssetState] {
+        &self.assets
+    }
+
+    /// The encoded reply to `assets`, shared by every client.
+    pub fn assets_frame(&self) -> Bytes {
+        self.assets_frame.clone()
+    }
+
+    /// Index of the asset with this id.
+    pub fn index_of(&self, asset_id: i32) -> Option<usize> {
+        self.assets
+            .binary_search_by_key(&asset_id, |a| a.asset.id)
+            .ok()
+    }
+
+    /// Records a tick's point; returns its encoded `point` frame, or `None` when the
+    /// asset is unknown or the point is not newer than the asset's last one.
+    pub fn record(&mut self, point: Point) -> Option<(usize, Bytes)> {
+        let index = self.index_of(point.asset_id)?;
+        let state = &mut self.assets[index];
+        if !state.ring.push(point) {
+            return None;
+        }
+        state.ring.trim(point.time - self.window + 1);
+        state.history = None;
+        let frame = text_frame(&protocol::point_message(&state.asset.name, &point));
+        Some((index, frame))
+    }
+
+    /// Loads stored points (any order of assets, increasing time per asset) into the rings,
+    /// keeping those within the window ending at `now`; returns how many were kept.
+    pub fn warm(&mut self, points: &[Point], now: i64) -> usize {
+        let oldest = now - self.window + 1;
+        let mut kept = 0;
+        for point in points.iter().filter(|p| p.time >= oldest && p.time <= now) {
+            if let Some(index) = self.index_of(point.asset_id) {
+                let state = &mut self.assets[index];
+                if state.ring.push(*point) {
+                    state.history = None;
+                    kept += 1;
+                }
+            }
+        }
+        kept
+    }
+
+    /// Drops points that left the window ending at `now` (called every second, so
+    /// history stays the last window even when the feed is silent).
+    pub fn trim(&mut self, now: i64) {
+        let oldest = now - self.window + 1;
+        for state in &mut self.assets {
+            if state.ring.trim(oldest) {
+                state.history = None;
+            }
+        }
+    }
+
+    /// Subscribes `key` to the asset at `index`; returns the subscription and the
+    /// `asset_history` frame to send before any later point.
+    pub fn subscribe(&mut self, key: usize, index: usize) -> (Subscription, Bytes) {
+        let state = &mut self.assets[index];
+        let history = state
+            .history
+            .get_or_insert_with(|| {
+                text_frame(&protocol::history_message(
+                    &state.asset.name,
+                    state.ring.iter(),
+                ))
+            })
+            .clone();
+        let slot = state.subscribers.add(key);
+        (Subscription { asset: index, slot }, history)
+    }
+
+    /// Ends a subscription; returns the key whose slot changed (it now holds `sub.slot`).
+    pub fn unsubscribe(&mut self, sub: Subscription) -> Option<usize> {
+        self.assets.get_mut(sub.asset)?.subscribers.remove(sub.slot)
+    }
+
+    /// Subscribed keys of the asset at `index`.
+    pub fn subscribers(&self, index: usize) -> &[usize] {
+        self.assets
+            .get(index)
+            .map_or(&[], |state| state.subscribers.keys())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(asset_id: i32, time: i64) -> Point {
+        Point {
+            asset_id,
+            time,
+            value: 1.0 + time as f64 / 1e6,
+        }
+    }
+
+    fn history_times(frame: &Bytes) -> Vec<i64> {
+        let header = if frame.len() - 2 < 126 {
+            2
+        } else if frame.len() - 4 <= 65535 {
+            4
+        } else {
+            10
+        };
+        let json: serde_json::Value = serde_json::from_slice(&frame[header..]).unwrap();
+        json["message"]["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["time"].as_i64().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn ring_refuses_points_that_are_not_newer() {
+        let mut ring = Ring::default();
+        assert!(ring.push(point(1, 10)));
+        assert!(!ring.push(point(1, 10)));
+        assert!(!ring.push(point(1, 9)));
+        assert!(ring.push(point(1, 12)));
+        assert_eq!(ring.len(), 2);
+        assert_eq!(ring.last_time(), Some(12));
+    }
+
+    #[test]
+    fn ring_trims_by_time() {
+        let mut ring = Ring::default();
+        for t in 1..=10 {
+            ring.push(point(1, t));
+        }
+        assert!(ring.trim(8));
+        assert_eq!(ring.iter().map(|p| p.time).collect::<Vec<_>>(), [8, 9, 10]);
+        assert!(!ring.trim(8));
+        assert!(ring.trim(100));
+        assert!(ring.is_empty());
+    }
+
+    #[test]
+    fn record_keeps_exactly_the_window() {
+        let mut market = Market::new(default_assets(), 5);
+        for t in 100..=120 {
+            assert!(market.record(point(1, t)).is_some());
+        }
+        let (_, history) = market.subscribe(1, 0);
+        assert_eq!(history_times(&history), [116, 117, 118, 119, 120]);
+        assert!(market.record(point(99, 121)).is_none(), "unknown asset");
+        assert!(market.record(point(1, 120)).is_none(), "not newer");
+    }
+
+    #[test]
+    fn history_frame_is_shared_until_the_ring_changes() {
+        let mut market = Market::new(default_assets(), 60);
+        market.record(point(2, 1));
+        let (_, a) = market.subscribe(1, 1);
+        let (_, b) = market.subscribe(2, 1);
+        assert_eq!(a.as_ptr(), b.as_ptr(), "one encoding for both subscribers");
+        market.record(point(2, 2));
+        let (_, c) = market.subscribe(3, 1);
+        assert_eq!(history_times(&c), [1, 2]);
+        market.trim(61);
+        let (_, d) = market.subscribe(4, 1);
+        assert_eq!(history_times(&d), [2]);
+    }
+
+    #[test]
+    fn warm_keeps_window_and_order() {
+        let mut market = Market::new(default_assets(), 10);
+        let stored: Vec<Point> = (1..=30)
+            .map(|t| point(3, t))
+            .chain([point(42, 25)])
+            .collect();
+        assert_eq!(market.warm(&stored, 30), 10);
+        let (_, history) = market.subscribe(7, 2);
+        assert_eq!(history_times(&history), (21..=30).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn subscribers_remove_reports_the_moved_key() {
+        let mut subs = Subscribers::default();
+        let a = subs.add(10);
+        let _b = subs.add(11);
+        let _c = subs.add(12);
+        assert_eq!(subs.remove(a), Some(12));
+        assert_eq!(subs.keys(), [12, 11]);
+        assert_eq!(subs.remove(1), None, "last slot: nothing moved");
+        assert_eq!(subs.keys(), [12]);
+        assert_eq!(subs.remove(5), None);
+    }
+
+    #[test]
+    fn assets_are_ordered_and_found_by_id() {
+        let mut assets = default_assets();
+        assets.reverse();
+        let market = Market::new(assets, 10);
+        let ids: Vec<i32> = market.assets().iter().map(|a| a.asset.id).collect();
+        assert_eq!(ids, [1, 2, 3, 4, 5]);
+        assert_eq!(market.index_of(4), Some(3));
+        assert_eq!(market.index_of(6), None);
+    }
 }

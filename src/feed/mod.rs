@@ -3,6 +3,10 @@
 //! A feed is asked once per tick, on a worker thread, for the current price of every
 //! known asset. It may block (HTTP) but must give up within its own timeout.
 
+pub mod fxcm;
+pub mod ratesjson;
+pub mod simulated;
+
 use std::fmt;
 
 use crate::market::Asset;

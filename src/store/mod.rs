@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+pub mod memory;
+
 use crate::market::{Asset, Point};
 
 /// Why a store call failed.

@@ -1,0 +1,352 @@
+//! The real quote feed: FXCM "ratesjson" fetched over HTTP(S).
+//!
+//! One `ureq::Agent` is shared by every fetch, so consecutive ticks reuse one
+//! keep-alive connection (and one TLS session) instead of connecting each second.
+//! Every request is bounded twice: in time (a global timeout covering DNS, connect,
+//! TLS, headers and body) and in size (a cap on the decoded body).
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use ureq::http::Uri;
+
+use crate::feed::{Feed, FeedError, Fetched, ratesjson};
+use crate::market::Asset;
+
+/// Timeout the service uses per fetch: a tick is one second, and a late answer is
+/// worthless, so give up well before the next tick.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// Body cap the service uses: a full FXCM ratesjson answer is a few tens of KiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 256 * 1024;
+
+/// Why an [`FxcmFeed`] could not be built from its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FxcmConfigError {
+    /// The URL does not parse as a URI.
+    InvalidUrl(String),
+    /// The URL's scheme is not `http` or `https` (the scheme found, or empty).
+    UnsupportedScheme(String),
+    /// The URL has no host.
+    MissingHost,
+    /// The timeout is zero.
+    ZeroTimeout,
+    /// The body cap is zero.
+    ZeroBodyCap,
+}
+
+impl fmt::Display for FxcmConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FxcmConfigError::InvalidUrl(e) => write!(
+                f,
+                "rates URL is not a valid URL ({e}); expected http://host/path or https://host/path"
+            ),
+            FxcmConfigError::UnsupportedScheme(s) if s.is_empty() => write!(
+                f,
+                "rates URL has no scheme; it must start with http:// or https://"
+            ),
+            FxcmConfigError::UnsupportedScheme(s) => write!(
+                f,
+                "rates URL scheme {s:?} is not supported; it must start with http:// or https://"
+            ),
+            FxcmConfigError::MissingHost => write!(f, "rates URL has no host"),
+            FxcmConfigError::ZeroTimeout => write!(f, "feed timeout must be greater than zero"),
+            FxcmConfigError::ZeroBodyCap => {
+                write!(f, "feed body size cap must be greater than zero")
+            }
+        }
+    }
+}
+
+impl std::error::Error for FxcmConfigError {}
+
+/// A [`Feed`] that GETs an FXCM ratesjson URL once per tick.
+///
+/// Cheap to share: `fetch` takes `&self` and may run on several worker threads at
+/// once; they share the agent's connection pool.
+pub struct FxcmFeed {
+    agent: ureq::Agent,
+    url: Uri,
+    shown: String,
+    max_body_bytes: u64,
+}
+
+impl FxcmFeed {
+    /// Builds the feed for `url` (`http://` or `https://`; userinfo in the URL is
+    /// sent as HTTP Basic auth and never shown). `timeout` bounds each fetch end to
+    /// end; a body larger than `max_body_bytes` (after decompression) is refused.
+    /// See [`DEFAULT_TIMEOUT`] and [`DEFAULT_MAX_BODY_BYTES`].
+    pub fn new(url: &str, timeout: Duration, max_body_bytes: u64) -> Result<Self, FxcmConfigError> {
+        let url = parse_url(url)?;
+        if timeout.is_zero() {
+            return Err(FxcmConfigError::ZeroTimeout);
+        }
+        if max_body_bytes == 0 {
+            return Err(FxcmConfigError::ZeroBodyCap);
+        }
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            // Non-200 answers come back as responses so the code is reported as is
+            // and the connection can be drained and kept.
+            .http_status_as_error(false)
+            .user_agent(concat!("ws_assets/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .new_agent();
+        Ok(FxcmFeed {
+            agent,
+            shown: redacted(&url),
+            url,
+            max_body_bytes,
+        })
+    }
+
+    /// GETs the URL and returns the whole body of a 200 answer.
+    fn get_body(&self) -> Result<Vec<u8>, FeedError> {
+        let cap = self.max_body_bytes;
+        let mut response = self
+            .agent
+            .get(&self.url)
+            .call()
+            .map_err(|e| classify(e, cap))?;
+        let status = response.status().as_u16();
+        let body = response.body_mut();
+        if status != 200 {
+            // Read (and drop) the error page, within the same limits, so the
+            // connection goes back to the pool; failing that, it is just closed.
+            let mut reader = body.with_config().limit(cap).reader();
+            let _ = io::copy(&mut reader, &mut io::sink());
+            return Err(FeedError::Status(status));
+        }
+        if body.content_length().is_some_and(|len| len > cap) {
+            return Err(FeedError::TooLarge(cap));
+        }
+        // Reading to the end (not just to the closing `;`) lets the agent reuse
+        // the connection for the next tick.
+        body.with_config()
+            .limit(cap)
+            .read_to_vec()
+            .map_err(|e| classify(e, cap))
+    }
+}
+
+impl Feed for FxcmFeed {
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+
+    fn fetch(&self, _time: i64, assets: &[Asset]) -> Result<Fetched, FeedError> {
+        let body = self.get_body()?;
+        ratesjson::parse(&body, assets)
+    }
+}
+
+impl fmt::Debug for FxcmFeed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FxcmFeed")
+            .field("url", &self.shown)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks that `url` is an absolute http(s) URL with a host.
+fn parse_url(url: &str) -> Result<Uri, FxcmConfigError> {
+    let url = url.trim();
+    // Look at the scheme first, so `ftp://...` or a bare `host/path` get a message
+    // about the scheme rather than a generic parse error. Only a plausible scheme
+    // is echoed back (never arbitrary text that may hold a secret).
+    let scheme = match url.split_once("://") {
+        Some((s, _))
+            if !s.is_empty()
+                && s.len() <= 16
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) =>
+        {
+            s.to_ascii_lowercase()
+        }
+        _ => String::new(),
+    };
+    if scheme != "http" && scheme != "https" {
+        return Err(FxcmConfigError::UnsupportedScheme(scheme));
+    }
+    let uri: Uri = url
+        .parse()
+        .map_err(|e: ureq::http::uri::InvalidUri| FxcmConfigError::InvalidUrl(e.to_string()))?;
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(FxcmConfigError::MissingHost);
+    }
+    Ok(uri)
+}
+
+/// The URL for logs: scheme, host, port and path; no userinfo, and the query
+/// (which may carry a token) shown only as `?...`.
+fn redacted(uri: &Uri) -> String {
+    let scheme = uri.scheme_str().unwrap_or("").to_ascii_lowercase();
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let query = if uri.query().is_some() { "?..." } else { "" };
+    format!("{scheme}://{host_port}{}{query}", uri.path())
+}
+
+/// Maps a ureq error to the feed's error kinds.
+fn classify(e: ureq::Error, cap: u64) -> FeedError {
+    match e {
+        ureq::Error::Timeout(_) => FeedError::Timeout,
+        ureq::Error::Io(io) if is_timeout(&io) => FeedError::Timeout,
+        ureq::Error::BodyExceedsLimit(_) => FeedError::TooLarge(cap),
+        ureq::Error::StatusCode(code) => FeedError::Status(code),
+        ureq::Error::Decompress(..) => FeedError::Parse(e.to_string()),
+        ureq::Error::HostNotFound => FeedError::Connect("host not found".to_string()),
+        other => FeedError::Connect(other.to_string()),
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(url: &str) -> Result<FxcmFeed, FxcmConfigError> {
+        FxcmFeed::new(url, DEFAULT_TIMEOUT, DEFAULT_MAX_BODY_BYTES)
+    }
+
+    #[test]
+    fn accepts_http_and_https() {
+        for url in [
+            "http://rates.example.com/RatesJSON",
+            "https://rates.example.com:8443/x?a=1",
+            "HTTPS://Rates.Example.com/",
+            "http://127.0.0.1:9/",
+            "http://[::1]:8080/rates",
+            "  https://rates.example.com/rates  ",
+        ] {
+            assert!(feed(url).is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn rejects_other_schemes_and_non_urls() {
+        let cases: &[(&str, FxcmConfigError)] = &[
+            (
+                "ftp://rates.example.com/x",
+                FxcmConfigError::UnsupportedScheme("ftp".into()),
+            ),
+            (
+                "rates.example.com/x",
+                FxcmConfigError::UnsupportedScheme(String::new()),
+            ),
+            (
+                "simulated",
+                FxcmConfigError::UnsupportedScheme(String::new()),
+            ),
+            ("", FxcmConfigError::UnsupportedScheme(String::new())),
+            (
+                "pass word://h/",
+                FxcmConfigError::UnsupportedScheme(String::new()),
+            ),
+        ];
+        for (url, want) in cases {
+            assert_eq!(feed(url).err().as_ref(), Some(want), "{url}");
+        }
+        assert!(
+            matches!(feed("file:///etc/passwd"), Err(FxcmConfigError::UnsupportedScheme(s)) if s == "file")
+        );
+        assert!(matches!(
+            feed("http://"),
+            Err(FxcmConfigError::InvalidUrl(_))
+        ));
+        assert!(matches!(
+            feed("http://a b/"),
+            Err(FxcmConfigError::InvalidUrl(_))
+        ));
+        assert!(matches!(
+            feed("http:///path"),
+            Err(FxcmConfigError::InvalidUrl(_) | FxcmConfigError::MissingHost)
+        ));
+        assert!(matches!(feed("ws://h/"), Err(FxcmConfigError::UnsupportedScheme(s)) if s == "ws"));
+    }
+
+    #[test]
+    fn rejects_zero_limits() {
+        let url = "http://h/";
+        assert_eq!(
+            FxcmFeed::new(url, Duration::ZERO, 1).err(),
+            Some(FxcmConfigError::ZeroTimeout)
+        );
+        assert_eq!(
+            FxcmFeed::new(url, DEFAULT_TIMEOUT, 0).err(),
+            Some(FxcmConfigError::ZeroBodyCap)
+        );
+    }
+
+    #[test]
+    fn describe_hides_userinfo_and_query() -> Result<(), FxcmConfigError> {
+        let f = feed("https://user:s3cret@rates.example.com:8443/RatesJSON?token=abc")?;
+        assert_eq!(f.describe(), "https://rates.example.com:8443/RatesJSON?...");
+        let debug = format!("{f:?}");
+        assert!(
+            !debug.contains("s3cret") && !debug.contains("abc"),
+            "{debug}"
+        );
+
+        let f = feed("http://rates.example.com")?;
+        assert_eq!(f.describe(), "http://rates.example.com/");
+        let f = feed("http://a@b@[::1]:81/p")?;
+        assert_eq!(f.describe(), "http://[::1]:81/p");
+        Ok(())
+    }
+
+    #[test]
+    fn error_messages_name_the_problem() {
+        let msg = FxcmConfigError::UnsupportedScheme("ftp".into()).to_string();
+        assert!(msg.contains("\"ftp\"") && msg.contains("http://"), "{msg}");
+        let msg = FxcmConfigError::UnsupportedScheme(String::new()).to_string();
+        assert!(msg.contains("no scheme"), "{msg}");
+    }
+
+    #[test]
+    fn classify_maps_ureq_errors() {
+        let cap = 10;
+        assert_eq!(
+            classify(ureq::Error::Timeout(ureq::Timeout::Global), cap),
+            FeedError::Timeout
+        );
+        assert_eq!(
+            classify(ureq::Error::Io(io::ErrorKind::TimedOut.into()), cap),
+            FeedError::Timeout
+        );
+        assert_eq!(
+            classify(ureq::Error::BodyExceedsLimit(cap), cap),
+            FeedError::TooLarge(cap)
+        );
+        assert_eq!(
+            classify(ureq::Error::StatusCode(503), cap),
+            FeedError::Status(503)
+        );
+        assert!(matches!(
+            classify(
+                ureq::Error::Io(io::ErrorKind::ConnectionRefused.into()),
+                cap
+            ),
+            FeedError::Connect(_)
+        ));
+        assert!(matches!(
+            classify(ureq::Error::HostNotFound, cap),
+            FeedError::Connect(m) if m == "host not found"
+        ));
+    }
+
+    #[test]
+    fn feed_is_shareable_across_workers() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<FxcmFeed>();
+    }
+}

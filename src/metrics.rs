@@ -1,0 +1,475 @@
+//! Counters the reactor keeps, and their Prometheus text rendering.
+//!
+//! Only the reactor thread touches them, so they are plain integers. Gauges that the
+//! reactor can read off its own state (connections, subscriptions, queue length) are
+//! passed in at render time instead of being tracked twice.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// Why the server dropped a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Its outgoing queue exceeded the limit (closed with 1008).
+    SlowConsumer,
+    /// It did not answer a ping in time.
+    PongTimeout,
+    /// It sent a message over the size limit (closed with 1009).
+    MessageTooLarge,
+    /// It broke the WebSocket protocol (1002) or sent invalid UTF-8 (1007).
+    ProtocolError,
+    /// It did not finish its HTTP request head in time.
+    HandshakeTimeout,
+    /// The connection limit was reached when it connected.
+    ConnectionLimit,
+}
+
+impl DropReason {
+    const ALL: [DropReason; 6] = [
+        DropReason::SlowConsumer,
+        DropReason::PongTimeout,
+        DropReason::MessageTooLarge,
+        DropReason::ProtocolError,
+        DropReason::HandshakeTimeout,
+        DropReason::ConnectionLimit,
+    ];
+
+    /// The `reason` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::SlowConsumer => "slow_consumer",
+            DropReason::PongTimeout => "pong_timeout",
+            DropReason::MessageTooLarge => "message_too_large",
+            DropReason::ProtocolError => "protocol_error",
+            DropReason::HandshakeTimeout => "handshake_timeout",
+            DropReason::ConnectionLimit => "connection_limit",
+        }
+    }
+}
+
+/// What became of one tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TickOutcome {
+    /// The feed answered and at least one point was recorded.
+    Ok,
+    /// The feed answered with no usable quote.
+    Empty,
+    /// The feed failed (timeout, HTTP status, connection, body).
+    Failed,
+    /// The fetch came back after a newer tick's points.
+    Late,
+    /// No fetch was started: the in-flight bound was reached.
+    Skipped,
+}
+
+impl TickOutcome {
+    const ALL: [TickOutcome; 5] = [
+        TickOutcome::Ok,
+        TickOutcome::Empty,
+        TickOutcome::Failed,
+        TickOutcome::Late,
+        TickOutcome::Skipped,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            TickOutcome::Ok => "ok",
+            TickOutcome::Empty => "empty",
+            TickOutcome::Failed => "failed",
+            TickOutcome::Late => "late",
+            TickOutcome::Skipped => "skipped",
+        }
+    }
+}
+
+/// The protocol's error types, in the order they are counted.
+const ERROR_TYPES: [&str; 3] = ["ParseError", "ValidationError", "UnknownAsset"];
+
+/// Feed failure kinds, in the order they are counted.
+pub const FEED_ERRORS: [&str; 5] = ["timeout", "status", "connect", "too_large", "parse"];
+
+/// A histogram with fixed upper bounds, in seconds.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&mut self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        if let Some(i) = self.bounds.iter().position(|b| seconds <= *b) {
+            self.counts[i] += 1;
+        }
+        self.sum += seconds;
+        self.count += 1;
+    }
+}
+
+const FETCH_BOUNDS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5];
+const WRITE_BOUNDS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+/// Everything counted since start.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Connections accepted.
+    pub connections_total: u64,
+    /// WebSocket upgrades completed.
+    pub websocket_upgrades_total: u64,
+    /// Messages queued to clients.
+    pub messages_sent_total: u64,
+    /// Bytes written to client sockets.
+    pub bytes_sent_total: u64,
+    /// Requests received, by action: assets, subscribe, unsubscribe.
+    pub requests_total: [u64; 3],
+    /// Request errors by protocol error type.
+    pub request_errors_total: [u64; 3],
+    /// Clients dropped by the server, by [`DropReason`].
+    pub clients_dropped_total: [u64; 6],
+    /// Ticks by [`TickOutcome`].
+    pub ticks_total: [u64; 5],
+    /// Feed failures by kind ([`FEED_ERRORS`]).
+    pub feed_errors_total: [u64; 5],
+    /// Feed entries for known assets that were unusable.
+    pub feed_entries_rejected_total: u64,
+    /// Duration of feed fetches.
+    pub feed_fetch_seconds: Histogram,
+    /// Points recorded into the history.
+    pub points_total: u64,
+    /// Points dropped from the store's write queue because it overflowed.
+    pub points_dropped_total: u64,
+    /// Points written to the store.
+    pub points_stored_total: u64,
+    /// Store writes that failed.
+    pub store_write_errors_total: u64,
+    /// Duration of store writes.
+    pub store_write_seconds: Histogram,
+    /// Points deleted by retention.
+    pub points_expired_total: u64,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            connections_total: 0,
+            websocket_upgrades_total: 0,
+            messages_sent_total: 0,
+            bytes_sent_total: 0,
+            requests_total: [0; 3],
+            request_errors_total: [0; 3],
+            clients_dropped_total: [0; 6],
+            ticks_total: [0; 5],
+            feed_errors_total: [0; 5],
+            feed_entries_rejected_total: 0,
+            feed_fetch_seconds: Histogram::new(FETCH_BOUNDS),
+            points_total: 0,
+            points_dropped_total: 0,
+            points_stored_total: 0,
+            store_write_errors_total: 0,
+            store_write_seconds: Histogram::new(WRITE_BOUNDS),
+            points_expired_total: 0,
+        }
+    }
+}
+
+/// Gauges read off the reactor's state when rendering.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    /// Seconds since start.
+    pub uptime_seconds: f64,
+    /// Open connections, any phase.
+    pub connections: usize,
+    /// `(asset name, subscribers)` per asset.
+    pub subscriptions: Vec<(String, usize)>,
+    /// Points waiting to be written to the store.
+    pub write_queue_points: usize,
+    /// Feed fetches running.
+    pub feed_in_flight: usize,
+    /// Epoch seconds of the last tick that recorded a point, 0 if none.
+    pub last_tick_time: i64,
+    /// 1 when the store is reachable (last write succeeded), else 0.
+    pub store_up: bool,
+}
+
+impl Metrics {
+    /// Counts one client request error by its `error_type`.
+    pub fn request_error(&mut self, error_type: &str) {
+        if let Some(i) = ERROR_TYPES.iter().position(|t| *t == error_type) {
+            self.request_errors_total[i] += 1;
+        }
+    }
+
+    /// Counts one dropped client.
+    pub fn client_dropped(&mut self, reason: DropReason) {
+        if let Some(i) = DropReason::ALL.iter().position(|r| *r == reason) {
+            self.clients_dropped_total[i] += 1;
+        }
+    }
+
+    /// Counts one tick's outcome.
+    pub fn tick(&mut self, outcome: TickOutcome) {
+        if let Some(i) = TickOutcome::ALL.iter().position(|o| *o == outcome) {
+            self.ticks_total[i] += 1;
+        }
+    }
+
+    /// Counts one feed failure by kind (one of [`FEED_ERRORS`]).
+    pub fn feed_error(&mut self, kind: &str) {
+        if let Some(i) = FEED_ERRORS.iter().position(|k| *k == kind) {
+            self.feed_errors_total[i] += 1;
+        }
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) of counters and `gauges`.
+    pub fn render(&self, gauges: &Gauges) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+            let _ = writeln!(out, "# HELP ws_assets_{name} {help}");
+            let _ = writeln!(out, "# TYPE ws_assets_{name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "ws_assets_{name}{labels} {value}");
+            }
+        };
+        let one = |v: f64| vec![(String::new(), v)];
+        let labelled = |label: &str, names: &[&str], values: &[u64]| -> Vec<(String, f64)> {
+            names
+                .iter()
+                .zip(values)
+                .map(|(n, v)| (format!("{{{label}=\"{n}\"}}"), *v as f64))
+                .collect()
+        };
+        family(
+            "uptime_seconds",
+            "gauge",
+            "Seconds since the service started.",
+            &one(gauges.uptime_seconds),
+        );
+        family(
+            "connections",
+            "gauge",
+            "Open client connections (HTTP and WebSocket).",
+            &one(gauges.connections as f64),
+        );
+        family(
+            "connections_total",
+            "counter",
+            "Client connections accepted.",
+            &one(self.connections_total as f64),
+        );
+        family(
+            "websocket_upgrades_total",
+            "counter",
+            "WebSocket upgrades completed.",
+            &one(self.websocket_upgrades_total as f64),
+        );
+        let subs: Vec<(String, f64)> = gauges
+            .subscriptions
+            .iter()
+            .map(|(name, n)| (format!("{{asset=\"{}\"}}", escape(name)), *n as f64))
+            .collect();
+        family(
+            "subscriptions",
+            "gauge",
+            "Clients subscribed, per asset.",
+            &subs,
+        );
+        family(
+            "messages_sent_total",
+            "counter",
+            "WebSocket messages queued to clients.",
+            &one(self.messages_sent_total as f64),
+        );
+        family(
+            "sent_bytes_total",
+            "counter",
+            "Bytes written to client sockets.",
+            &one(self.bytes_sent_total as f64),
+        );
+        family(
+            "requests_total",
+            "counter",
+            "Client requests, by action.",
+            &labelled(
+                "action",
+                &["assets", "subscribe", "unsubscribe"],
+                &self.requests_total,
+            ),
+        );
+        family(
+            "request_errors_total",
+            "counter",
+            "Client requests refused, by error_type.",
+            &labelled("error_type", &ERROR_TYPES, &self.request_errors_total),
+        );
+        let reasons: Vec<&str> = DropReason::ALL.iter().map(|r| r.label()).collect();
+        family(
+            "clients_dropped_total",
+            "counter",
+            "Clients dropped by the server, by reason.",
+            &labelled("reason", &reasons, &self.clients_dropped_total),
+        );
+        let outcomes: Vec<&str> = TickOutcome::ALL.iter().map(|o| o.label()).collect();
+        family(
+            "ticks_total",
+            "counter",
+            "Ticks, by outcome.",
+            &labelled("outcome", &outcomes, &self.ticks_total),
+        );
+        family(
+            "feed_errors_total",
+            "counter",
+            "Feed fetches that failed, by kind.",
+            &labelled("kind", &FEED_ERRORS, &self.feed_errors_total),
+        );
+        family(
+            "feed_entries_rejected_total",
+            "counter",
+            "Feed entries for known assets that were malformed or had unusable prices.",
+            &one(self.feed_entries_rejected_total as f64),
+        );
+        family(
+            "feed_in_flight",
+            "gauge",
+            "Feed fetches running.",
+            &one(gauges.feed_in_flight as f64),
+        );
+        family(
+            "last_tick_timestamp_seconds",
+            "gauge",
+            "Epoch seconds of the last tick that recorded a point.",
+            &one(gauges.last_tick_time as f64),
+        );
+        family(
+            "points_total",
+            "counter",
+            "Points recorded into the history.",
+            &one(self.points_total as f64),
+        );
+        family(
+            "points_stored_total",
+            "counter",
+            "Points written to the store.",
+            &one(self.points_stored_total as f64),
+        );
+        family(
+            "points_dropped_total",
+            "counter",
+            "Points dropped because the store's write queue overflowed.",
+            &one(self.points_dropped_total as f64),
+        );
+        family(
+            "points_expired_total",
+            "counter",
+            "Points deleted by retention.",
+            &one(self.points_expired_total as f64),
+        );
+        family(
+            "store_write_queue_points",
+            "gauge",
+            "Points waiting to be written to the store.",
+            &one(gauges.write_queue_points as f64),
+        );
+        family(
+            "store_up",
+            "gauge",
+            "1 when the last store write succeeded, else 0.",
+            &one(if gauges.store_up { 1.0 } else { 0.0 }),
+        );
+        family(
+            "store_write_errors_total",
+            "counter",
+            "Store writes that failed.",
+            &one(self.store_write_errors_total as f64),
+        );
+        render_histogram(
+            &mut out,
+            "feed_fetch_duration_seconds",
+            "Duration of feed fetches.",
+            &self.feed_fetch_seconds,
+        );
+        render_histogram(
+            &mut out,
+            "store_write_duration_seconds",
+            "Duration of store writes.",
+            &self.store_write_seconds,
+        );
+        out
+    }
+}
+
+fn render_histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
+    let _ = writeln!(out, "# HELP ws_assets_{name} {help}");
+    let _ = writeln!(out, "# TYPE ws_assets_{name} histogram");
+    let mut cumulative = 0;
+    for (bound, count) in h.bounds.iter().zip(&h.counts) {
+        cumulative += count;
+        let _ = writeln!(
+            out,
+            "ws_assets_{name}_bucket{{le=\"{bound}\"}} {cumulative}"
+        );
+    }
+    let _ = writeln!(out, "ws_assets_{name}_bucket{{le=\"+Inf\"}} {}", h.count);
+    let _ = writeln!(out, "ws_assets_{name}_sum {}", h.sum);
+    let _ = writeln!(out, "ws_assets_{name}_count {}", h.count);
+}
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sample_line_belongs_to_a_declared_family() {
+        let mut m = Metrics::default();
+        m.request_error("ParseError");
+        m.client_dropped(DropReason::SlowConsumer);
+        m.tick(TickOutcome::Ok);
+        m.feed_fetch_seconds.observe(Duration::from_millis(30));
+        m.feed_fetch_seconds.observe(Duration::from_secs(10));
+        let gauges = Gauges {
+            subscriptions: vec![("EUR\"USD".into(), 3)],
+            ..Gauges::default()
+        };
+        let text = m.render(&gauges);
+        let mut declared = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                declared.push(rest.split(' ').next().unwrap().to_string());
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert!(
+                    declared.iter().any(|d| name == d
+                        || name
+                            .strip_prefix(d.as_str())
+                            .is_some_and(|s| { ["_bucket", "_sum", "_count"].contains(&s) })),
+                    "undeclared sample {line}"
+                );
+                let value = line.rsplit(' ').next().unwrap();
+                assert!(value.parse::<f64>().is_ok(), "bad value in {line}");
+            }
+        }
+        assert!(text.contains("ws_assets_request_errors_total{error_type=\"ParseError\"} 1"));
+        assert!(text.contains("ws_assets_clients_dropped_total{reason=\"slow_consumer\"} 1"));
+        assert!(text.contains("ws_assets_subscriptions{asset=\"EUR\\\"USD\"} 3"));
+        assert!(text.contains("ws_assets_feed_fetch_duration_seconds_bucket{le=\"0.05\"} 1"));
+        assert!(text.contains("ws_assets_feed_fetch_duration_seconds_bucket{le=\"+Inf\"} 2"));
+    }
+}

@@ -1,0 +1,194 @@
+//! A connection's outgoing bytes: a queue of shared frames drained with vectored writes.
+//!
+//! Frames are `Bytes`, so a tick's point or an asset's history is queued to many
+//! connections without copying. Everything due is written in one `writev`; the queue's
+//! length in bytes is what the slow-consumer limit measures.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+
+use bytes::Bytes;
+
+/// Frames sent per `writev` at most; more wait for the next call.
+const MAX_SLICES: usize = 64;
+
+/// Outgoing frames of one connection, oldest first.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    frames: VecDeque<Bytes>,
+    /// Bytes of the front frame already written.
+    front_written: usize,
+    /// Bytes queued and not yet written.
+    queued: usize,
+}
+
+impl Outbox {
+    /// Queues a frame after everything already queued.
+    pub fn push(&mut self, frame: Bytes) {
+        if frame.is_empty() {
+            return;
+        }
+        self.queued += frame.len();
+        self.frames.push_back(frame);
+    }
+
+    /// Bytes waiting to be written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued
+    }
+
+    /// Whether everything has been written.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Drops every frame not yet started, keeping a partly written one so that the
+    /// stream stays at a frame boundary; used before a close frame to a slow consumer.
+    pub fn discard_unstarted(&mut self) {
+        let keep = usize::from(self.front_written > 0);
+        for frame in self.frames.drain(keep..) {
+            self.queued -= frame.len();
+        }
+    }
+
+    /// Writes as much as `out` takes and returns how many bytes that was; the outbox
+    /// is empty afterwards unless `out` would block (then wait for writability).
+    pub fn write_to(&mut self, out: &mut impl Write) -> io::Result<usize> {
+        let mut total = 0;
+        while !self.frames.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let mut count = 0;
+            let mut offered = 0;
+            for (slot, frame) in slices.iter_mut().zip(&self.frames) {
+                let start = if count == 0 { self.front_written } else { 0 };
+                *slot = IoSlice::new(&frame[start..]);
+                offered += frame.len() - start;
+                count += 1;
+            }
+            match out.write_vectored(&slices[..count]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => {
+                    self.advance(written);
+                    total += written;
+                    if written < offered {
+                        // The socket buffer is full; writing again now would only block.
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(total)
+    }
+
+    fn advance(&mut self, mut written: usize) {
+        self.queued -= written;
+        while let Some(front) = self.frames.front() {
+            let left = front.len() - self.front_written;
+            if written < left {
+                self.front_written += written;
+                return;
+            }
+            written -= left;
+            self.front_written = 0;
+            self.frames.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Accepts at most `budget` bytes per call, then blocks once the total is used up.
+    struct Trickle {
+        got: Vec<u8>,
+        per_call: usize,
+        total: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.total == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.per_call).min(self.total);
+            self.got.extend_from_slice(&buf[..n]);
+            self.total -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn partial_writes_resume_where_they_stopped() {
+        let mut outbox = Outbox::default();
+        outbox.push(Bytes::from_static(b"hello "));
+        outbox.push(Bytes::from_static(b""));
+        outbox.push(Bytes::from_static(b"world"));
+        assert_eq!(outbox.queued_bytes(), 11);
+        let mut out = Trickle {
+            got: Vec::new(),
+            per_call: 4,
+            total: 7,
+        };
+        assert_eq!(
+            outbox.write_to(&mut out).unwrap(),
+            4,
+            "a short write stops the call"
+        );
+        let mut total = 4;
+        loop {
+            match outbox.write_to(&mut out).unwrap() {
+                0 => break,
+                n => total += n,
+            }
+        }
+        assert_eq!(total, 7);
+        assert_eq!(outbox.queued_bytes(), 4);
+        assert!(!outbox.is_empty());
+        out.total = 100;
+        while !outbox.is_empty() {
+            outbox.write_to(&mut out).unwrap();
+        }
+        assert_eq!(out.got, b"hello world");
+        assert!(outbox.is_empty());
+        assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn discard_keeps_the_partly_written_frame() {
+        let mut outbox = Outbox::default();
+        for chunk in [&b"abcd"[..], b"efgh", b"ijkl"] {
+            outbox.push(Bytes::copy_from_slice(chunk));
+        }
+        let mut out = Trickle {
+            got: Vec::new(),
+            per_call: 2,
+            total: 2,
+        };
+        outbox.write_to(&mut out).unwrap();
+        outbox.discard_unstarted();
+        assert_eq!(outbox.queued_bytes(), 2);
+        out.total = 100;
+        assert_eq!(outbox.write_to(&mut out).unwrap(), 2);
+        assert!(outbox.is_empty());
+        assert_eq!(out.got, b"abcd");
+    }
+
+    #[test]
+    fn more_frames_than_one_writev_takes() {
+        let mut outbox = Outbox::default();
+        for i in 0..200u8 {
+            outbox.push(Bytes::copy_from_slice(&[i]));
+        }
+        let mut out = Vec::new();
+        assert_eq!(outbox.write_to(&mut out).unwrap(), 200);
+        assert!(outbox.is_empty());
+        assert_eq!(out, (0..200u8).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,608 @@
+//! `FxcmFeed::fetch` against a small HTTP/1.1 server run inside the test, which
+//! answers each request with the next canned reply the test queued.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use ws_assets::feed::fxcm::{DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT, FxcmFeed};
+use ws_assets::feed::{Feed, FeedError, Fetched};
+use ws_assets::market::Asset;
+
+/// What the server does with one request.
+#[derive(Clone)]
+enum Reply {
+    /// 200 with a Content-Length; the connection stays open.
+    Ok(Vec<u8>),
+    /// 200 with `Connection: close`, then the connection is closed.
+    OkClose(Vec<u8>),
+    /// Any status with a body; the connection stays open.
+    Status(u16, Vec<u8>),
+    /// Waits, then answers 200.
+    Slow(Duration, Vec<u8>),
+    /// Sends the headers and half the body, waits, then sends the rest.
+    SlowBody(Duration, Vec<u8>),
+    /// 200 with a chunked body (no Content-Length).
+    Chunked(Vec<u8>),
+    /// Closes the connection with most of the request unread: the client sees a reset.
+    Reset,
+    /// Writes these bytes as the whole answer and closes.
+    Raw(Vec<u8>),
+}
+
+#[derive(Default)]
+struct Shared {
+    replies: Mutex<VecDeque<Reply>>,
+    requests: Mutex<Vec<String>>,
+    /// Clones of the open connections, by connection number, so `stop` can cut them.
+    streams: Mutex<Vec<(usize, TcpStream)>>,
+    accepts: AtomicUsize,
+    stop: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The test's HTTP server: one thread accepting, one thread per connection.
+struct Server {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    fn start() -> Server {
+        Server::start_on("127.0.0.1:0".parse().expect("literal address"))
+            .expect("bind a free loopback port")
+    }
+
+    fn start_on(addr: SocketAddr) -> io::Result<Server> {
+        let listener = TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::default());
+        let sh = Arc::clone(&shared);
+        let acceptor = thread::spawn(move || {
+            for stream in listener.incoming() {
+                if sh.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let id = sh.accepts.fetch_add(1, Ordering::SeqCst);
+                if let Ok(clone) = stream.try_clone() {
+                    lock(&sh.streams).push((id, clone));
+                }
+                let sh = Arc::clone(&sh);
+                thread::spawn(move || {
+                    let mut stream = stream;
+                    serve(&mut stream, &sh);
+                    // Drop our clone first so that dropping `stream` really closes
+                    // the socket (with unread data, that close is a reset).
+                    lock(&sh.streams).retain(|(i, _)| *i != id);
+                });
+            }
+        });
+        Ok(Server {
+            addr,
+            shared,
+            acceptor: Some(acceptor),
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/rates", self.addr)
+    }
+
+    fn push(&self, reply: Reply) {
+        lock(&self.shared.replies).push_back(reply);
+    }
+
+    fn accepts(&self) -> usize {
+        self.shared.accepts.load(Ordering::SeqCst)
+    }
+
+    fn requests(&self) -> Vec<String> {
+        lock(&self.shared.requests).clone()
+    }
+
+    /// Closes the listener and every connection, as a server going down would.
+    fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        // Wake the acceptor so it sees the flag and drops the listener.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+        for (_, s) in lock(&self.shared.streams).drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Serves requests on one connection until it closes or a reply closes it.
+fn serve(stream: &mut TcpStream, sh: &Shared) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    loop {
+        let mut head = vec![0u8; 1];
+        match stream.read(&mut head) {
+            Ok(1) => {}
+            _ => return,
+        }
+        let reply = lock(&sh.replies)
+            .pop_front()
+            .unwrap_or_else(|| Reply::Status(418, b"no canned reply queued".to_vec()));
+        if let Reply::Reset = reply {
+            // Let the rest of the request arrive, then close with it unread.
+            thread::sleep(Duration::from_millis(50));
+            return;
+        }
+        let mut chunk = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+            }
+        }
+        lock(&sh.requests).push(String::from_utf8_lossy(&head).into_owned());
+        if answer(stream, reply).is_err() {
+            return;
+        }
+    }
+}
+
+/// Writes one reply; `Ok(())` if the connection stays open for the next request.
+fn answer(stream: &mut TcpStream, reply: Reply) -> Result<(), ()> {
+    let sent = |r: io::Result<()>| r.map_err(|_| ());
+    match reply {
+        Reply::Ok(body) => sent(write_response(stream, 200, &body, false)),
+        Reply::Status(code, body) => sent(write_response(stream, code, &body, false)),
+        Reply::OkClose(body) => {
+            let _ = write_response(stream, 200, &body, true);
+            Err(())
+        }
+        Reply::Slow(delay, body) => {
+            thread::sleep(delay);
+            sent(write_response(stream, 200, &body, false))
+        }
+        Reply::SlowBody(delay, body) => {
+            let (first, rest) = body.split_at(body.len() / 2);
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            sent(stream.write_all(head.as_bytes()))?;
+            sent(stream.write_all(first))?;
+            thread::sleep(delay);
+            sent(stream.write_all(rest))
+        }
+        Reply::Chunked(body) => {
+            sent(stream.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"))?;
+            for part in body.chunks(8192) {
+                sent(write!(stream, "{:x}\r\n", part.len()))?;
+                sent(stream.write_all(part))?;
+                sent(stream.write_all(b"\r\n"))?;
+            }
+            sent(stream.write_all(b"0\r\n\r\n"))
+        }
+        Reply::Raw(bytes) => {
+            let _ = stream.write_all(&bytes);
+            Err(())
+        }
+        Reply::Reset => Err(()),
+    }
+}
+
+fn write_response(stream: &mut TcpStream, code: u16, body: &[u8], close: bool) -> io::Result<()> {
+    let connection = if close { "Connection: close\r\n" } else { "" };
+    let head = format!(
+        "HTTP/1.1 {code} X\r\nContent-Type: text/javascript\r\nContent-Length: {}\r\n{connection}\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    stream.flush()
+}
+
+fn assets() -> Vec<Asset> {
+    ["EURUSD", "USDJPY", "GBPUSD", "AUDUSD", "USDCAD"]
+        .iter()
+        .zip(1..)
+        .map(|(name, id)| Asset {
+            id,
+            name: (*name).to_string(),
+        })
+        .collect()
+}
+
+/// `(symbol, bid, ask)` rows as the real feed writes them: JSONP, strings,
+/// trailing commas, plus a symbol nobody asked for.
+fn rates_body(rows: &[(&str, &str, &str)]) -> Vec<u8> {
+    let mut s = String::from("null({\"Rates\":[");
+    for (sym, bid, ask) in rows {
+        s.push_str(&format!(
+            "{{\"Symbol\":\"{sym}\",\"Bid\":\"{bid}\",\"Ask\":\"{ask}\",\"Spread\":\"2.30\",\"ProductType\":\"1\",}},"
+        ));
+    }
+    s.push_str("{\"Symbol\":\"XAUUSD\",\"Bid\":\"2330.1\",\"Ask\":\"2330.6\",\"Spread\":\"50\",\"ProductType\":\"4\",},]});\n");
+    s.into_bytes()
+}
+
+const ROWS: &[(&str, &str, &str)] = &[
+    ("EURUSD", "1.09107", "1.0913"),
+    ("USDJPY", "151.842", "151.861"),
+    ("GBPUSD", "1.26331", "1.26358"),
+    ("AUDUSD", "0.65471", "0.65489"),
+    ("USDCAD", "1.36312", "1.36336"),
+];
+
+fn mid(bid: &str, ask: &str) -> f64 {
+    let b: f64 = bid.parse().expect("test price");
+    let a: f64 = ask.parse().expect("test price");
+    (b + a) / 2.0
+}
+
+/// The quotes `rows` should produce for [`assets`], in asset order.
+fn expected(rows: &[(&str, &str, &str)]) -> Vec<(i32, f64)> {
+    assets()
+        .iter()
+        .filter_map(|a| {
+            let (_, bid, ask) = rows.iter().find(|(s, _, _)| *s == a.name)?;
+            Some((a.id, mid(bid, ask)))
+        })
+        .collect()
+}
+
+fn pairs(f: &Fetched) -> Vec<(i32, f64)> {
+    f.quotes.iter().map(|q| (q.asset_id, q.value)).collect()
+}
+
+fn feed_for(server: &Server) -> FxcmFeed {
+    FxcmFeed::new(&server.url(), DEFAULT_TIMEOUT, DEFAULT_MAX_BODY_BYTES).expect("valid test URL")
+}
+
+fn fetch(feed: &FxcmFeed) -> Result<Fetched, FeedError> {
+    feed.fetch(1_700_000_000, &assets())
+}
+
+fn fetch_ok(feed: &FxcmFeed) -> Fetched {
+    match fetch(feed) {
+        Ok(f) => f,
+        Err(e) => panic!("fetch failed: {e:?}"),
+    }
+}
+
+#[test]
+fn normal_answer_gives_mid_prices() {
+    let server = Server::start();
+    let feed = feed_for(&server);
+    server.push(Reply::Ok(rates_body(ROWS)));
+    let f = fetch_ok(&feed);
+    assert_eq!(pairs(&f), expected(ROWS));
+    assert_eq!(f.quotes.len(), 5);
+    assert_eq!(f.rejected, 0);
+
+    let head = &server.requests()[0];
+    assert!(head.starts_with("GET /rates HTTP/1.1\r\n"), "{head}");
+}
+
+#[test]
+fn plain_json_and_chunked_answers() {
+    let server = Server::start();
+    let feed = feed_for(&server);
+    let plain = br#"{"Rates":[{"Symbol":"USDJPY","Bid":150.5,"Ask":"151.5"},{"Symbol":"EURUSD","Bid":"1.1","Ask":"1.3"}]}"#;
+    server.push(Reply::Ok(plain.to_vec()));
+    server.push(Reply::Chunked(rates_body(ROWS)));
+    let f = fetch_ok(&feed);
+    assert_eq!(pairs(&f), vec![(1, (1.1 + 1.3) / 2.0), (2, 151.0)]);
+    assert_eq!(pairs(&fetch_ok(&feed)), expected(ROWS));
+}
+
+#[test]
+fn missing_symbol_and_malformed_entry() {
+    let server = Server::start();
+    let feed = feed_for(&server);
+    let rows = &[
+        ("EURUSD", "1.09107", "1.0913"),
+        ("USDJPY", "n/a", "151.861"),
+        ("AUDUSD", "0.65471", "0.65489"),
+        ("USDCAD", "-1", "1.36336"),
+    ];
+    server.push(Reply::Ok(rates_body(rows)));
+    let f = fetch_ok(&feed);
+    // GBPUSD is missing: no quote, not an error. USDJPY and USDCAD are rejected.
+    assert_eq!(
+        pairs(&f),
+        vec![
+            (1, mid("1.09107", "1.0913")),
+            (4, mid("0.65471", "0.65489"))
+        ]
+    );
+    assert_eq!(f.rejected, 2);
+}
+
+#[test]
+fn keep_alive_reuses_one_connection() {
+    let server = Server::start();
+    let feed = feed_for(&server);
+    server.push(Reply::Ok(rates_body(ROWS)));
+    server.push(Reply::Ok(rates_body(&ROWS[..2])));
+    server.push(Reply::Ok(rates_body(&ROWS[2..])));
+    assert_eq!(pairs(&fetch_ok(&feed)), expected(ROWS));
+    assert_eq!(pairs(&fetch_ok(&feed)), expected(&ROWS[..2]));
+    assert_eq!(pairs(&fetch_ok(&feed)), expected(&ROWS[2..]));
+    assert_eq!(server.accepts(), 1, "three fetches over one connection");
+}
+
+#[test]
+fn connection_close_answers_mean_one_connection_each() {
+    let server = Server::start();
+    let feed = feed_for(&server);
+    server.push(Reply::OkClose(rates_body(ROWS)));
+    server.push(Reply::OkClose(rates_body(ROWS)));
+    assert_eq!(pairs(&fetch_ok(&feed)), expected(ROWS));
+    assert_eq!(pairs(&fetch_ok(&feed)), expected(ROWS));
+    assert_eq!(server.accepts(), 2);
+}
+
+#[test]
+fn http_500_is_a_status_error_and_the_connection_survives() {
+    let server = Server::start();
+    let feed = feed_for(&server);
+    server.push(Reply::Status(500, b"Internal Server Error".to_vec()));
+    server.push(Reply::Status(404, Vec::new()));
+    server.push(Reply::Ok(rates_body(ROWS)));
+    assert_eq!(fetch(&feed), Err(FeedError::Status(500)));
+    assert_eq!(fetch(&feed), Err(FeedError::Status(404)));
+    assert_eq!(pairs(&fetch_ok(&feed)), expected(ROWS));
+    assert_eq!(
+        server.accepts(),
+        1,
+        "error bodies are drained, not the connection dropped"
+    );
+}
+
+#[test]
+fn garbage_bodies_are_parse_errors() {
+    let server = Server::start();
+    let feed = feed_for(&server);
+    server.push(Reply::Ok(
+        b"<html><body>Service Unavailable</body></html>".to_vec(),
+    ));
+    server.push(Reply::Ok(vec![0xff, 0xfe, 0x00, 0x80, b'{']));
+    server.push(Reply::Ok(Vec::new()));
+    server.push(Reply::Ok(rates_body(ROWS)[..100].to_vec()));
+    server.push(Reply::Ok(rates_body(ROWS)));
+    for what in ["html", "binary", "empty", "truncated"] {
+        match fetch(&feed) {
+            Err(FeedError::Parse(msg)) => assert!(!msg.is_empty()),
+            other => panic!("{what} body gave {other:?}"),
+        }
+    }
+    assert_eq!(pairs(&fetch_ok(&feed)), expected(ROWS));
+}
+
+#[test]
+fn slow_answer_times_out_and_the_next_fetch_works() {
+    let server = Server::start();
+    let timeout = Duration::from_millis(300);
+    let feed = FxcmFeed::new(&server.url(), timeout, DEFAULT_MAX_BODY_BYTES).expect("valid URL");
+    let server_delay = Duration::from_secs(3);
+    server.push(Reply::Slow(server_delay, rates_body(ROWS)));
+    server.push(Reply::Ok(rates_body(ROWS)));
+
+    let started = Instant::now();
+    assert_eq!(fetch(&feed), Err(FeedError::Timeout));
+    let took = started.elapsed();
+    // The fetch gave up on its own timeout rather than waiting for the server.
+    assert!(took >= timeout / 2, "gave up after {took:?}");
+    assert!(
+        took < server_delay - Duration::from_secs(1),
+        "waited {took:?}"
+    );
+
+    assert_eq!(pairs(&fetch_ok(&feed)), expected(ROWS));
+}
+
+#[test]
+fn body_trickling_past_the_timeout_times_out() {
+    let server = Server::start();
+    let timeout = Duration::from_millis(300);
+    let feed = FxcmFeed::new(&server.url(), timeout, DEFAULT_MAX_BODY_BYTES).expect("valid URL");
+    let server_delay = Duration::from_secs(3);
+    server.push(Reply::SlowBody(server_delay, rates_body(ROWS)));
+    server.push(Reply::Ok(rates_body(ROWS)));
+    let started = Instant::now();
+    assert_eq!(fetch(&feed), Err(FeedError::Timeout));
+    assert!(started.elapsed() < server_delay - Duration::from_secs(1));
+    assert_eq!(pairs(&fetch_ok(&feed)), expected(ROWS));
+}
+
+/// A valid body padded with trailing whitespace to exactly `len` bytes.
+fn padded_body(len: usize) -> Vec<u8> {
+    let mut body = rates_body(ROWS);
+    assert!(body.len() <= len);
+    body.resize(len, b' ');
+    body
+}
+
+#[test]
+fn body_over_the_cap_is_too_large() {
+    let server = Server::start();
+    let feed = feed_for(&server);
+    let over = (DEFAULT_MAX_BODY_BYTES + 1) as usize;
+    server.push(Reply::Ok(padded_body(over)));
+    server.push(Reply::Chunked(padded_body(4 * over)));
+    server.push(Reply::Ok(padded_body(DEFAULT_MAX_BODY_BYTES as usize)));
+    assert_eq!(
+        fetch(&feed),
+        Err(FeedError::TooLarge(DEFAULT_MAX_BODY_BYTES))
+    );
+    assert_eq!(
+        fetch(&feed),
+        Err(FeedError::TooLarge(DEFAULT_MAX_BODY_BYTES))
+    );
+    // Exactly at the cap is accepted.
+    assert_eq!(pairs(&fetch_ok(&feed)), expected(ROWS));
+}
+
+#[test]
+fn small_cap_is_applied_to_chunked_bodies() {
+    let server = Server::start();
+    let body = rates_body(ROWS);
+    let cap = body.len() as u64 - 1;
+    let feed = FxcmFeed::new(&server.url(), DEFAULT_TIMEOUT, cap).expect("valid URL");
+    server.push(Reply::Chunked(body.clone()));
+    server.push(Reply::Ok(body));
+    assert_eq!(fetch(&feed), Err(FeedError::TooLarge(cap)));
+    assert_eq!(fetch(&feed), Err(FeedError::TooLarge(cap)));
+}
+
+#[test]
+fn reset_and_cut_connections_are_connect_errors() {
+    let server = Server::start();
+    let feed = feed_for(&server);
+    let body = rates_body(ROWS);
+    let mut cut = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    cut.extend_from_slice(&body[..body.len() / 2]);
+    server.push(Reply::Reset);
+    server.push(Reply::Raw(cut));
+    server.push(Reply::Raw(b"not http at all\r\n\r\n".to_vec()));
+    server.push(Reply::Ok(body));
+    for what in ["reset", "cut body", "not http"] {
+        match fetch(&feed) {
+            Err(FeedError::Connect(msg)) => assert!(!msg.is_empty()),
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    assert_eq!(pairs(&fetch_ok(&feed)), expected(ROWS));
+}
+
+#[test]
+fn server_going_away_and_coming_back_on_the_same_port() {
+    let mut server = Server::start();
+    let addr = server.addr;
+    let feed = feed_for(&server);
+    server.push(Reply::Ok(rates_body(ROWS)));
+    assert_eq!(pairs(&fetch_ok(&feed)), expected(ROWS));
+
+    // Down: the pooled connection is closed and nothing listens any more.
+    server.stop();
+    for _ in 0..3 {
+        match fetch(&feed) {
+            Err(FeedError::Connect(_)) => {}
+            other => panic!("with the server down: {other:?}"),
+        }
+    }
+
+    // Back, on the same port (std sets SO_REUSEADDR, but allow a moment).
+    let mut back = None;
+    for _ in 0..50 {
+        match Server::start_on(addr) {
+            Ok(s) => {
+                back = Some(s);
+                break;
+            }
+            Err(_) => thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    let back = back.expect("rebind the same port");
+    back.push(Reply::Ok(rates_body(&ROWS[1..3])));
+    back.push(Reply::Ok(rates_body(ROWS)));
+    assert_eq!(pairs(&fetch_ok(&feed)), expected(&ROWS[1..3]));
+    assert_eq!(pairs(&fetch_ok(&feed)), expected(ROWS));
+    assert_eq!(back.accepts(), 1, "the new connection is kept alive again");
+}
+
+#[test]
+fn refused_connection_is_a_connect_error() {
+    // Take a free port, then free it again: nothing listens there.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let feed =
+        FxcmFeed::new(&format!("http://{addr}/rates"), DEFAULT_TIMEOUT, 1024).expect("valid URL");
+    match fetch(&feed) {
+        Err(FeedError::Connect(msg)) => assert!(!msg.is_empty()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn userinfo_is_sent_as_basic_auth_but_never_described() {
+    let server = Server::start();
+    let url = format!("http://feeduser:s3cret@{}/rates?token=t0k", server.addr);
+    let feed = FxcmFeed::new(&url, DEFAULT_TIMEOUT, DEFAULT_MAX_BODY_BYTES).expect("valid URL");
+    server.push(Reply::Ok(rates_body(ROWS)));
+    assert_eq!(pairs(&fetch_ok(&feed)), expected(ROWS));
+    let head = server.requests()[0].to_ascii_lowercase();
+    // base64("feeduser:s3cret")
+    assert!(
+        head.contains(
+            "authorization: basic ZmVlZHVzZXI6czNjcmV0"
+                .to_ascii_lowercase()
+                .as_str()
+        ),
+        "{head}"
+    );
+    assert!(head.starts_with("get /rates?token=t0k "), "{head}");
+    let shown = feed.describe();
+    assert_eq!(shown, format!("http://{}/rates?...", server.addr));
+}
+
+#[test]
+fn https_is_compiled_in() {
+    // A TLS handshake against a plain-HTTP answer fails in the TLS layer, which
+    // shows the https path exists and speaks TLS first.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
+    let addr = listener.local_addr().expect("bound address");
+    let plain = thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+            thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let url = format!("https://{addr}/rates");
+    let feed = FxcmFeed::new(&url, DEFAULT_TIMEOUT, DEFAULT_MAX_BODY_BYTES).expect("valid URL");
+    match fetch(&feed) {
+        Err(FeedError::Connect(msg)) => {
+            let msg = msg.to_ascii_lowercase();
+            // rustls reports the plain-text record as a corrupt TLS message.
+            assert!(
+                msg.contains("corrupt message") || msg.contains("tls"),
+                "{msg}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let _ = plain.join();
+}
+
+#[test]
+fn one_feed_serves_several_workers_at_once() {
+    let server = Server::start();
+    let feed = Arc::new(feed_for(&server));
+    for _ in 0..8 {
+        server.push(Reply::Ok(rates_body(ROWS)));
+    }
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let feed = Arc::clone(&feed);
+            thread::spawn(move || (0..2).map(|_| fetch(&feed)).collect::<Vec<_>>())
+        })
+        .collect();
+    for w in workers {
+        for r in w.join().expect("worker thread") {
+            match r {
+                Ok(f) => assert_eq!(pairs(&f), expected(ROWS)),
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    }
+}

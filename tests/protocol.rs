@@ -1,0 +1,337 @@
+//! The wire protocol of SPEC §1, against the real server.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, Server, time_of};
+use serde_json::{Value, json};
+use tungstenite::Message;
+
+#[test]
+fn assets_are_listed_in_id_order() {
+    let server = Server::start(&[]);
+    let mut client = server.client();
+    client.send_text(r#"{"action":"assets","message":{}}"#);
+    assert_eq!(
+        client.recv(),
+        json!({"action":"assets","message":{"assets":[
+            {"id":1,"name":"EURUSD"},{"id":2,"name":"USDJPY"},{"id":3,"name":"GBPUSD"},
+            {"id":4,"name":"AUDUSD"},{"id":5,"name":"USDCAD"}]}})
+    );
+}
+
+#[test]
+fn websocket_is_also_served_on_the_root_path() {
+    let server = Server::start(&[]);
+    let mut client = Client::connect(server.addr, "/");
+    client.send_text(r#"{"action":"assets","message":{}}"#);
+    assert_eq!(client.recv()["action"], "assets");
+}
+
+#[test]
+fn history_is_the_window_oldest_first_with_the_points_shape() {
+    let server = Server::start(&[("WS_ASSETS_HISTORY_SECONDS", "1800")]);
+    let mut client = server.client();
+    let points = client.subscribe_history(2);
+    assert!(
+        (1799..=1800).contains(&points.len()),
+        "a backfilled window holds 1800 points, got {}",
+        points.len()
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for pair in points.windows(2) {
+        assert_eq!(
+            time_of(&pair[1]),
+            time_of(&pair[0]) + 1,
+            "one point per second, oldest first"
+        );
+    }
+    let last = time_of(points.last().unwrap());
+    assert!(now - last <= 2, "history ends now: {last} vs {now}");
+    assert!(now - time_of(&points[0]) < 1800 + 2);
+    for p in &points {
+        let obj = p.as_object().unwrap();
+        let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        assert_eq!(keys.len(), 4, "{p}");
+        assert_eq!(p["assetName"], "USDJPY");
+        assert_eq!(p["assetId"], 2);
+        assert!(p["value"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn live_points_follow_history_with_an_exact_seam() {
+    let server = Server::start(&[]);
+    let mut client = server.client();
+    let history = client.subscribe_history(1);
+    let mut last = time_of(history.last().unwrap());
+    for _ in 0..4 {
+        let point = client.recv();
+        assert_eq!(point["action"], "point");
+        let p = &point["message"];
+        assert_eq!(p["assetId"], 1);
+        assert_eq!(p["assetName"], "EURUSD");
+        assert_eq!(time_of(p), last + 1, "no gap and no repeat");
+        last = time_of(p);
+    }
+}
+
+#[test]
+fn history_without_backfill_still_seams_exactly() {
+    let server = Server::start(&[("WS_ASSETS_SIMULATED_BACKFILL", "false")]);
+    let mut client = server.client();
+    std::thread::sleep(Duration::from_millis(2500));
+    let history = client.subscribe_history(3);
+    assert!(
+        !history.is_empty() && history.len() <= 4,
+        "{}",
+        history.len()
+    );
+    let next = client.recv_action("point");
+    assert_eq!(
+        time_of(&next["message"]),
+        time_of(history.last().unwrap()) + 1
+    );
+}
+
+#[test]
+fn resubscribe_switches_assets_with_no_old_point_after_the_new_history() {
+    let server = Server::start(&[]);
+    let mut client = server.client();
+    client.subscribe_history(1);
+    client.recv_action("point");
+    client.subscribe(4);
+    // Points of asset 1 may still arrive before the new history; none after it.
+    let history = loop {
+        let msg = client.recv();
+        if msg["action"] == "asset_history" {
+            break msg;
+        }
+        assert_eq!(msg["message"]["assetId"], 1);
+    };
+    let points = history["message"]["points"].as_array().unwrap();
+    assert!(points.iter().all(|p| p["assetId"] == 4));
+    let last = time_of(points.last().unwrap());
+    for expected in last + 1..last + 4 {
+        let point = client.recv();
+        assert_eq!(point["action"], "point");
+        assert_eq!(
+            point["message"]["assetId"], 4,
+            "old asset's point after new history"
+        );
+        assert_eq!(time_of(&point["message"]), expected);
+    }
+}
+
+#[test]
+fn resubscribing_to_the_same_asset_sends_fresh_history_without_duplicates() {
+    let server = Server::start(&[]);
+    let mut client = server.client();
+    client.subscribe_history(5);
+    let first_live = client.recv_action("point");
+    let history = client.subscribe_history(5);
+    let last = time_of(history.last().unwrap());
+    assert!(
+        last >= time_of(&first_live["message"]),
+        "fresh history includes what was sent live"
+    );
+    for expected in last + 1..last + 4 {
+        let point = client.recv();
+        assert_eq!(point["action"], "point");
+        assert_eq!(
+            time_of(&point["message"]),
+            expected,
+            "exactly one stream, no duplicates"
+        );
+    }
+}
+
+#[test]
+fn unsubscribe_stops_points() {
+    let server = Server::start(&[]);
+    let mut client = server.client();
+    client.subscribe_history(1);
+    client.recv_action("point");
+    client.send_text(r#"{"action":"unsubscribe","message":{}}"#);
+    let reply = client.recv_action("unsubscribed");
+    assert_eq!(reply, json!({"action":"unsubscribed","message":{}}));
+    assert_eq!(client.silent_for(Duration::from_millis(2500)), Ok(()));
+    // Unsubscribing again is harmless and still answered.
+    client.send_text(r#"{"action":"unsubscribe","message":{}}"#);
+    assert_eq!(client.recv()["action"], "unsubscribed");
+}
+
+#[test]
+fn two_clients_are_isolated() {
+    let server = Server::start(&[]);
+    let mut a = server.client();
+    let mut b = server.client();
+    a.subscribe_history(1);
+    b.subscribe_history(2);
+    a.send_text("not json");
+    assert_eq!(
+        a.recv_action("error")["message"]["error_type"],
+        "ParseError"
+    );
+    for _ in 0..3 {
+        let pa = a.recv();
+        let pb = b.recv();
+        assert_eq!(pa["message"]["assetId"], 1, "{pa}");
+        assert_eq!(pb["message"]["assetId"], 2, "{pb}");
+        assert_eq!(pb["action"], "point", "b never sees a's error");
+    }
+}
+
+fn expect_error(client: &mut Client, request: &str, error_type: &str, text_part: &str) {
+    client.send_text(request);
+    let reply = client.recv_action("error");
+    assert_eq!(
+        reply["message"]["error_type"], error_type,
+        "{request} -> {reply}"
+    );
+    let text = reply["message"]["error_text"].as_str().unwrap();
+    assert!(
+        text.contains(text_part),
+        "{request}: {text:?} should mention {text_part:?}"
+    );
+    // The connection stays usable.
+    client.send_text(r#"{"action":"assets","message":{}}"#);
+    assert_eq!(
+        client.recv_action("assets")["message"]["assets"][0]["id"],
+        1
+    );
+}
+
+#[test]
+fn every_error_row_answers_and_keeps_the_connection() {
+    let server = Server::start(&[]);
+    let mut client = server.client();
+    let rows = [
+        ("{not json", "ParseError", "JSON"),
+        ("", "ParseError", "JSON"),
+        ("[1,2]", "ValidationError", "JSON object"),
+        ("\"assets\"", "ValidationError", "JSON object"),
+        (r#"{"message":{}}"#, "ValidationError", "action"),
+        (
+            r#"{"action":"foo","message":{}}"#,
+            "ValidationError",
+            "unknown action \"foo\"; expected one of: assets, subscribe, unsubscribe",
+        ),
+        (r#"{"action":7,"message":{}}"#, "ValidationError", "action"),
+        (r#"{"action":"assets"}"#, "ValidationError", "message"),
+        (
+            r#"{"action":"assets","message":"x"}"#,
+            "ValidationError",
+            "message",
+        ),
+        (
+            r#"{"action":"subscribe","message":{}}"#,
+            "ValidationError",
+            "assetId",
+        ),
+        (
+            r#"{"action":"subscribe","message":{"assetId":"1"}}"#,
+            "ValidationError",
+            "integer",
+        ),
+        (
+            r#"{"action":"subscribe","message":{"assetId":1.5}}"#,
+            "ValidationError",
+            "integer",
+        ),
+        (
+            r#"{"action":"subscribe","message":{"assetId":-3}}"#,
+            "ValidationError",
+            "range",
+        ),
+        (
+            r#"{"action":"subscribe","message":{"assetId":99999999999}}"#,
+            "ValidationError",
+            "range",
+        ),
+        (
+            r#"{"action":"subscribe","message":{"assetId":42}}"#,
+            "UnknownAsset",
+            "42",
+        ),
+    ];
+    for (request, error_type, text_part) in rows {
+        expect_error(&mut client, request, error_type, text_part);
+    }
+}
+
+#[test]
+fn a_binary_frame_is_a_validation_error() {
+    let server = Server::start(&[]);
+    let mut client = server.client();
+    client
+        .ws
+        .send(Message::binary(
+            b"{\"action\":\"assets\",\"message\":{}}".to_vec(),
+        ))
+        .unwrap();
+    let reply = client.recv();
+    assert_eq!(reply["action"], "error");
+    assert_eq!(reply["message"]["error_type"], "ValidationError");
+    assert!(
+        reply["message"]["error_text"]
+            .as_str()
+            .unwrap()
+            .contains("binary")
+    );
+    client.send_text(r#"{"action":"assets","message":{}}"#);
+    assert_eq!(client.recv()["action"], "assets");
+}
+
+#[test]
+fn pings_are_answered_with_pongs() {
+    let server = Server::start(&[]);
+    let mut client = server.client();
+    client
+        .ws
+        .send(Message::Ping(b"are you there".to_vec().into()))
+        .unwrap();
+    loop {
+        match client.ws.read().unwrap() {
+            Message::Pong(payload) => {
+                assert_eq!(&payload[..], b"are you there");
+                break;
+            }
+            Message::Ping(_) => continue,
+            other => panic!("expected a pong, got {other:?}"),
+        }
+    }
+    client.send_text(r#"{"action":"assets","message":{}}"#);
+    assert_eq!(client.recv()["action"], "assets");
+}
+
+#[test]
+fn requests_split_across_frames_and_pipelined_requests_work() {
+    let server = Server::start(&[]);
+    let mut client = server.client();
+    // Three requests written back to back before reading any reply.
+    for _ in 0..3 {
+        client
+            .ws
+            .write(Message::text(r#"{"action":"assets","message":{}}"#))
+            .unwrap();
+    }
+    client.ws.flush().unwrap();
+    for _ in 0..3 {
+        assert_eq!(client.recv()["action"], "assets");
+    }
+}
+
+#[test]
+fn values_are_finite_positive_numbers() {
+    let server = Server::start(&[]);
+    let mut client = server.client();
+    client.subscribe_history(2);
+    let point: Value = client.recv_action("point");
+    let value = point["message"]["value"].as_f64().unwrap();
+    assert!(value.is_finite() && value > 0.0);
+}
