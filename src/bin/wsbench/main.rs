@@ -27,8 +27,9 @@
 //!
 //! A started server gets `WS_ASSETS_PORT=0`, `WS_ASSETS_HOST=127.0.0.1`,
 //! `WS_ASSETS_LOG_LEVEL=info`, `WS_ASSETS_SIMULATED_BACKFILL=true` (a full 30-minute
-//! history at once) and, unless set in the environment, `WS_ASSETS_MAX_CONNECTIONS=N+64`;
-//! any other `WS_ASSETS_*` variable in the environment is passed through.
+//! history at once); any other `WS_ASSETS_*` variable in the environment is passed
+//! through (the server sizes its connection limit to its open-file limit, which it
+//! inherits raised from the tool).
 //!
 //! Phases: start-up probe (spawn -> first connect + `assets` reply) and idle memory;
 //! connect all clients (memory, idle); paced subscribe (latency, memory, subscribed);
@@ -138,6 +139,7 @@ struct CpuSample {
     reactor: Cpu,
     process: Cpu,
     tool_s: f64,
+    machine_ticks: u64,
     at: Instant,
 }
 
@@ -146,6 +148,7 @@ fn sample(pid: u32) -> Result<CpuSample, BenchError> {
         reactor: procfs::cpu(pid, Some(pid))?,
         process: procfs::cpu(pid, None)?,
         tool_s: procfs::own_thread_cpu_seconds(),
+        machine_ticks: procfs::machine_busy_ticks()?,
         at: Instant::now(),
     })
 }
@@ -157,6 +160,8 @@ fn window(a: &CpuSample, b: &CpuSample) -> CpuWindow {
         process_s: procfs::tick_seconds(a.process, b.process),
         tool_s: b.tool_s - a.tool_s,
         wall_s: b.at.duration_since(a.at).as_secs_f64(),
+        machine_s: b.machine_ticks.saturating_sub(a.machine_ticks) as f64
+            / procfs::clock_ticks_per_second() as f64,
     }
 }
 
@@ -220,7 +225,7 @@ fn run(opts: &Options) -> Result<Report, BenchError> {
         );
     }
     let mut server = match &opts.target {
-        Target::Spawn(path) => Server::spawn(path, opts.clients).map_err(BenchError::Server)?,
+        Target::Spawn(path) => Server::spawn(path).map_err(BenchError::Server)?,
         Target::Attach { addr, pid } => Server::attach(*addr, *pid),
     };
     let mut report = Report {
@@ -371,7 +376,8 @@ fn storm(bench: &mut Bench, server: &mut Server, assets: &[i32]) -> Result<Storm
         complete,
         all_s: end.mono_ns.saturating_sub(start_ns) as f64 / 1e9,
         latency: ms(&bench.st.tally.history_lat_us),
-        ticks: rows(bench, start_wall.div_euclid(1_000_000_000)..=end_sec),
+        // Ticks whose second began after the first subscribe and before the last history.
+        ticks: rows(bench, start_wall.div_euclid(1_000_000_000) + 1..=end_sec),
         cpu: window(&before, &after),
         memory,
     })

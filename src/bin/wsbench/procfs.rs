@@ -102,6 +102,28 @@ fn parse_stat_ticks(text: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// Busy CPU time of the whole machine so far, in clock ticks (all CPUs: user, nice,
+/// system, irq, softirq and steal from the first line of `/proc/stat`).
+pub fn machine_busy_ticks() -> Result<u64, ProcError> {
+    let path = "/proc/stat";
+    let text = read(path)?;
+    parse_machine_busy(&text).ok_or(ProcError {
+        path: path.into(),
+        why: "no cpu line".into(),
+    })
+}
+
+fn parse_machine_busy(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    Some(v.first()? + v.get(1)? + v.get(2)? + v.get(5)? + v.get(6)? + v.get(7).unwrap_or(&0))
+}
+
 /// Clock ticks per second for the `stat` figures.
 pub fn clock_ticks_per_second() -> u64 {
     // SAFETY: sysconf has no memory-safety preconditions.
@@ -159,6 +181,14 @@ mod tests {
         let text = "1234 (ws (a) b) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 37 0 0 20 0 3 0 5 0 0";
         assert_eq!(parse_stat_ticks(text), Some(287));
         assert_eq!(parse_stat_ticks("1 (x) S 1"), None);
+    }
+
+    #[test]
+    fn parses_machine_busy_from_proc_stat() {
+        let text = "cpu  100 5 50 9000 7 3 2 1 0 0\ncpu0 50 2 25 4500 3 1 1 0 0 0\n";
+        assert_eq!(parse_machine_busy(text), Some(100 + 5 + 50 + 3 + 2 + 1));
+        assert_eq!(parse_machine_busy("intr 1 2 3\n"), None);
+        assert!(machine_busy_ticks().is_ok());
     }
 
     #[test]

@@ -56,6 +56,15 @@ pub struct CpuWindow {
     pub tool_s: f64,
     /// Wall time of the window.
     pub wall_s: f64,
+    /// The whole machine's busy CPU, seconds (all processes, all CPUs).
+    pub machine_s: f64,
+}
+
+impl CpuWindow {
+    /// Machine CPU not spent by the server or the tool: other load disturbing the run.
+    pub fn other_s(&self) -> f64 {
+        (self.machine_s - self.process_s - self.tool_s).max(0.0)
+    }
 }
 
 /// The subscribe storm's figures.
@@ -337,6 +346,19 @@ impl Report {
             us_per(c.process_s, self.tick_points).map_or("n/a".into(), |v| format!("{v:.2} µs")),
             c.tool_s
         );
+        let _ = writeln!(
+            o,
+            "  machine busy       {:.2} CPU-s over {:.2} s; other load (not server, not tool) {:.2} CPU-s",
+            c.machine_s,
+            c.wall_s,
+            c.other_s()
+        );
+        if c.other_s() > 0.1 * c.wall_s {
+            let _ = writeln!(
+                o,
+                "  NOTE: other processes were busy during the measured ticks; timings are disturbed"
+            );
+        }
         if let Some(s) = &self.storm {
             let _ = writeln!(
                 o,
@@ -354,14 +376,24 @@ impl Report {
                 "  reactor CPU {:.3} s (utime+stime {:.2} s), whole server {:.2} s, tool {:.2} s, wall {:.2} s",
                 s.cpu.reactor_s, s.cpu.reactor_ticks_s, s.cpu.process_s, s.cpu.tool_s, s.cpu.wall_s
             );
-            let _ = writeln!(o, "  ticks during the storm:");
-            tick_table(&mut o, &s.ticks);
-            let sf = TickFigures::of(&s.ticks);
-            let _ = writeln!(
-                o,
-                "  last client after the second p50/p99/max {}",
-                show(sf.last_after, 1, "ms")
-            );
+            if s.ticks.is_empty() {
+                let _ = writeln!(o, "  no tick's second began during the storm");
+            } else {
+                let _ = writeln!(o, "  ticks whose second began during the storm:");
+                tick_table(&mut o, &s.ticks);
+                let sf = TickFigures::of(&s.ticks);
+                let max = |f: Option<Summary>| {
+                    f.map_or("n/a".to_string(), |s| format!("{:.1} ms", s.max))
+                };
+                let _ = writeln!(
+                    o,
+                    "  first / last client after the second, max: {} / {} (measured ticks: {} / {})",
+                    max(sf.first_after),
+                    max(sf.last_after),
+                    max(f.first_after),
+                    max(f.last_after)
+                );
+            }
         }
         let _ = writeln!(o, "stream checks (every client, whole run)");
         let _ = writeln!(
@@ -464,6 +496,7 @@ impl Report {
             opt(us_per(self.tick_cpu.process_s, self.tick_points)),
         ));
         kv.push(("tool_cpu_s", num(self.tick_cpu.tool_s)));
+        kv.push(("other_cpu_s", num(self.tick_cpu.other_s())));
         kv.push(("lost", self.lost.to_string()));
         kv.push(("duplicated", self.dup.to_string()));
         kv.push(("stale", self.stale.to_string()));
@@ -481,6 +514,10 @@ impl Report {
             );
             let sf = TickFigures::of(&s.ticks);
             kv.push(("storm_ticks", s.ticks.len().to_string()));
+            kv.push((
+                "storm_first_after_max_ms",
+                opt(sf.first_after.map(|x| x.max)),
+            ));
             kv.push(("storm_last_after_max_ms", opt(sf.last_after.map(|x| x.max))));
             kv.push(("storm_reactor_cpu_s", num(s.cpu.reactor_s)));
             kv.push(("storm_process_cpu_s", num(s.cpu.process_s)));

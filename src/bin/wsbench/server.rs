@@ -111,23 +111,16 @@ pub struct Server {
 
 impl Server {
     /// Starts `path` on a free loopback port and waits (up to 30 s) for its address.
-    pub fn spawn(path: &Path, clients: usize) -> Result<Server, ServerError> {
-        let mut env = vec![
-            ("WS_ASSETS_PORT".to_string(), "0".to_string()),
-            ("WS_ASSETS_HOST".to_string(), "127.0.0.1".to_string()),
-            ("WS_ASSETS_LOG_LEVEL".to_string(), "info".to_string()),
-            (
-                "WS_ASSETS_SIMULATED_BACKFILL".to_string(),
-                "true".to_string(),
-            ),
-        ];
-        // Room for every client plus the probe, unless the caller chose a limit.
-        if std::env::var_os("WS_ASSETS_MAX_CONNECTIONS").is_none() {
-            env.push((
-                "WS_ASSETS_MAX_CONNECTIONS".to_string(),
-                (clients + 64).to_string(),
-            ));
-        }
+    pub fn spawn(path: &Path) -> Result<Server, ServerError> {
+        let env: Vec<(String, String)> = [
+            ("WS_ASSETS_PORT", "0"),
+            ("WS_ASSETS_HOST", "127.0.0.1"),
+            ("WS_ASSETS_LOG_LEVEL", "info"),
+            ("WS_ASSETS_SIMULATED_BACKFILL", "true"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
         let binary_bytes = std::fs::metadata(path).ok().map(|m| m.len());
         let spawned_at = Instant::now();
         let mut child = Command::new(path)
@@ -290,7 +283,7 @@ mod tests {
 
     #[test]
     fn a_missing_binary_is_a_clear_error() {
-        let err = Server::spawn(Path::new("/nonexistent/ws_assets"), 1)
+        let err = Server::spawn(Path::new("/nonexistent/ws_assets"))
             .err()
             .unwrap();
         assert!(
@@ -301,7 +294,7 @@ mod tests {
 
     #[test]
     fn a_server_that_exits_early_is_reported_with_its_log() {
-        let err = Server::spawn(Path::new("/bin/false"), 1).err().unwrap();
+        let err = Server::spawn(Path::new("/bin/false")).err().unwrap();
         assert!(matches!(err, ServerError::ExitedEarly(..)), "{err}");
     }
 }
