@@ -173,13 +173,12 @@ fn ms(us: &[u32]) -> Option<Summary> {
     )
 }
 
-fn rows(bench: &Bench, times: std::ops::RangeInclusive<i64>) -> Vec<TickRow> {
+fn rows(bench: &Bench, first: i64, last: i64) -> Vec<TickRow> {
     bench
         .st
         .tally
-        .ticks
-        .range(times)
-        .map(|(&t, a)| TickRow {
+        .ticks_between(first, last)
+        .map(|(t, a)| TickRow {
             time: t,
             clients: a.n,
             spread_ms: a.spread_ms(),
@@ -314,7 +313,7 @@ fn run(opts: &Options) -> Result<Report, BenchError> {
     }
     let after = sample(server.pid)?;
     report.tick_cpu = window(&before, &after);
-    report.ticks = rows(&bench, start + 1..=last);
+    report.ticks = rows(&bench, start + 1, last);
     report.tick_points = report.ticks.iter().map(|r| u64::from(r.clients)).sum();
 
     if opts.mode == Mode::Full {
@@ -377,7 +376,7 @@ fn storm(bench: &mut Bench, server: &mut Server, assets: &[i32]) -> Result<Storm
         all_s: end.mono_ns.saturating_sub(start_ns) as f64 / 1e9,
         latency: ms(&bench.st.tally.history_lat_us),
         // Ticks whose second began after the first subscribe and before the last history.
-        ticks: rows(bench, start_wall.div_euclid(1_000_000_000) + 1..=end_sec),
+        ticks: rows(bench, start_wall.div_euclid(1_000_000_000) + 1, end_sec),
         cpu: window(&before, &after),
         memory,
     })

@@ -117,6 +117,20 @@ impl Tally {
             });
     }
 
+    /// The ticks with `first <= time <= last`, oldest first (none when `first > last`).
+    pub fn ticks_between(
+        &self,
+        first: i64,
+        last: i64,
+    ) -> impl Iterator<Item = (i64, TickAgg)> + '_ {
+        let range = if first <= last {
+            Some(self.ticks.range(first..=last))
+        } else {
+            None
+        };
+        range.into_iter().flatten().map(|(&t, &a)| (t, a))
+    }
+
     /// Records a history's length and whether its points were in order and of one asset.
     pub fn history_shape(&mut self, points: u32, gaps: u32, wrong_asset: u32) {
         self.history_len = Some(match self.history_len {
@@ -171,6 +185,22 @@ mod tests {
         assert_eq!(a.spread_ms(), 15.0);
         assert_eq!(a.first_after_ms(100), 2.0);
         assert_eq!(a.last_after_ms(100), 17.0);
+    }
+
+    #[test]
+    fn ticks_between_is_inclusive_and_empty_when_reversed() {
+        let mut t = Tally::default();
+        for time in 10..15 {
+            t.arrival(time, at(1, 1));
+        }
+        let times = |a, b| {
+            t.ticks_between(a, b)
+                .map(|(time, _)| time)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(times(11, 13), [11, 12, 13]);
+        assert_eq!(times(14, 20), [14]);
+        assert_eq!(times(13, 12), Vec::<i64>::new());
     }
 
     #[test]
