@@ -358,7 +358,7 @@ impl State {
                     Ok(Some(head)) => {
                         used = head;
                         c.phase = Phase::Open;
-                        tally.in_progress -= 1;
+                        tally.in_progress = tally.in_progress.saturating_sub(1);
                         tally.open += 1;
                         tally.connected += 1;
                         let lat = at.mono_ns.saturating_sub(c.t0_ns) / 1000;
@@ -426,16 +426,16 @@ impl State {
         match c.phase {
             Phase::Closed => return,
             Phase::Connecting | Phase::Handshaking => {
-                t.in_progress -= 1;
+                t.in_progress = t.in_progress.saturating_sub(1);
                 *t.failures.entry(why.reason()).or_default() += 1;
             }
             Phase::Open => {
-                t.open -= 1;
+                t.open = t.open.saturating_sub(1);
                 if c.check.asset != 0 {
-                    t.subscribed_open -= 1;
+                    t.subscribed_open = t.subscribed_open.saturating_sub(1);
                 }
                 if c.check.want != 0 {
-                    t.awaiting -= 1;
+                    t.awaiting = t.awaiting.saturating_sub(1);
                 }
                 *t.drops.entry(why.reason()).or_default() += 1;
             }
