@@ -34,8 +34,9 @@
 //! Phases: start-up probe (spawn -> first connect + `assets` reply) and idle memory;
 //! connect all clients (memory, idle); paced subscribe (latency, memory, subscribed);
 //! T measured ticks (spread, arrival, CPU per point); in full mode a subscribe storm
-//! (every client re-subscribes to the next asset at once: time to all histories, ticks
-//! during it, CPU, memory after); finally every client's stream is checked to the newest
+//! started 200 ms before a wall-clock second (every client re-subscribes to the next
+//! asset at once: time to all histories, the ticks whose second began during it, CPU,
+//! memory after); finally every client's stream is checked to the newest
 //! tick. The process may hold at most as many sockets as `RLIMIT_NOFILE`'s hard limit,
 //! which the tool raises its soft limit to (the server it starts inherits it).
 //!
@@ -349,9 +350,31 @@ fn run(opts: &Options) -> Result<Report, BenchError> {
     Ok(report)
 }
 
+/// How long before a wall-clock second the storm starts.
+const STORM_LEAD_NS: i64 = 200_000_000;
+
+/// Nanoseconds from `wall_ns` until `lead_ns` before the next second boundary that is
+/// at least that far away.
+fn until_before_second(wall_ns: i64, lead_ns: i64) -> u64 {
+    let into = wall_ns.rem_euclid(1_000_000_000);
+    let target = 1_000_000_000 - lead_ns;
+    let wait = if into <= target {
+        target - into
+    } else {
+        1_000_000_000 - into + target
+    };
+    wait as u64
+}
+
 fn storm(bench: &mut Bench, server: &mut Server, assets: &[i32]) -> Result<Storm, BenchError> {
     let n = bench.st.tally.connected.max(1) as u64;
     bench.st.tally.history_lat_us.clear();
+    // Start 200 ms before a wall-clock second so that a tick always falls inside the storm.
+    let now_wall = tally::Stamp::now(bench.st.base).wall_ns;
+    bench.run_for(Duration::from_nanos(until_before_second(
+        now_wall,
+        STORM_LEAD_NS,
+    )))?;
     let before = sample(server.pid)?;
     let start_ns = bench.now_ns();
     let start_wall = tally::Stamp::now(bench.st.base).wall_ns;
@@ -411,5 +434,25 @@ fn finish_checks(bench: &mut Bench, newest: i64, report: &mut Report) {
         if lost + u64::from(k.dup + k.stale + k.seam_bad) > 0 {
             report.clients_with_findings += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storm_waits_until_the_lead_before_a_second() {
+        let s = 1_795_876_000 * 1_000_000_000i64;
+        assert_eq!(until_before_second(s, STORM_LEAD_NS), 800_000_000);
+        assert_eq!(
+            until_before_second(s + 700_000_000, STORM_LEAD_NS),
+            100_000_000
+        );
+        assert_eq!(until_before_second(s + 800_000_000, STORM_LEAD_NS), 0);
+        assert_eq!(
+            until_before_second(s + 900_000_000, STORM_LEAD_NS),
+            900_000_000
+        );
     }
 }

@@ -362,7 +362,7 @@ impl Report {
         if let Some(s) = &self.storm {
             let _ = writeln!(
                 o,
-                "subscribe storm (all clients at once, each to the next asset)"
+                "subscribe storm (all clients at once, each to the next asset, from 200 ms before a second)"
             );
             let _ = writeln!(
                 o,
