@@ -1,0 +1,445 @@
+//! The single-threaded event loop that drives every client, and the load phases built on
+//! it: connect all, subscribe at a steady pace, wait for ticks, subscribe storm.
+
+use crate::client::{Client, Ending, Phase};
+use crate::net;
+use crate::tally::{Stamp, Tally};
+use crate::ws;
+use mio::{Events, Interest, Poll, Token};
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Room before the read area for bytes kept from the previous read.
+const HEADROOM: usize = 16 * 1024;
+/// Bytes read per `read` call.
+const READ_SIZE: usize = 256 * 1024;
+/// Poll wait while a phase is waiting for something.
+const POLL_WAIT: Duration = Duration::from_millis(5);
+
+/// Where the clients connect and how.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// The server's address.
+    pub addr: SocketAddr,
+    /// WebSocket path.
+    pub path: String,
+    /// Source addresses to cycle over.
+    pub src_ips: u8,
+}
+
+/// The clients and what they have seen.
+pub struct State {
+    /// All clients, indexed by their token.
+    pub clients: Vec<Client>,
+    /// Running totals.
+    pub tally: Tally,
+    /// Monotonic base of every [`Stamp`].
+    pub base: Instant,
+    scratch: Vec<u8>,
+    setup: Setup,
+    host: String,
+    key_seed: u64,
+}
+
+/// The load generator: a `mio` poll plus the clients.
+pub struct Bench {
+    poll: Poll,
+    events: Events,
+    /// Clients and totals.
+    pub st: State,
+}
+
+impl Bench {
+    /// An empty bench for `setup`.
+    pub fn new(setup: Setup, base: Instant) -> io::Result<Bench> {
+        Ok(Bench {
+            poll: Poll::new()?,
+            events: Events::with_capacity(4096),
+            st: State {
+                clients: Vec::new(),
+                tally: Tally::default(),
+                base,
+                scratch: vec![0; HEADROOM + READ_SIZE],
+                host: setup.addr.to_string(),
+                setup,
+                key_seed: fastrand::u64(..),
+            },
+        })
+    }
+
+    /// Monotonic nanoseconds since the base.
+    pub fn now_ns(&self) -> u64 {
+        self.st.base.elapsed().as_nanos() as u64
+    }
+
+    /// One poll (waiting at most `wait`) and the handling of its events.
+    pub fn pump(&mut self, wait: Duration) -> io::Result<()> {
+        match self.poll.poll(&mut self.events, Some(wait)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        for ev in self.events.iter() {
+            let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+            let writable = ev.is_writable() || ev.is_error();
+            self.st.event(ev.token().0, readable, writable);
+        }
+        Ok(())
+    }
+
+    /// Keeps serving the clients (pongs, points) for `how_long`.
+    pub fn run_for(&mut self, how_long: Duration) -> io::Result<()> {
+        let end = Instant::now() + how_long;
+        while Instant::now() < end {
+            self.pump(
+                end.saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(50)),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Opens `total` clients, at most `window` connecting at once; returns when all have
+    /// upgraded or failed (or `limit` passed, which fails the stragglers).
+    pub fn connect_all(&mut self, total: usize, window: usize, limit: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            while self.st.clients.len() < total && self.st.tally.in_progress < window {
+                self.open_one();
+            }
+            if self.st.clients.len() == total && self.st.tally.in_progress == 0 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                for i in 0..self.st.clients.len() {
+                    if matches!(
+                        self.st.clients[i].phase,
+                        Phase::Connecting | Phase::Handshaking
+                    ) {
+                        self.st.end(
+                            i,
+                            Ending::Io("no upgrade before the connect phase's time limit".into()),
+                        );
+                    }
+                }
+                return Ok(());
+            }
+            self.pump(POLL_WAIT)?;
+        }
+    }
+
+    fn open_one(&mut self) {
+        let idx = self.st.clients.len();
+        let src = net::source_ip(idx, self.st.setup.src_ips);
+        let now = self.now_ns();
+        let registered = net::connect_from(src, self.st.setup.addr).and_then(|mut sock| {
+            self.poll.registry().register(
+                &mut sock,
+                Token(idx),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            Ok(sock)
+        });
+        match registered {
+            Ok(sock) => {
+                self.st.clients.push(Client::connecting(sock, now));
+                self.st.tally.in_progress += 1;
+            }
+            Err(e) => {
+                self.st.clients.push(Client::failed());
+                *self
+                    .st
+                    .tally
+                    .failures
+                    .entry(format!("connect from {src}: {e}"))
+                    .or_default() += 1;
+            }
+        }
+    }
+
+    /// Subscribes every open client (client `i` to `assets[i % len]`), keeping at most
+    /// `window` subscriptions waiting for their history; returns when all have arrived.
+    pub fn subscribe_paced(
+        &mut self,
+        assets: &[i32],
+        window: usize,
+        limit: Duration,
+    ) -> io::Result<bool> {
+        let deadline = Instant::now() + limit;
+        let mut next = 0;
+        loop {
+            while next < self.st.clients.len() && self.st.tally.awaiting < window {
+                self.st.subscribe(next, assets[next % assets.len()]);
+                next += 1;
+            }
+            if next == self.st.clients.len() && self.st.tally.awaiting == 0 {
+                return Ok(true);
+            }
+            if Instant::now() > deadline {
+                return Ok(false);
+            }
+            self.pump(POLL_WAIT)?;
+        }
+    }
+
+    /// Sends a subscribe from every open client at once (client `i` to
+    /// `assets[(i + shift) % len]`); returns when all histories arrived, or false at `limit`.
+    pub fn subscribe_storm(
+        &mut self,
+        assets: &[i32],
+        shift: usize,
+        limit: Duration,
+    ) -> io::Result<bool> {
+        let deadline = Instant::now() + limit;
+        for i in 0..self.st.clients.len() {
+            self.st.subscribe(i, assets[(i + shift) % assets.len()]);
+        }
+        while self.st.tally.awaiting > 0 {
+            if Instant::now() > deadline {
+                return Ok(false);
+            }
+            self.pump(POLL_WAIT)?;
+        }
+        Ok(true)
+    }
+
+    /// Waits until a tick newer than `after` has reached every subscribed client (or `limit`
+    /// passed) and returns its time.
+    pub fn wait_complete_tick(&mut self, after: i64, limit: Duration) -> io::Result<Option<i64>> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(t) = self.st.newest_complete_tick().filter(|&t| t > after) {
+                return Ok(Some(t));
+            }
+            if Instant::now() > deadline {
+                return Ok(None);
+            }
+            self.pump(POLL_WAIT)?;
+        }
+    }
+
+    /// Waits until tick `time` is complete: every subscribed client has it, or it is
+    /// `grace` old (a client that never gets it is then counted as lost by the checks).
+    pub fn wait_tick(&mut self, time: i64, grace: Duration, limit: Duration) -> io::Result<bool> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let now = self.now_ns();
+            let done = self
+                .st
+                .tally
+                .ticks
+                .range(time..)
+                .next()
+                .is_some_and(|(&t, agg)| {
+                    let old = now.saturating_sub(agg.first.mono_ns) > grace.as_nanos() as u64;
+                    (t == time && agg.n as usize >= self.st.tally.subscribed_open) || old
+                });
+            if done {
+                return Ok(true);
+            }
+            if Instant::now() > deadline {
+                return Ok(false);
+            }
+            self.pump(POLL_WAIT)?;
+        }
+    }
+
+    /// Closes every client (the tool's own close, not counted as a drop).
+    pub fn close_all(&mut self) {
+        for c in &mut self.st.clients {
+            if c.phase == Phase::Open {
+                let mut frame = Vec::new();
+                ws::encode_masked(
+                    &mut frame,
+                    ws::opcode::CLOSE,
+                    &1000u16.to_be_bytes(),
+                    fastrand::u32(..).to_ne_bytes(),
+                );
+                let _ = c.send(&frame);
+            }
+            c.release();
+        }
+    }
+}
+
+impl State {
+    /// The newest tick that every subscribed client has received.
+    pub fn newest_complete_tick(&self) -> Option<i64> {
+        let want = self.tally.subscribed_open;
+        self.tally
+            .ticks
+            .iter()
+            .rev()
+            .find(|(_, a)| a.n as usize >= want)
+            .map(|(&t, _)| t)
+    }
+
+    fn event(&mut self, idx: usize, readable: bool, writable: bool) {
+        let Some(c) = self.clients.get_mut(idx) else {
+            return;
+        };
+        if c.phase == Phase::Connecting && (readable || writable) {
+            self.finish_connect(idx);
+        }
+        let Some(c) = self.clients.get_mut(idx) else {
+            return;
+        };
+        if writable
+            && c.phase != Phase::Closed
+            && let Err(e) = c.flush()
+        {
+            self.end(idx, Ending::Io(e.to_string()));
+            return;
+        }
+        if readable && matches!(self.clients[idx].phase, Phase::Handshaking | Phase::Open) {
+            self.read(idx);
+        }
+    }
+
+    fn finish_connect(&mut self, idx: usize) {
+        let c = &mut self.clients[idx];
+        let Some(sock) = c.sock.as_ref() else { return };
+        match sock.take_error() {
+            Ok(None) => {}
+            Ok(Some(e)) | Err(e) => return self.end(idx, Ending::Io(format!("connect: {e}"))),
+        }
+        match sock.peer_addr() {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+            Err(e) => return self.end(idx, Ending::Io(format!("connect: {e}"))),
+        }
+        let key = ws::client_key(self.key_seed, idx);
+        let request = ws::upgrade_request(&self.host, &self.setup.path, &key);
+        c.phase = Phase::Handshaking;
+        if let Err(e) = c.send(request.as_bytes()) {
+            self.end(idx, Ending::Io(format!("sending upgrade: {e}")));
+        }
+    }
+
+    /// Reads until the socket is drained, handling the upgrade answer and frames.
+    fn read(&mut self, idx: usize) {
+        loop {
+            let State {
+                clients,
+                tally,
+                scratch,
+                base,
+                key_seed,
+                ..
+            } = self;
+            let c = &mut clients[idx];
+            let Some(sock) = c.sock.as_mut() else { return };
+            let kept = c.pending.len();
+            if kept > HEADROOM {
+                return self.end(
+                    idx,
+                    Ending::Protocol(
+                        "incomplete frame header or upgrade answer over 16 KiB".into(),
+                    ),
+                );
+            }
+            let start = HEADROOM - kept;
+            scratch[start..HEADROOM].copy_from_slice(&c.pending);
+            let n = match sock.read(&mut scratch[HEADROOM..]) {
+                Ok(0) => return self.end(idx, Ending::Eof),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return self.end(idx, Ending::Io(e.to_string())),
+            };
+            let at = Stamp::now(*base);
+            let buf = &scratch[start..HEADROOM + n];
+            let mut used = 0;
+            if c.phase == Phase::Handshaking {
+                let key = ws::client_key(*key_seed, idx);
+                match ws::parse_upgrade_answer(buf, &key) {
+                    Ok(None) => used = buf.len(),
+                    Ok(Some(head)) => {
+                        used = head;
+                        c.phase = Phase::Open;
+                        tally.in_progress = tally.in_progress.saturating_sub(1);
+                        tally.open += 1;
+                        tally.connected += 1;
+                        let lat = at.mono_ns.saturating_sub(c.t0_ns) / 1000;
+                        tally
+                            .connect_lat_us
+                            .push(u32::try_from(lat).unwrap_or(u32::MAX));
+                    }
+                    Err(e) => return self.end(idx, Ending::Handshake(e.to_string())),
+                }
+            }
+            if c.phase == Phase::Open {
+                match c.frames(&buf[used..], at, tally) {
+                    Ok(u) => used += u,
+                    Err(ending) => return self.end(idx, ending),
+                }
+            }
+            // While upgrading, everything is kept until the head is complete.
+            let keep = if c.phase == Phase::Handshaking {
+                buf
+            } else {
+                &buf[used..]
+            };
+            if keep.is_empty() {
+                if c.pending.capacity() > 0 {
+                    c.pending = Vec::new();
+                }
+            } else {
+                c.pending.clear();
+                c.pending.extend_from_slice(keep);
+            }
+            if n < READ_SIZE {
+                // A short read emptied the socket; the next arrival raises a new event.
+                return;
+            }
+        }
+    }
+
+    fn subscribe(&mut self, idx: usize, asset: i32) {
+        let c = &mut self.clients[idx];
+        if c.phase != Phase::Open {
+            return;
+        }
+        let payload = format!(r#"{{"action":"subscribe","message":{{"assetId":{asset}}}}}"#);
+        let mut frame = Vec::with_capacity(payload.len() + 8);
+        ws::encode_masked(
+            &mut frame,
+            ws::opcode::TEXT,
+            payload.as_bytes(),
+            fastrand::u32(..).to_ne_bytes(),
+        );
+        if c.check.want == 0 {
+            self.tally.awaiting += 1;
+        }
+        c.check.subscribed(asset);
+        c.t0_ns = self.base.elapsed().as_nanos() as u64;
+        if let Err(e) = c.send(&frame) {
+            self.end(idx, Ending::Io(format!("sending subscribe: {e}")));
+        }
+    }
+
+    /// Ends client `idx` and counts why: a failure before the upgrade, a drop after it.
+    fn end(&mut self, idx: usize, why: Ending) {
+        let c = &mut self.clients[idx];
+        let t = &mut self.tally;
+        match c.phase {
+            Phase::Closed => return,
+            Phase::Connecting | Phase::Handshaking => {
+                t.in_progress = t.in_progress.saturating_sub(1);
+                *t.failures.entry(why.reason()).or_default() += 1;
+            }
+            Phase::Open => {
+                t.open = t.open.saturating_sub(1);
+                if c.check.asset != 0 {
+                    t.subscribed_open = t.subscribed_open.saturating_sub(1);
+                }
+                if c.check.want != 0 {
+                    t.awaiting = t.awaiting.saturating_sub(1);
+                }
+                *t.drops.entry(why.reason()).or_default() += 1;
+            }
+        }
+        c.release();
+    }
+}

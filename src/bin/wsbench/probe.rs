@@ -1,0 +1,201 @@
+//! One blocking WebSocket client used before the load: it measures start-up (first
+//! successful connect plus an `assets` reply) and learns the asset ids to subscribe to.
+
+use crate::ws;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// Why the probe could not talk to the server.
+#[derive(Debug)]
+pub enum ProbeError {
+    /// No TCP connection within the time limit.
+    Connect(SocketAddr, io::Error),
+    /// The socket failed after connecting.
+    Io(io::Error),
+    /// The upgrade was refused.
+    Handshake(ws::HandshakeError),
+    /// The server broke the framing.
+    Frame(ws::FrameError),
+    /// The `assets` reply was missing or not understood.
+    Assets(String),
+}
+
+impl fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProbeError::Connect(a, e) => write!(f, "cannot connect to {a}: {e}"),
+            ProbeError::Io(e) => write!(f, "probe connection failed: {e}"),
+            ProbeError::Handshake(e) => write!(f, "probe upgrade failed: {e}"),
+            ProbeError::Frame(e) => write!(f, "probe got a bad frame: {e}"),
+            ProbeError::Assets(e) => write!(f, "bad `assets` reply: {e}"),
+        }
+    }
+}
+
+impl From<io::Error> for ProbeError {
+    fn from(e: io::Error) -> Self {
+        ProbeError::Io(e)
+    }
+}
+
+/// What the probe learnt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeResult {
+    /// Asset ids from the `assets` reply, in order.
+    pub asset_ids: Vec<i32>,
+}
+
+/// Connects (retrying until `limit`), upgrades, asks for `assets`, and closes politely.
+pub fn probe(addr: SocketAddr, path: &str, limit: Duration) -> Result<ProbeResult, ProbeError> {
+    let start = Instant::now();
+    let mut stream = loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+            Ok(s) => break s,
+            Err(e) if start.elapsed() > limit => return Err(ProbeError::Connect(addr, e)),
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    };
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let key = ws::client_key(fastrand::u64(..), 0);
+    stream.write_all(ws::upgrade_request(&addr.to_string(), path, &key).as_bytes())?;
+    let mut buf = Vec::new();
+    let head = loop {
+        read_more(&mut stream, &mut buf)?;
+        if let Some(n) = ws::parse_upgrade_answer(&buf, &key).map_err(ProbeError::Handshake)? {
+            break n;
+        }
+    };
+    buf.drain(..head);
+    let mut frame = Vec::new();
+    ws::encode_masked(
+        &mut frame,
+        ws::opcode::TEXT,
+        br#"{"action":"assets","message":{}}"#,
+        fastrand_mask(),
+    );
+    stream.write_all(&frame)?;
+    let asset_ids = loop {
+        let msg = next_text_message(&mut stream, &mut buf)?;
+        let v: serde_json::Value = serde_json::from_slice(&msg)
+            .map_err(|e| ProbeError::Assets(format!("not JSON: {e}")))?;
+        if v.get("action").and_then(|a| a.as_str()) == Some("assets") {
+            break asset_ids(&v)?;
+        }
+    };
+    let mut close = Vec::new();
+    ws::encode_masked(
+        &mut close,
+        ws::opcode::CLOSE,
+        &1000u16.to_be_bytes(),
+        fastrand_mask(),
+    );
+    let _ = stream.write_all(&close);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    // Wait briefly for the server's close so the connection is gone before RSS is read.
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut sink = [0u8; 4096];
+    while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+    Ok(ProbeResult { asset_ids })
+}
+
+/// A random masking key.
+pub fn fastrand_mask() -> [u8; 4] {
+    fastrand::u32(..).to_ne_bytes()
+}
+
+fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), ProbeError> {
+    let mut chunk = [0u8; 16384];
+    let n = stream.read(&mut chunk)?;
+    if n == 0 {
+        return Err(ProbeError::Io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "server closed the connection",
+        )));
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(())
+}
+
+/// Reads frames until one whole text message is assembled; answers pings on the way.
+fn next_text_message(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Vec<u8>, ProbeError> {
+    let mut message = Vec::new();
+    loop {
+        let Some(h) = ws::parse_header(buf).map_err(ProbeError::Frame)? else {
+            read_more(stream, buf)?;
+            continue;
+        };
+        let len =
+            usize::try_from(h.len).map_err(|_| ProbeError::Assets("frame too large".into()))?;
+        if buf.len() < h.header_len + len {
+            read_more(stream, buf)?;
+            continue;
+        }
+        let payload: Vec<u8> = buf.drain(..h.header_len + len).skip(h.header_len).collect();
+        match h.opcode {
+            ws::opcode::PING => {
+                let mut pong = Vec::new();
+                ws::encode_masked(&mut pong, ws::opcode::PONG, &payload, fastrand_mask());
+                stream.write_all(&pong)?;
+            }
+            ws::opcode::CLOSE => {
+                return Err(ProbeError::Assets(format!(
+                    "server closed with {}",
+                    ws::close_code(&payload)
+                )));
+            }
+            ws::opcode::PONG => {}
+            _ => {
+                message.extend_from_slice(&payload);
+                if h.fin {
+                    return Ok(message);
+                }
+            }
+        }
+    }
+}
+
+fn asset_ids(v: &serde_json::Value) -> Result<Vec<i32>, ProbeError> {
+    let list = v
+        .pointer("/message/assets")
+        .and_then(|a| a.as_array())
+        .ok_or_else(|| ProbeError::Assets("no message.assets array".into()))?;
+    let ids: Vec<i32> = list
+        .iter()
+        .filter_map(|a| {
+            a.get("id")
+                .and_then(|i| i.as_i64())
+                .and_then(|i| i32::try_from(i).ok())
+        })
+        .collect();
+    if ids.is_empty() {
+        return Err(ProbeError::Assets("no asset has an integer id".into()));
+    }
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn takes_ids_from_the_assets_reply() {
+        let v = serde_json::json!({"action":"assets","message":{"assets":[{"id":1,"name":"EURUSD"},{"id":3,"name":"GBPUSD"}]}});
+        assert_eq!(asset_ids(&v).unwrap(), vec![1, 3]);
+        let v = serde_json::json!({"action":"assets","message":{"assets":[]}});
+        assert!(asset_ids(&v).is_err());
+        let v = serde_json::json!({"action":"assets","message":{}});
+        assert!(asset_ids(&v).is_err());
+    }
+
+    #[test]
+    fn a_closed_port_is_a_connect_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let err = probe(addr, "/", Duration::from_millis(50)).unwrap_err();
+        assert!(matches!(err, ProbeError::Connect(..)), "{err}");
+    }
+}

@@ -1,0 +1,582 @@
+//! The benchmark's findings and how they are printed: a report for people and one
+//! `RESULT key=value ...` line for scripts.
+
+use crate::procfs::Memory;
+use crate::stats::{Summary, show};
+use std::fmt::Write;
+
+/// One tick's arrivals.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TickRow {
+    /// Point time (epoch seconds).
+    pub time: i64,
+    /// Clients that got it.
+    pub clients: u32,
+    /// Last minus first arrival, ms.
+    pub spread_ms: f64,
+    /// First arrival after the second, ms.
+    pub first_after_ms: f64,
+    /// Last arrival after the second, ms.
+    pub last_after_ms: f64,
+}
+
+/// Summaries over a set of ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct TickFigures {
+    /// Fan-out spread.
+    pub spread: Option<Summary>,
+    /// First client's arrival after the second.
+    pub first_after: Option<Summary>,
+    /// Last client's arrival after the second.
+    pub last_after: Option<Summary>,
+}
+
+impl TickFigures {
+    /// Summarises `rows`.
+    pub fn of(rows: &[TickRow]) -> TickFigures {
+        let col = |f: fn(&TickRow) -> f64| Summary::of(&rows.iter().map(f).collect::<Vec<_>>());
+        TickFigures {
+            spread: col(|r| r.spread_ms),
+            first_after: col(|r| r.first_after_ms),
+            last_after: col(|r| r.last_after_ms),
+        }
+    }
+}
+
+/// CPU used by the server (reactor thread and whole process) and the tool over a window.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct CpuWindow {
+    /// Reactor thread, seconds (schedstat ns when available).
+    pub reactor_s: f64,
+    /// Reactor thread, seconds from utime+stime clock ticks.
+    pub reactor_ticks_s: f64,
+    /// Whole server process, seconds from utime+stime.
+    pub process_s: f64,
+    /// The tool's own thread.
+    pub tool_s: f64,
+    /// Wall time of the window.
+    pub wall_s: f64,
+    /// The whole machine's busy CPU, seconds (all processes, all CPUs).
+    pub machine_s: f64,
+}
+
+impl CpuWindow {
+    /// Machine CPU not spent by the server or the tool: other load disturbing the run.
+    pub fn other_s(&self) -> f64 {
+        (self.machine_s - self.process_s - self.tool_s).max(0.0)
+    }
+}
+
+/// The subscribe storm's figures.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Storm {
+    /// Every history arrived before the time limit.
+    pub complete: bool,
+    /// First subscribe sent to last history received, seconds.
+    pub all_s: f64,
+    /// Per-client subscribe-to-history latency, ms.
+    pub latency: Option<Summary>,
+    /// Ticks whose second fell inside the storm.
+    pub ticks: Vec<TickRow>,
+    /// CPU during the storm.
+    pub cpu: CpuWindow,
+    /// Server memory right after the storm.
+    pub memory: Memory,
+}
+
+/// Everything the benchmark found.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Report {
+    /// "full" or "quick".
+    pub mode: String,
+    /// Clients asked for.
+    pub clients: usize,
+    /// Source addresses used.
+    pub src_ips: u8,
+    /// Paced subscribe window.
+    pub sub_window: usize,
+    /// The server's address and pid.
+    pub server: String,
+    /// The environment the tool gave a server it started.
+    pub server_env: String,
+    /// Server binary size.
+    pub binary_bytes: Option<u64>,
+    /// Spawn to first `assets` reply, ms (None when attached).
+    pub startup_ms: Option<f64>,
+    /// Asset ids subscribed to, and where they came from.
+    pub assets: String,
+    /// Server memory with no client.
+    pub mem_base: Memory,
+    /// With all clients connected, not subscribed.
+    pub mem_idle: Memory,
+    /// With all clients subscribed (histories received).
+    pub mem_sub: Memory,
+    /// Clients upgraded.
+    pub connected: usize,
+    /// Clients that failed to connect/upgrade, and why.
+    pub failed: usize,
+    /// Failure reasons.
+    pub failures: String,
+    /// Clients the server closed.
+    pub dropped: usize,
+    /// Drop reasons (close codes, EOF).
+    pub drops: String,
+    /// Connect phase wall time, s.
+    pub connect_s: f64,
+    /// Paced subscribe phase wall time, s.
+    pub subscribe_s: f64,
+    /// Connect-to-101 latency, ms.
+    pub connect_latency: Option<Summary>,
+    /// Subscribe-to-history latency (paced), ms.
+    pub sub_latency: Option<Summary>,
+    /// Every paced subscribe got its history.
+    pub subscribe_complete: bool,
+    /// Smallest and largest history.
+    pub history_len: Option<(u32, u32)>,
+    /// History points not 1 s after the previous.
+    pub history_gaps: u64,
+    /// History points of the wrong asset.
+    pub history_wrong_asset: u64,
+    /// Measured ticks.
+    pub ticks: Vec<TickRow>,
+    /// CPU over the measured ticks.
+    pub tick_cpu: CpuWindow,
+    /// Points delivered in the measured ticks.
+    pub tick_points: u64,
+    /// Seconds skipped, summed over clients.
+    pub lost: u64,
+    /// Points repeated, summed over clients.
+    pub dup: u64,
+    /// Points of a replaced subscription after its new history.
+    pub stale: u64,
+    /// Seams where the first live point was not history-last + 1.
+    pub seam_bad: u64,
+    /// Clients with any of the above.
+    pub clients_with_findings: usize,
+    /// Histories nobody asked for.
+    pub unexpected_history: u64,
+    /// `error` replies.
+    pub error_replies: u64,
+    /// Unreadable values.
+    pub malformed: u64,
+    /// Live points received in the whole run.
+    pub points_total: u64,
+    /// The storm (full mode).
+    pub storm: Option<Storm>,
+    /// How the server exited, if the tool stopped it.
+    pub server_exit: String,
+    /// Server log counts and notable lines.
+    pub log: String,
+}
+
+fn opt_ms(v: Option<f64>) -> String {
+    v.map_or("n/a".to_string(), |v| format!("{v:.1} ms"))
+}
+
+fn per_conn(base: Memory, now: Memory, n: usize) -> Option<f64> {
+    (n > 0).then(|| (now.rss_kib as f64 - base.rss_kib as f64) * 1024.0 / n as f64)
+}
+
+fn mem_line(out: &mut String, label: &str, base: Memory, now: Memory, n: usize) {
+    let per = per_conn(base, now, n).map_or("n/a".to_string(), |b| format!("{b:.0} B"));
+    let _ = writeln!(
+        out,
+        "  {label:<34} VmRSS {:>8} KiB  (+{} KiB, {per}/conn)  VmHWM {} KiB",
+        now.rss_kib,
+        now.rss_kib as i64 - base.rss_kib as i64,
+        now.hwm_kib
+    );
+}
+
+fn us_per(cpu_s: f64, points: u64) -> Option<f64> {
+    (points > 0).then(|| cpu_s * 1e6 / points as f64)
+}
+
+fn tick_table(out: &mut String, rows: &[TickRow]) {
+    let _ = writeln!(
+        out,
+        "    {:>12} {:>8} {:>10} {:>12} {:>12}",
+        "time", "clients", "spread ms", "first+ ms", "last+ ms"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "    {:>12} {:>8} {:>10.1} {:>12.1} {:>12.1}",
+            r.time, r.clients, r.spread_ms, r.first_after_ms, r.last_after_ms
+        );
+    }
+}
+
+impl Report {
+    /// The human-readable report.
+    pub fn human(&self) -> String {
+        let mut o = String::new();
+        let n = self.connected;
+        let _ = writeln!(
+            o,
+            "wsbench: {} clients, mode {}, {} source addresses, server {}",
+            self.clients, self.mode, self.src_ips, self.server
+        );
+        let _ = writeln!(o, "server");
+        if !self.server_env.is_empty() {
+            let _ = writeln!(
+                o,
+                "  started with                       {}",
+                self.server_env
+            );
+        }
+        let _ = writeln!(
+            o,
+            "  binary size                        {}",
+            self.binary_bytes.map_or("n/a".into(), |b| format!(
+                "{b} B ({:.2} MiB)",
+                b as f64 / 1048576.0
+            ))
+        );
+        let _ = writeln!(
+            o,
+            "  start-up (spawn -> assets reply)   {}",
+            opt_ms(self.startup_ms)
+        );
+        let _ = writeln!(o, "  assets                             {}", self.assets);
+        let _ = writeln!(o, "clients");
+        let _ = writeln!(
+            o,
+            "  connected {} / failed {} / dropped by server {}",
+            self.connected, self.failed, self.dropped
+        );
+        let _ = writeln!(o, "  failures: {}", self.failures);
+        let _ = writeln!(o, "  drops:    {}", self.drops);
+        let _ = writeln!(o, "setup");
+        let _ = writeln!(
+            o,
+            "  connect+upgrade all                {:.3} s; per client p50/p99/max {}",
+            self.connect_s,
+            show(self.connect_latency, 2, "ms")
+        );
+        let _ = writeln!(
+            o,
+            "  subscribe->history (window {})     {:.3} s; per client p50/p99/max {}{}",
+            self.sub_window,
+            self.subscribe_s,
+            show(self.sub_latency, 2, "ms"),
+            if self.subscribe_complete {
+                ""
+            } else {
+                "  (INCOMPLETE)"
+            }
+        );
+        let _ = writeln!(
+            o,
+            "  total setup                        {:.3} s",
+            self.connect_s + self.subscribe_s
+        );
+        let hl = self
+            .history_len
+            .map_or("n/a".into(), |(a, b)| format!("{a}..{b} points"));
+        let _ = writeln!(
+            o,
+            "  history length {hl}; gaps inside histories {}; wrong-asset points {}",
+            self.history_gaps, self.history_wrong_asset
+        );
+        let _ = writeln!(o, "server memory");
+        let _ = writeln!(
+            o,
+            "  {:<34} VmRSS {:>8} KiB  VmHWM {} KiB",
+            "idle, no client", self.mem_base.rss_kib, self.mem_base.hwm_kib
+        );
+        mem_line(
+            &mut o,
+            "clients connected, not subscribed",
+            self.mem_base,
+            self.mem_idle,
+            n,
+        );
+        mem_line(
+            &mut o,
+            "clients subscribed (history sent)",
+            self.mem_base,
+            self.mem_sub,
+            n,
+        );
+        if let Some(s) = &self.storm {
+            mem_line(
+                &mut o,
+                "after the subscribe storm",
+                self.mem_base,
+                s.memory,
+                n,
+            );
+        }
+        let f = TickFigures::of(&self.ticks);
+        let _ = writeln!(o, "measured ticks: {}", self.ticks.len());
+        tick_table(&mut o, &self.ticks);
+        let _ = writeln!(
+            o,
+            "  fan-out spread (last - first client)  p50/p99/max {}",
+            show(f.spread, 1, "ms")
+        );
+        let _ = writeln!(
+            o,
+            "  first client after the second         p50/p99/max {}",
+            show(f.first_after, 1, "ms")
+        );
+        let _ = writeln!(
+            o,
+            "  last client after the second          p50/p99/max {}",
+            show(f.last_after, 1, "ms")
+        );
+        let c = self.tick_cpu;
+        let _ = writeln!(
+            o,
+            "  points delivered {} in {:.2} s",
+            self.tick_points, c.wall_s
+        );
+        let _ = writeln!(
+            o,
+            "  reactor thread CPU {:.3} s (utime+stime {:.2} s) = {} per point",
+            c.reactor_s,
+            c.reactor_ticks_s,
+            us_per(c.reactor_s, self.tick_points).map_or("n/a".into(), |v| format!("{v:.2} µs"))
+        );
+        let _ = writeln!(
+            o,
+            "  whole server CPU   {:.2} s = {} per point; tool CPU {:.2} s",
+            c.process_s,
+            us_per(c.process_s, self.tick_points).map_or("n/a".into(), |v| format!("{v:.2} µs")),
+            c.tool_s
+        );
+        let _ = writeln!(
+            o,
+            "  machine busy       {:.2} CPU-s over {:.2} s; other load (not server, not tool) {:.2} CPU-s",
+            c.machine_s,
+            c.wall_s,
+            c.other_s()
+        );
+        if c.other_s() > 0.1 * c.wall_s {
+            let _ = writeln!(
+                o,
+                "  NOTE: other processes were busy during the measured ticks; timings are disturbed"
+            );
+        }
+        if let Some(s) = &self.storm {
+            let _ = writeln!(
+                o,
+                "subscribe storm (all clients at once, each to the next asset, from 200 ms before a second)"
+            );
+            let _ = writeln!(
+                o,
+                "  all histories received in {:.3} s{}",
+                s.all_s,
+                if s.complete { "" } else { " (INCOMPLETE)" }
+            );
+            let _ = writeln!(o, "  per client p50/p99/max {}", show(s.latency, 1, "ms"));
+            let _ = writeln!(
+                o,
+                "  reactor CPU {:.3} s (utime+stime {:.2} s), whole server {:.2} s, tool {:.2} s, wall {:.2} s",
+                s.cpu.reactor_s, s.cpu.reactor_ticks_s, s.cpu.process_s, s.cpu.tool_s, s.cpu.wall_s
+            );
+            if s.ticks.is_empty() {
+                let _ = writeln!(o, "  no tick's second began during the storm");
+            } else {
+                let _ = writeln!(o, "  ticks whose second began during the storm:");
+                tick_table(&mut o, &s.ticks);
+                let sf = TickFigures::of(&s.ticks);
+                let max = |f: Option<Summary>| {
+                    f.map_or("n/a".to_string(), |s| format!("{:.1} ms", s.max))
+                };
+                let _ = writeln!(
+                    o,
+                    "  first / last client after the second, max: {} / {} (measured ticks: {} / {})",
+                    max(sf.first_after),
+                    max(sf.last_after),
+                    max(f.first_after),
+                    max(f.last_after)
+                );
+            }
+        }
+        let _ = writeln!(o, "stream checks (every client, whole run)");
+        let _ = writeln!(
+            o,
+            "  lost {} / duplicated {} / stale {} / bad seams {} / clients affected {}",
+            self.lost, self.dup, self.stale, self.seam_bad, self.clients_with_findings
+        );
+        let _ = writeln!(
+            o,
+            "  live points {}; error replies {}; unexpected histories {}; malformed values {}",
+            self.points_total, self.error_replies, self.unexpected_history, self.malformed
+        );
+        let _ = writeln!(o, "server exit: {}", self.server_exit);
+        let _ = writeln!(o, "server log: {}", self.log);
+        o
+    }
+
+    /// The machine-readable `RESULT key=value ...` line.
+    pub fn result_line(&self) -> String {
+        let mut kv: Vec<(&str, String)> = Vec::new();
+        let n = self.connected;
+        let num = |v: f64| format!("{v:.3}");
+        let opt = |v: Option<f64>| v.map_or("na".to_string(), num);
+        let sum3 = |kv: &mut Vec<(&str, String)>,
+                    p50: &'static str,
+                    p99: &'static str,
+                    max: &'static str,
+                    s: Option<Summary>| {
+            kv.push((p50, opt(s.map(|s| s.p50))));
+            kv.push((p99, opt(s.map(|s| s.p99))));
+            kv.push((max, opt(s.map(|s| s.max))));
+        };
+        kv.push(("mode", self.mode.clone()));
+        kv.push(("clients", self.clients.to_string()));
+        kv.push(("connected", n.to_string()));
+        kv.push(("failed", self.failed.to_string()));
+        kv.push(("dropped", self.dropped.to_string()));
+        kv.push(("startup_ms", opt(self.startup_ms)));
+        kv.push((
+            "binary_bytes",
+            self.binary_bytes.map_or("na".into(), |b| b.to_string()),
+        ));
+        kv.push(("rss_base_kib", self.mem_base.rss_kib.to_string()));
+        kv.push(("rss_idle_kib", self.mem_idle.rss_kib.to_string()));
+        kv.push((
+            "idle_per_conn_b",
+            opt(per_conn(self.mem_base, self.mem_idle, n)),
+        ));
+        kv.push(("rss_sub_kib", self.mem_sub.rss_kib.to_string()));
+        kv.push((
+            "sub_per_conn_b",
+            opt(per_conn(self.mem_base, self.mem_sub, n)),
+        ));
+        kv.push(("connect_s", num(self.connect_s)));
+        kv.push(("subscribe_s", num(self.subscribe_s)));
+        kv.push(("setup_s", num(self.connect_s + self.subscribe_s)));
+        sum3(
+            &mut kv,
+            "sub_p50_ms",
+            "sub_p99_ms",
+            "sub_max_ms",
+            self.sub_latency,
+        );
+        kv.push((
+            "history_min",
+            self.history_len.map_or("na".into(), |h| h.0.to_string()),
+        ));
+        kv.push(("ticks", self.ticks.len().to_string()));
+        let f = TickFigures::of(&self.ticks);
+        sum3(
+            &mut kv,
+            "spread_p50_ms",
+            "spread_p99_ms",
+            "spread_max_ms",
+            f.spread,
+        );
+        sum3(
+            &mut kv,
+            "first_after_p50_ms",
+            "first_after_p99_ms",
+            "first_after_max_ms",
+            f.first_after,
+        );
+        sum3(
+            &mut kv,
+            "last_after_p50_ms",
+            "last_after_p99_ms",
+            "last_after_max_ms",
+            f.last_after,
+        );
+        kv.push(("tick_points", self.tick_points.to_string()));
+        kv.push(("reactor_cpu_s", num(self.tick_cpu.reactor_s)));
+        kv.push((
+            "reactor_us_per_point",
+            opt(us_per(self.tick_cpu.reactor_s, self.tick_points)),
+        ));
+        kv.push(("process_cpu_s", num(self.tick_cpu.process_s)));
+        kv.push((
+            "process_us_per_point",
+            opt(us_per(self.tick_cpu.process_s, self.tick_points)),
+        ));
+        kv.push(("tool_cpu_s", num(self.tick_cpu.tool_s)));
+        kv.push(("other_cpu_s", num(self.tick_cpu.other_s())));
+        kv.push(("lost", self.lost.to_string()));
+        kv.push(("duplicated", self.dup.to_string()));
+        kv.push(("stale", self.stale.to_string()));
+        kv.push(("bad_seams", self.seam_bad.to_string()));
+        kv.push(("error_replies", self.error_replies.to_string()));
+        if let Some(s) = &self.storm {
+            kv.push(("storm_complete", s.complete.to_string()));
+            kv.push(("storm_s", num(s.all_s)));
+            sum3(
+                &mut kv,
+                "storm_p50_ms",
+                "storm_p99_ms",
+                "storm_max_ms",
+                s.latency,
+            );
+            let sf = TickFigures::of(&s.ticks);
+            kv.push(("storm_ticks", s.ticks.len().to_string()));
+            kv.push((
+                "storm_first_after_max_ms",
+                opt(sf.first_after.map(|x| x.max)),
+            ));
+            kv.push(("storm_last_after_max_ms", opt(sf.last_after.map(|x| x.max))));
+            kv.push(("storm_reactor_cpu_s", num(s.cpu.reactor_s)));
+            kv.push(("storm_process_cpu_s", num(s.cpu.process_s)));
+            kv.push(("rss_storm_kib", s.memory.rss_kib.to_string()));
+            kv.push((
+                "storm_per_conn_b",
+                opt(per_conn(self.mem_base, s.memory, n)),
+            ));
+            kv.push(("hwm_kib", s.memory.hwm_kib.to_string()));
+        }
+        let body: Vec<String> = kv.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("RESULT {}", body.join(" "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_line_is_key_value_with_the_checked_keys() {
+        let r = Report {
+            mode: "quick".into(),
+            clients: 2,
+            connected: 2,
+            mem_base: Memory {
+                rss_kib: 1000,
+                hwm_kib: 1000,
+            },
+            mem_idle: Memory {
+                rss_kib: 1002,
+                hwm_kib: 1002,
+            },
+            ticks: vec![TickRow {
+                time: 5,
+                clients: 2,
+                spread_ms: 1.0,
+                first_after_ms: 2.0,
+                last_after_ms: 3.0,
+            }],
+            tick_points: 2,
+            ..Report::default()
+        };
+        let line = r.result_line();
+        assert!(line.starts_with("RESULT "));
+        let kv: std::collections::HashMap<&str, &str> = line["RESULT ".len()..]
+            .split(' ')
+            .filter_map(|p| p.split_once('='))
+            .collect();
+        assert_eq!(kv["connected"], "2");
+        assert_eq!(kv["lost"], "0");
+        assert_eq!(kv["duplicated"], "0");
+        assert_eq!(kv["idle_per_conn_b"], "1024.000");
+        assert_eq!(kv["spread_max_ms"], "1.000");
+        assert_eq!(kv["startup_ms"], "na");
+        assert!(!kv.contains_key("storm_s"));
+        assert!(
+            r.human()
+                .contains("connected 2 / failed 0 / dropped by server 0")
+        );
+    }
+}

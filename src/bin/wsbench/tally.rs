@@ -1,0 +1,224 @@
+//! Everything the clients observe, added up as it happens: connection outcomes, latencies,
+//! per-tick arrival times and message counts.
+
+use std::collections::BTreeMap;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// When bytes were read: monotonic (for spreads and latencies) and wall clock (for arrival
+/// after the tick's second).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// Nanoseconds since the run's monotonic base.
+    pub mono_ns: u64,
+    /// Nanoseconds since the Unix epoch (CLOCK_REALTIME).
+    pub wall_ns: i64,
+}
+
+impl Stamp {
+    /// Now.
+    pub fn now(base: Instant) -> Stamp {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        Stamp {
+            mono_ns: base.elapsed().as_nanos() as u64,
+            wall_ns: wall,
+        }
+    }
+}
+
+/// Arrivals of one tick (one point time) over all clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TickAgg {
+    /// Clients that received a point with this time.
+    pub n: u32,
+    /// First client's arrival.
+    pub first: Stamp,
+    /// Last client's arrival.
+    pub last: Stamp,
+}
+
+impl TickAgg {
+    /// Last minus first arrival, in ms (monotonic).
+    pub fn spread_ms(&self) -> f64 {
+        self.last.mono_ns.saturating_sub(self.first.mono_ns) as f64 / 1e6
+    }
+
+    /// First arrival after the tick's wall-clock second, in ms.
+    pub fn first_after_ms(&self, time: i64) -> f64 {
+        (self.first.wall_ns - time * 1_000_000_000) as f64 / 1e6
+    }
+
+    /// Last arrival after the tick's wall-clock second, in ms.
+    pub fn last_after_ms(&self, time: i64) -> f64 {
+        (self.last.wall_ns - time * 1_000_000_000) as f64 / 1e6
+    }
+}
+
+/// The running totals of a benchmark.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Per point time, arrivals over all clients.
+    pub ticks: BTreeMap<i64, TickAgg>,
+    /// Connections upgraded.
+    pub connected: usize,
+    /// Connections that never upgraded, by reason.
+    pub failures: BTreeMap<String, u32>,
+    /// Open connections that the server ended, by reason (close code, EOF, error).
+    pub drops: BTreeMap<String, u32>,
+    /// Connections currently open.
+    pub open: usize,
+    /// Connects or upgrades in progress.
+    pub in_progress: usize,
+    /// Open clients with a current subscription.
+    pub subscribed_open: usize,
+    /// Subscribes whose history has not arrived.
+    pub awaiting: usize,
+    /// Connect-to-101 latency, µs, per upgraded client.
+    pub connect_lat_us: Vec<u32>,
+    /// Subscribe-to-history latency, µs (cleared per phase).
+    pub history_lat_us: Vec<u32>,
+    /// Monotonic time of the last history received.
+    pub last_history: Option<Stamp>,
+    /// Histories received.
+    pub histories: u64,
+    /// Points in each history: smallest and largest.
+    pub history_len: Option<(u32, u32)>,
+    /// History points not exactly 1 s after the previous one.
+    pub history_gaps: u64,
+    /// History points of another asset than asked for.
+    pub history_wrong_asset: u64,
+    /// Live points received.
+    pub points: u64,
+    /// `error` replies received.
+    pub error_replies: u64,
+    /// Other messages (assets, unsubscribed, binary, unknown actions).
+    pub other_messages: u64,
+    /// Values the scanner could not read, or a point without exactly one time.
+    pub malformed: u64,
+}
+
+impl Tally {
+    /// Records a live point's arrival for the per-tick figures.
+    pub fn arrival(&mut self, time: i64, at: Stamp) {
+        self.ticks
+            .entry(time)
+            .and_modify(|t| {
+                t.n += 1;
+                if at.mono_ns >= t.last.mono_ns {
+                    t.last = at;
+                }
+            })
+            .or_insert(TickAgg {
+                n: 1,
+                first: at,
+                last: at,
+            });
+    }
+
+    /// The ticks with `first <= time <= last`, oldest first (none when `first > last`).
+    pub fn ticks_between(
+        &self,
+        first: i64,
+        last: i64,
+    ) -> impl Iterator<Item = (i64, TickAgg)> + '_ {
+        let range = if first <= last {
+            Some(self.ticks.range(first..=last))
+        } else {
+            None
+        };
+        range.into_iter().flatten().map(|(&t, &a)| (t, a))
+    }
+
+    /// Records a history's length and whether its points were in order and of one asset.
+    pub fn history_shape(&mut self, points: u32, gaps: u32, wrong_asset: u32) {
+        self.history_len = Some(match self.history_len {
+            Some((lo, hi)) => (lo.min(points), hi.max(points)),
+            None => (points, points),
+        });
+        self.history_gaps += u64::from(gaps);
+        self.history_wrong_asset += u64::from(wrong_asset);
+    }
+
+    /// Clients that failed to connect or upgrade.
+    pub fn failed(&self) -> usize {
+        self.failures.values().map(|&n| n as usize).sum()
+    }
+
+    /// Clients the server dropped.
+    pub fn dropped(&self) -> usize {
+        self.drops.values().map(|&n| n as usize).sum()
+    }
+}
+
+/// "reason=count, ..." for a reason map, or "none".
+pub fn reasons(map: &BTreeMap<String, u32>) -> String {
+    if map.is_empty() {
+        return "none".to_string();
+    }
+    map.iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(mono_ms: u64, wall_ms: i64) -> Stamp {
+        Stamp {
+            mono_ns: mono_ms * 1_000_000,
+            wall_ns: wall_ms * 1_000_000,
+        }
+    }
+
+    #[test]
+    fn tick_aggregate_keeps_first_and_last_arrival() {
+        let mut t = Tally::default();
+        t.arrival(100, at(10, 100_002));
+        t.arrival(100, at(25, 100_017));
+        t.arrival(100, at(12, 100_004));
+        let a = t.ticks[&100];
+        assert_eq!(a.n, 3);
+        assert_eq!(a.spread_ms(), 15.0);
+        assert_eq!(a.first_after_ms(100), 2.0);
+        assert_eq!(a.last_after_ms(100), 17.0);
+    }
+
+    #[test]
+    fn ticks_between_is_inclusive_and_empty_when_reversed() {
+        let mut t = Tally::default();
+        for time in 10..15 {
+            t.arrival(time, at(1, 1));
+        }
+        let times = |a, b| {
+            t.ticks_between(a, b)
+                .map(|(time, _)| time)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(times(11, 13), [11, 12, 13]);
+        assert_eq!(times(14, 20), [14]);
+        assert_eq!(times(13, 12), Vec::<i64>::new());
+    }
+
+    #[test]
+    fn history_shapes_accumulate() {
+        let mut t = Tally::default();
+        t.history_shape(1800, 0, 0);
+        t.history_shape(1799, 1, 2);
+        assert_eq!(t.history_len, Some((1799, 1800)));
+        assert_eq!((t.history_gaps, t.history_wrong_asset), (1, 2));
+    }
+
+    #[test]
+    fn reason_maps_render_and_sum() {
+        let mut t = Tally::default();
+        assert_eq!(reasons(&t.drops), "none");
+        t.drops.insert("close 1008".into(), 3);
+        t.drops.insert("eof".into(), 1);
+        assert_eq!(t.dropped(), 4);
+        assert_eq!(reasons(&t.drops), "close 1008: 3, eof: 1");
+    }
+}

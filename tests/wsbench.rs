@@ -1,0 +1,94 @@
+//! Runs the `wsbench` load tool against the real server with a small load and checks the
+//! tool itself: it completes, prints a parsable RESULT line, every client connects, and
+//! every client's stream is complete and without repeats. No timing is asserted.
+
+use std::collections::HashMap;
+use std::process::Command;
+
+fn result_line(stdout: &str) -> HashMap<String, String> {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line in:\n{stdout}"));
+    line["RESULT ".len()..]
+        .split_whitespace()
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .unwrap_or_else(|| panic!("not key=value: {kv:?}"));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn wsbench_quick_run_against_the_server() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wsbench"))
+        .args([
+            "--clients",
+            "50",
+            "--ticks",
+            "3",
+            "--src-ips",
+            "2",
+            "--mode",
+            "quick",
+        ])
+        .args(["--server", env!("CARGO_BIN_EXE_ws_assets")])
+        .output()
+        .expect("wsbench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "wsbench failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    let r = result_line(&stdout);
+    let num = |k: &str| -> f64 {
+        r.get(k)
+            .unwrap_or_else(|| panic!("RESULT has no {k}: {r:?}"))
+            .parse()
+            .unwrap_or_else(|_| panic!("{k} is not a number: {r:?}"))
+    };
+    assert_eq!(r["mode"], "quick");
+    assert_eq!(num("connected"), 50.0, "{stdout}");
+    assert_eq!(num("failed"), 0.0, "{stdout}");
+    assert_eq!(num("lost"), 0.0, "{stdout}");
+    assert_eq!(num("duplicated"), 0.0, "{stdout}");
+    assert_eq!(num("stale"), 0.0, "{stdout}");
+    assert_eq!(num("ticks"), 3.0, "{stdout}");
+    // Three measured ticks reached every client: 3 points for each of the 50.
+    assert_eq!(num("tick_points"), 150.0, "{stdout}");
+    // The server's full backfilled history (1800 s) was received by every subscriber.
+    assert_eq!(num("history_min"), 1800.0, "{stdout}");
+    assert!(num("rss_sub_kib") > 0.0, "{stdout}");
+    assert!(
+        !r.contains_key("storm_s"),
+        "quick mode runs no storm: {stdout}"
+    );
+}
+
+#[test]
+fn wsbench_reports_a_missing_server_binary() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wsbench"))
+        .args(["--clients", "1", "--server", "/nonexistent/ws_assets"])
+        .output()
+        .expect("wsbench runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot start /nonexistent/ws_assets"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn wsbench_rejects_bad_flags() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wsbench"))
+        .args(["--clients", "many"])
+        .output()
+        .expect("wsbench runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--clients"));
+}
