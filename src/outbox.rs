@@ -51,6 +51,31 @@ impl Outbox {
         }
     }
 
+    /// Sends `frame` after whatever is queued, returning the bytes written. With nothing
+    /// queued (the usual case for a tick's point) it is written straight from the shared
+    /// frame; only what `out` does not take is queued.
+    pub fn send(&mut self, frame: &Bytes, out: &mut impl Write) -> io::Result<usize> {
+        if self.frames.is_empty() && !frame.is_empty() {
+            match out.write(frame) {
+                Ok(n) if n == frame.len() => return Ok(n),
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    // The socket is full now; writability will be reported.
+                    self.push(frame.slice(n..));
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.push(frame.clone());
+                    return Ok(0);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.push(frame.clone());
+        self.write_to(out)
+    }
+
     /// Writes as much as `out` takes and returns how many bytes that was; the outbox
     /// is empty afterwards unless `out` would block (then wait for writability).
     pub fn write_to(&mut self, out: &mut impl Write) -> io::Result<usize> {
@@ -178,6 +203,40 @@ mod tests {
         assert_eq!(outbox.write_to(&mut out).unwrap(), 2);
         assert!(outbox.is_empty());
         assert_eq!(out.got, b"abcd");
+    }
+
+    #[test]
+    fn send_writes_directly_and_queues_only_the_rest() {
+        let mut outbox = Outbox::default();
+        let mut out = Trickle {
+            got: Vec::new(),
+            per_call: 100,
+            total: 8,
+        };
+        let frame = Bytes::from_static(b"12345");
+        assert_eq!(outbox.send(&frame, &mut out).unwrap(), 5);
+        assert!(outbox.is_empty(), "fully written: nothing queued");
+        assert_eq!(outbox.send(&frame, &mut out).unwrap(), 3);
+        assert_eq!(outbox.queued_bytes(), 2, "the rest waits");
+        assert_eq!(outbox.send(&frame, &mut out).unwrap(), 0);
+        assert_eq!(outbox.queued_bytes(), 7, "queued behind the rest");
+        out.total = 100;
+        while !outbox.is_empty() {
+            outbox.write_to(&mut out).unwrap();
+        }
+        assert_eq!(out.got, b"123451234512345");
+    }
+
+    #[test]
+    fn send_goes_behind_what_is_queued() {
+        let mut outbox = Outbox::default();
+        outbox.push(Bytes::from_static(b"ping,"));
+        let mut out = Vec::new();
+        outbox
+            .send(&Bytes::from_static(b"point"), &mut out)
+            .unwrap();
+        assert_eq!(out, b"ping,point");
+        assert!(outbox.is_empty());
     }
 
     #[test]

@@ -46,6 +46,12 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Rate of repeated warnings (feed failures, store failures, accept errors).
 const LOG_EVERY: Duration = Duration::from_secs(60);
+/// Events handled between looks at the clock and the workers' results, so that the
+/// ticks keep their second while thousands of clients subscribe at once.
+const EVENTS_BETWEEN_CLOCK_CHECKS: usize = 32;
+/// A subscribed client due a ping gets it with its next point; only when no tick has
+/// come for this long past the ping interval is it sent on its own.
+const PING_WITH_TICK_GRACE: Duration = Duration::from_secs(2);
 /// Largest incoming frame header plus a short request: tungstenite's read buffer size.
 const READ_BUFFER_BYTES: usize = 512;
 
@@ -247,8 +253,14 @@ impl Reactor {
                 }
                 return Err(e);
             }
-            let now = Instant::now();
-            for event in events.iter() {
+            let mut now = Instant::now();
+            for (n, event) in events.iter().enumerate() {
+                if n > 0 && n % EVENTS_BETWEEN_CLOCK_CHECKS == 0 {
+                    // A long pass (a subscribe storm) must not hold up a tick.
+                    now = Instant::now();
+                    self.take_results(now);
+                    self.on_clock(now);
+                }
                 match event.token() {
                     LISTENER => self.accept(now),
                     WAKER => {}
@@ -625,7 +637,16 @@ impl Reactor {
                         self.doomed
                             .push((key, Doom::Drop(Some(DropReason::PongTimeout))));
                     }
-                    None if now.duration_since(conn.last_heard) >= self.limits.ping_interval => {
+                    // Subscribers get their ping with the next point (see fan_out), which
+                    // saves a write; this catches them when the feed is quiet.
+                    None if now.duration_since(conn.last_heard)
+                        >= self.limits.ping_interval
+                            + if conn.sub.is_some() {
+                                PING_WITH_TICK_GRACE
+                            } else {
+                                Duration::ZERO
+                            } =>
+                    {
                         conn.ping(now);
                         match conn.flush() {
                             Ok(n) => self.metrics.bytes_sent_total += n as u64,
@@ -716,14 +737,21 @@ impl Reactor {
     }
 
     /// Queues one point frame to every subscriber of an asset and writes it out.
+    ///
+    /// This is the hot loop: one `write` per client, straight from the shared frame when
+    /// nothing else is queued. A client due a ping gets it in the same write.
     fn fan_out(&mut self, index: usize, frame: &Bytes) {
         let limit = self.limits.client_queue_bytes;
+        let ping_interval = self.limits.ping_interval;
+        let now = Instant::now();
         for &key in self.market.subscribers(index) {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            conn.socket.outbox.push(frame.clone());
-            match conn.socket.outbox.write_to(&mut conn.socket.tcp) {
+            if conn.ping_sent.is_none() && now.duration_since(conn.last_heard) >= ping_interval {
+                conn.ping(now);
+            }
+            match conn.socket.outbox.send(frame, &mut conn.socket.tcp) {
                 Ok(written) => self.metrics.bytes_sent_total += written as u64,
                 Err(_) => {
                     self.doomed.push((key, Doom::Drop(None)));

@@ -187,6 +187,45 @@ fn a_client_that_ignores_pings_is_dropped_and_one_that_answers_is_kept() {
 }
 
 #[test]
+fn subscribers_get_pings_with_their_points_and_are_dropped_if_they_never_answer() {
+    let server = Server::start(&[
+        ("WS_ASSETS_PING_INTERVAL_SECONDS", "1"),
+        ("WS_ASSETS_PONG_TIMEOUT_SECONDS", "2"),
+    ]);
+    let mut silent = raw_websocket(&server);
+    silent
+        .write_all(&masked_text(
+            br#"{"action":"subscribe","message":{"assetId":1}}"#,
+        ))
+        .unwrap();
+    let mut lively = server.client();
+    lively.subscribe_history(1);
+    let started = Instant::now();
+    let (mut pings, mut points) = (0, 0);
+    while started.elapsed() < Duration::from_secs(5) {
+        match lively.ws.read().unwrap() {
+            Message::Ping(_) => {
+                pings += 1;
+                lively.ws.flush().unwrap();
+            }
+            Message::Text(_) => points += 1,
+            _ => {}
+        }
+    }
+    assert!(pings >= 2, "{pings} pings");
+    assert!(
+        points >= 4,
+        "{points} points: an answering subscriber keeps receiving"
+    );
+    assert!(closed_within(&mut silent, Duration::from_secs(10)));
+    let (_, metrics) = server.get("/metrics");
+    assert!(
+        metrics.contains("ws_assets_clients_dropped_total{reason=\"pong_timeout\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
 fn an_unfinished_request_head_is_dropped_after_the_handshake_timeout() {
     let server = Server::start(&[("WS_ASSETS_HANDSHAKE_TIMEOUT_SECONDS", "1")]);
     let mut stream = TcpStream::connect(server.addr).unwrap();
