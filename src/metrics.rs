@@ -119,6 +119,7 @@ impl Histogram {
 }
 
 const FETCH_BOUNDS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5];
+const TICK_BOUNDS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
 const WRITE_BOUNDS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
 /// Everything counted since start.
@@ -146,6 +147,10 @@ pub struct Metrics {
     pub feed_entries_rejected_total: u64,
     /// Duration of feed fetches.
     pub feed_fetch_seconds: Histogram,
+    /// From a tick's wall-clock second to the start of its fan-out.
+    pub tick_delay_seconds: Histogram,
+    /// Time to hand one tick's points to every subscriber's socket.
+    pub fanout_seconds: Histogram,
     /// Points recorded into the history.
     pub points_total: u64,
     /// Points dropped from the store's write queue because it overflowed.
@@ -174,6 +179,8 @@ impl Default for Metrics {
             feed_errors_total: [0; 5],
             feed_entries_rejected_total: 0,
             feed_fetch_seconds: Histogram::new(FETCH_BOUNDS),
+            tick_delay_seconds: Histogram::new(TICK_BOUNDS),
+            fanout_seconds: Histogram::new(TICK_BOUNDS),
             points_total: 0,
             points_dropped_total: 0,
             points_stored_total: 0,
@@ -398,6 +405,18 @@ impl Metrics {
             "feed_fetch_duration_seconds",
             "Duration of feed fetches.",
             &self.feed_fetch_seconds,
+        );
+        render_histogram(
+            &mut out,
+            "tick_delay_seconds",
+            "From a tick's wall-clock second to the start of its fan-out (fetch included).",
+            &self.tick_delay_seconds,
+        );
+        render_histogram(
+            &mut out,
+            "fanout_duration_seconds",
+            "Time to write one tick's points to every subscriber.",
+            &self.fanout_seconds,
         );
         render_histogram(
             &mut out,

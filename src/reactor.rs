@@ -712,6 +712,9 @@ impl Reactor {
             debug!("tick {time}: result arrived after a newer tick; dropped");
             return;
         }
+        let delay = epoch_now().saturating_sub(Duration::from_secs(time.max(0) as u64));
+        self.metrics.tick_delay_seconds.observe(delay);
+        let fanout_started = Instant::now();
         let mut points = Vec::with_capacity(fetched.quotes.len());
         for quote in fetched.quotes {
             let point = Point {
@@ -728,6 +731,9 @@ impl Reactor {
             self.metrics.tick(TickOutcome::Empty);
             return;
         }
+        self.metrics
+            .fanout_seconds
+            .observe(fanout_started.elapsed());
         self.metrics.tick(TickOutcome::Ok);
         self.metrics.points_total += points.len() as u64;
         self.last_point_time = time;

@@ -333,6 +333,16 @@ fn run(opts: &Options) -> Result<Report, BenchError> {
     bench.wait_tick(newest, Duration::from_secs(3), Duration::from_secs(5))?;
     finish_checks(&mut bench, newest, &mut report);
 
+    if let Ok(text) = probe::scrape_metrics(server.addr) {
+        for (what, name) in [
+            ("second -> fan-out start", "ws_assets_tick_delay_seconds"),
+            ("fan-out of a tick", "ws_assets_fanout_duration_seconds"),
+        ] {
+            if let Some(summary) = probe::histogram_summary(&text, name) {
+                report.server_ticks.push((what.to_string(), summary));
+            }
+        }
+    }
     bench.close_all();
     report.server_exit = match server.stop() {
         Some(status) => status.to_string(),

@@ -40,6 +40,54 @@ impl From<io::Error> for ProbeError {
     }
 }
 
+/// `GET /metrics` over a fresh connection; the response body.
+pub fn scrape_metrics(addr: SocketAddr) -> Result<String, ProbeError> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| ProbeError::Connect(addr, e))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: wsbench\r\n\r\n")?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let text = String::from_utf8_lossy(&answer);
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default())
+}
+
+/// Reads a Prometheus histogram out of `text` and describes it as "p50 <= a, p99 <= b,
+/// max <= c (n observations)", each the smallest bucket bound holding that share.
+pub fn histogram_summary(text: &str, name: &str) -> Option<String> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let mut buckets: Vec<(String, f64)> = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(&prefix) else {
+            continue;
+        };
+        let (bound, count) = rest.split_once("\"} ")?;
+        buckets.push((bound.to_string(), count.trim().parse().ok()?));
+    }
+    let total = buckets.last()?.1;
+    if total == 0.0 {
+        return None;
+    }
+    let bound_for = |share: f64| {
+        buckets
+            .iter()
+            .find(|(_, count)| *count >= share * total)
+            .map_or("?".to_string(), |(bound, _)| match bound.parse::<f64>() {
+                Ok(seconds) => format!("{} ms", seconds * 1000.0),
+                Err(_) => bound.clone(),
+            })
+    };
+    Some(format!(
+        "p50 <= {}, p99 <= {}, max <= {} ({total} ticks)",
+        bound_for(0.5),
+        bound_for(0.99),
+        bound_for(1.0)
+    ))
+}
+
 /// What the probe learnt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeResult {
@@ -188,6 +236,17 @@ mod tests {
         assert!(asset_ids(&v).is_err());
         let v = serde_json::json!({"action":"assets","message":{}});
         assert!(asset_ids(&v).is_err());
+    }
+
+    #[test]
+    fn histograms_are_summarised_by_their_bucket_bounds() {
+        let text = "ws_assets_x_bucket{le=\"0.001\"} 2\nws_assets_x_bucket{le=\"0.01\"} 9\n\
+                    ws_assets_x_bucket{le=\"0.1\"} 10\nws_assets_x_bucket{le=\"+Inf\"} 10\n";
+        assert_eq!(
+            histogram_summary(text, "ws_assets_x").unwrap(),
+            "p50 <= 10 ms, p99 <= 100 ms, max <= 100 ms (10 ticks)"
+        );
+        assert_eq!(histogram_summary(text, "ws_assets_y"), None);
     }
 
     #[test]

@@ -163,6 +163,8 @@ pub struct Report {
     pub points_total: u64,
     /// The storm (full mode).
     pub storm: Option<Storm>,
+    /// The server's own tick timing from `/metrics` (start delay, fan-out duration).
+    pub server_ticks: Vec<(String, String)>,
     /// How the server exited, if the tool stopped it.
     pub server_exit: String,
     /// Server log counts and notable lines.
@@ -406,6 +408,12 @@ impl Report {
             "  live points {}; error replies {}; unexpected histories {}; malformed values {}",
             self.points_total, self.error_replies, self.unexpected_history, self.malformed
         );
+        if !self.server_ticks.is_empty() {
+            let _ = writeln!(o, "server-side tick timing (its /metrics, whole run)");
+            for (what, summary) in &self.server_ticks {
+                let _ = writeln!(o, "  {what:<34} {summary}");
+            }
+        }
         let _ = writeln!(o, "server exit: {}", self.server_exit);
         let _ = writeln!(o, "server log: {}", self.log);
         o
