@@ -284,7 +284,7 @@ pub const VARS: &[Var] = &[
     Var {
         name: "CLIENT_QUEUE_BYTES",
         default: "1048576",
-        help: "outgoing bytes a client may have waiting; beyond it the client is closed with 1008",
+        help: "outgoing bytes a client may have waiting behind the message being sent; beyond it the client is closed with 1008",
         accepts: "an integer 4096..=1073741824",
         apply: |c, v| {
             set(

@@ -79,6 +79,8 @@ pub enum Incoming {
     Text(tungstenite::Utf8Bytes),
     /// A binary message (not part of the protocol).
     Binary,
+    /// A control frame (ping, pong, close), already handled.
+    Control,
 }
 
 /// Why a connection cannot go on.
@@ -167,8 +169,9 @@ impl Conn {
         self.phase = Phase::WebSocket(Box::new(context));
     }
 
-    /// Reads the next data message. `Ok(None)` means the socket has nothing more for
-    /// now (or the connection is not speaking WebSocket); control frames are handled here.
+    /// Reads the next message. `Ok(None)` means the socket has nothing more for now (or
+    /// the connection is not speaking WebSocket). Control frames are handled here and
+    /// reported as [`Incoming::Control`], so the caller can bound the work per turn.
     pub fn read_message(&mut self, now: Instant) -> Result<Option<Incoming>, Ended> {
         let Phase::WebSocket(ws) = &mut self.phase else {
             return Ok(None);
@@ -180,10 +183,15 @@ impl Conn {
                     match message {
                         Message::Text(text) => return Ok(Some(Incoming::Text(text))),
                         Message::Binary(_) => return Ok(Some(Incoming::Binary)),
-                        Message::Pong(_) => self.ping_sent = None,
+                        Message::Pong(_) => {
+                            self.ping_sent = None;
+                            return Ok(Some(Incoming::Control));
+                        }
                         // Pings are answered and closes acknowledged by tungstenite, into
                         // our outbox; a close then ends the next read with ConnectionClosed.
-                        Message::Ping(_) | Message::Close(_) | Message::Frame(_) => {}
+                        Message::Ping(_) | Message::Close(_) | Message::Frame(_) => {
+                            return Ok(Some(Incoming::Control));
+                        }
                     }
                 }
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
@@ -274,7 +282,8 @@ impl Conn {
     /// closed (or the socket failed) and the connection can be dropped.
     pub fn drain_input(&mut self) -> bool {
         let mut scratch = [0u8; 1024];
-        loop {
+        // A peer that keeps sending while we close is not worth more than this.
+        for _ in 0..64 {
             match self.socket.tcp.read(&mut scratch) {
                 Ok(0) => return true,
                 Ok(_) => continue,
@@ -283,6 +292,7 @@ impl Conn {
                 Err(_) => return true,
             }
         }
+        true
     }
 
     /// Whether the connection is speaking WebSocket (not reading a head, not closing).

@@ -37,6 +37,17 @@ impl Outbox {
         self.queued
     }
 
+    /// Bytes waiting behind the frame being written: the slow-consumer measure. A large
+    /// frame in flight (a history) does not count against a client by itself; what
+    /// piles up behind it because the client does not read does.
+    pub fn backlog_bytes(&self) -> usize {
+        let front = self
+            .frames
+            .front()
+            .map_or(0, |f| f.len() - self.front_written);
+        self.queued - front
+    }
+
     /// Whether everything has been written.
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
@@ -156,6 +167,7 @@ mod tests {
         outbox.push(Bytes::from_static(b""));
         outbox.push(Bytes::from_static(b"world"));
         assert_eq!(outbox.queued_bytes(), 11);
+        assert_eq!(outbox.backlog_bytes(), 5, "behind the front frame");
         let mut out = Trickle {
             got: Vec::new(),
             per_call: 4,
@@ -175,6 +187,7 @@ mod tests {
         }
         assert_eq!(total, 7);
         assert_eq!(outbox.queued_bytes(), 4);
+        assert_eq!(outbox.backlog_bytes(), 0, "only the front frame is left");
         assert!(!outbox.is_empty());
         out.total = 100;
         while !outbox.is_empty() {

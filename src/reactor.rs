@@ -49,6 +49,8 @@ const LOG_EVERY: Duration = Duration::from_secs(60);
 /// Events handled between looks at the clock and the workers' results, so that the
 /// ticks keep their second while thousands of clients subscribe at once.
 const EVENTS_BETWEEN_CLOCK_CHECKS: usize = 32;
+/// Frames read from one client before the others get their turn.
+const READ_BUDGET: usize = 32;
 /// A subscribed client due a ping gets it with its next point; only when no tick has
 /// come for this long past the ping interval is it sent on its own.
 const PING_WITH_TICK_GRACE: Duration = Duration::from_secs(2);
@@ -141,6 +143,8 @@ pub struct Reactor {
     shutdown_deadline: Option<Instant>,
     /// Connections to end after the current pass, with how.
     doomed: Vec<(usize, Doom)>,
+    /// Clients that had more input than one turn's budget.
+    more_to_read: Vec<usize>,
     /// A feed failure was logged and no answer has come since.
     feed_failing: bool,
     feed_log: Throttle,
@@ -224,6 +228,7 @@ impl Reactor {
             accept_paused_until: None,
             shutdown_deadline: None,
             doomed: Vec::new(),
+            more_to_read: Vec::new(),
             feed_failing: false,
             feed_log: Throttle::new(LOG_EVERY),
             store_log: Throttle::new(LOG_EVERY),
@@ -276,6 +281,8 @@ impl Reactor {
                 }
                 self.end_doomed(now);
             }
+            self.resume_reads(now);
+            self.end_doomed(now);
             self.take_results(now);
             self.on_clock(now);
             self.end_doomed(now);
@@ -300,6 +307,9 @@ impl Reactor {
         }
         if self.shutdown_deadline.is_some() {
             timeout = timeout.min(Duration::from_millis(50));
+        }
+        if !self.more_to_read.is_empty() {
+            timeout = Duration::ZERO;
         }
         timeout
     }
@@ -430,8 +440,10 @@ impl Reactor {
         }
     }
 
+    /// Reads and answers a client's messages, at most [`READ_BUDGET`] frames per turn;
+    /// a client with more waiting is resumed after everyone else's events.
     fn read_websocket(&mut self, key: usize, now: Instant) {
-        loop {
+        for _ in 0..READ_BUDGET {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
@@ -448,14 +460,43 @@ impl Reactor {
                 Ok(Some(Incoming::Binary)) => {
                     self.reply_error(key, &protocol::binary_frame_error())
                 }
-                Ok(None) => break,
+                Ok(Some(Incoming::Control)) => {}
+                Ok(None) => return self.flush_read(key),
                 Err(ended) => {
                     self.doomed.push((key, doom_for(key, ended)));
-                    break;
+                    return self.flush_read(key);
                 }
             }
         }
+        // Budget spent with input left: edge-triggered readiness will not report it
+        // again, so remember to come back.
+        self.more_to_read.push(key);
+        self.flush_read(key);
+    }
+
+    /// Writes the replies to what was read; replies (pongs included) piling up for a
+    /// client that does not read them make it a slow consumer.
+    fn flush_read(&mut self, key: usize) {
         self.flush(key);
+        if let Some(conn) = self.conns.get(key)
+            && conn.socket.outbox.backlog_bytes() > self.limits.client_queue_bytes
+        {
+            self.doomed.push((key, SLOW_CONSUMER));
+        }
+    }
+
+    /// Continues reading clients that used up their budget in the last pass.
+    fn resume_reads(&mut self, now: Instant) {
+        let mut keys = std::mem::take(&mut self.more_to_read);
+        for key in keys.drain(..) {
+            if self.conns.get(key).is_some_and(Conn::is_websocket) {
+                self.read_websocket(key, now);
+            }
+        }
+        if self.more_to_read.is_empty() {
+            // Keep the allocation for the next pass.
+            self.more_to_read = keys;
+        }
     }
 
     fn handle_request(&mut self, key: usize, request: Request) -> Result<(), RequestError> {
@@ -497,10 +538,8 @@ impl Reactor {
     fn send(&mut self, key: usize, frame: Bytes) {
         if let Some(conn) = self.conns.get_mut(key) {
             self.metrics.messages_sent_total += 1;
+            // Checked against the limit once written (see flush_read).
             conn.socket.outbox.push(frame);
-            if conn.socket.outbox.queued_bytes() > self.limits.client_queue_bytes {
-                self.doomed.push((key, SLOW_CONSUMER));
-            }
         }
     }
 
@@ -764,7 +803,7 @@ impl Reactor {
                     continue;
                 }
             }
-            if conn.socket.outbox.queued_bytes() > limit {
+            if conn.socket.outbox.backlog_bytes() > limit {
                 self.doomed.push((key, SLOW_CONSUMER));
             }
         }

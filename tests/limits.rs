@@ -226,6 +226,38 @@ fn subscribers_get_pings_with_their_points_and_are_dropped_if_they_never_answer(
 }
 
 #[test]
+fn a_flooding_client_neither_stalls_others_nor_grows_without_bound() {
+    let server = Server::start(&[("WS_ASSETS_CLIENT_QUEUE_BYTES", "65536")]);
+    let mut bystander = server.client();
+    bystander.subscribe_history(3);
+    let mut flood = raw_websocket(&server);
+    let ping = {
+        // A masked ping with a 4-byte payload.
+        let mut frame = vec![0x89, 0x84, 9, 9, 9, 9];
+        frame.extend([b'p' ^ 9, b'i' ^ 9, b'n' ^ 9, b'g' ^ 9]);
+        frame
+    };
+    let request = masked_text(br#"{"action":"assets","message":{}}"#);
+    let batch: Vec<u8> = (0..200)
+        .flat_map(|_| [&ping[..], &request[..]].concat())
+        .collect();
+    let flooder = std::thread::spawn(move || {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(4) {
+            if flood.write_all(&batch).is_err() {
+                return true; // closed by the server
+            }
+        }
+        false
+    });
+    keeps_receiving(&mut bystander, 3);
+    let closed = flooder.join().unwrap();
+    assert!(closed, "a client that floods and never reads is closed");
+    assert!(server.log().contains("slow consumer"), "{}", server.log());
+    keeps_receiving(&mut bystander, 1);
+}
+
+#[test]
 fn an_unfinished_request_head_is_dropped_after_the_handshake_timeout() {
     let server = Server::start(&[("WS_ASSETS_HANDSHAKE_TIMEOUT_SECONDS", "1")]);
     let mut stream = TcpStream::connect(server.addr).unwrap();
