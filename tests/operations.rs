@@ -161,3 +161,22 @@ fn sigterm_closes_every_client_with_1001_and_exits_0() {
     assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
     assert!(server.log().contains("shutting down"));
 }
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let mut server = Server::start(&[]);
+    // A client that never completes the close handshake keeps the first shutdown waiting.
+    let mut stubborn = std::net::TcpStream::connect(server.addr).unwrap();
+    std::io::Write::write_all(
+        &mut stubborn,
+        b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .unwrap();
+    assert!(server.wait_for_log("upgraded to WebSocket", Duration::from_secs(10)));
+    server.terminate();
+    assert!(server.wait_for_log("shutting down", Duration::from_secs(10)));
+    server.terminate();
+    assert_eq!(server.wait_exit(Duration::from_secs(2)), Some(1));
+    assert!(server.log().contains("second signal"));
+}
