@@ -405,6 +405,12 @@ impl Config {
         Ok(config)
     }
 
+    /// How long points are kept in the store; `None` keeps them forever.
+    pub fn retention(&self) -> Option<Duration> {
+        (self.retention_days > 0)
+            .then(|| Duration::from_secs(u64::from(self.retention_days) * 86_400))
+    }
+
     /// Whether the feed is the built-in simulation.
     pub fn is_simulated_feed(&self) -> bool {
         self.rates_url == SIMULATED

@@ -4,7 +4,6 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use log::{info, warn};
 
@@ -134,8 +133,6 @@ pub fn start(mut config: Config) -> Result<Reactor, StartError> {
             Err(_) => other.to_string(),
         },
     };
-    let retention = (config.retention_days > 0)
-        .then(|| Duration::from_secs(u64::from(config.retention_days) * 86_400));
     let reactor = Reactor::new(Parts {
         config: config.clone(),
         listener,
@@ -143,7 +140,6 @@ pub fn start(mut config: Config) -> Result<Reactor, StartError> {
         feed,
         store,
         initial_writes,
-        retention,
     })
     .map_err(StartError::Reactor)?;
     let bound = reactor.local_addr().map_err(StartError::Reactor)?;

@@ -38,7 +38,7 @@ impl Reactor {
                 }
             };
             self.metrics.connections_total += 1;
-            if self.conns.len() >= self.limits.max_connections {
+            if self.conns.len() >= self.config.max_connections {
                 self.metrics.client_dropped(DropReason::ConnectionLimit);
                 let busy = http::error_response(503, "connection limit reached", false);
                 // Best effort on a fresh socket; the client is turned away either way.
@@ -57,7 +57,7 @@ impl Reactor {
                 warn!("cannot register connection from {addr}: {e}");
                 continue;
             }
-            entry.insert(Conn::new(stream, now, now + self.limits.handshake_timeout));
+            entry.insert(Conn::new(stream, now, now + self.config.handshake_timeout));
             debug!("connection {key} from {addr}");
         }
     }
@@ -99,9 +99,9 @@ impl Reactor {
             }
         };
         let head_only = head.method == "HEAD";
-        let response = match http::route(&head, self.limits.ui) {
+        let response = match http::route(&head, self.config.enable_ui) {
             Route::WebSocket(ws_key) => {
-                conn.upgrade(head.len, &ws_key, self.limits.ws);
+                conn.upgrade(head.len, &ws_key, self.ws_config);
                 self.metrics.websocket_upgrades_total += 1;
                 debug!("connection {key} upgraded to WebSocket");
                 self.flush(key);
@@ -176,7 +176,7 @@ impl Reactor {
     pub(super) fn flush_read(&mut self, key: usize) {
         self.flush(key);
         if let Some(conn) = self.conns.get(key)
-            && conn.socket.outbox.backlog_bytes() > self.limits.client_queue_bytes
+            && conn.socket.outbox.backlog_bytes() > self.config.client_queue_bytes
         {
             self.doomed.push((key, SLOW_CONSUMER));
         }
@@ -223,7 +223,7 @@ impl Reactor {
             Request::Unsubscribe => {
                 self.metrics.requests_total[2] += 1;
                 self.unsubscribe(key);
-                self.send(key, Bytes::from_static(UNSUBSCRIBED_FRAME));
+                self.send(key, self.unsubscribed_frame.clone());
             }
         }
         Ok(())
@@ -312,8 +312,6 @@ pub(super) const SLOW_CONSUMER: Doom = Doom::Close(
     Some(DropReason::SlowConsumer),
 );
 
-const UNSUBSCRIBED_FRAME: &[u8] = b"\x81\x26{\"action\":\"unsubscribed\",\"message\":{}}";
-
 fn doom_for(key: usize, ended: Ended) -> Doom {
     match ended {
         Ended::Closed => Doom::Drop(None),
@@ -353,17 +351,4 @@ fn is_resource_exhausted(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unsubscribed_frame_is_the_protocol_message() {
-        assert_eq!(
-            Bytes::from_static(UNSUBSCRIBED_FRAME),
-            text_frame(protocol::UNSUBSCRIBED_MESSAGE)
-        );
-    }
 }

@@ -78,20 +78,6 @@ pub enum Done {
     Retention(Result<u64, StoreError>),
 }
 
-/// Settings the loop reads on every connection.
-struct Limits {
-    ws: WebSocketConfig,
-    ui: bool,
-    max_connections: usize,
-    client_queue_bytes: usize,
-    ping_interval: Duration,
-    pong_timeout: Duration,
-    handshake_timeout: Duration,
-    max_in_flight: usize,
-    retention: Option<Duration>,
-    health_max_tick_age: Duration,
-}
-
 /// What the reactor is built from; assembled at start-up by `service`.
 pub struct Parts {
     /// Validated configuration.
@@ -106,8 +92,6 @@ pub struct Parts {
     pub store: Arc<dyn Store>,
     /// Points to write before the first tick (e.g. a backfill).
     pub initial_writes: Vec<Point>,
-    /// Points deleted after this many days; `None` keeps them.
-    pub retention: Option<Duration>,
 }
 
 /// The event loop and everything it owns.
@@ -121,7 +105,11 @@ pub struct Reactor {
     workers: Workers<Done>,
     feed: Arc<dyn Feed>,
     store: Arc<dyn Store>,
-    limits: Limits,
+    config: Config,
+    /// The encoded `unsubscribed` reply, shared by every client.
+    unsubscribed_frame: Bytes,
+    /// tungstenite's settings for every connection, derived from `config`.
+    ws_config: WebSocketConfig,
     metrics: Metrics,
     started: Instant,
     /// The last second a tick was started for.
@@ -168,7 +156,6 @@ impl Reactor {
             feed,
             store,
             initial_writes,
-            retention,
         } = parts;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -178,7 +165,7 @@ impl Reactor {
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         let workers = Workers::start(config.worker_threads, waker)?;
-        let ws = WebSocketConfig::default()
+        let ws_config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER_BYTES)
             .write_buffer_size(0)
             .max_write_buffer_size(config.max_message_bytes + 1024)
@@ -198,18 +185,9 @@ impl Reactor {
             workers,
             feed,
             store,
-            limits: Limits {
-                ws,
-                ui: config.enable_ui,
-                max_connections: config.max_connections,
-                client_queue_bytes: config.client_queue_bytes,
-                ping_interval: config.ping_interval,
-                pong_timeout: config.pong_timeout,
-                handshake_timeout: config.handshake_timeout,
-                max_in_flight: config.rates_max_in_flight,
-                retention,
-                health_max_tick_age: config.health_max_tick_age,
-            },
+            config,
+            ws_config,
+            unsubscribed_frame: text_frame(protocol::UNSUBSCRIBED_MESSAGE),
             metrics: Metrics::default(),
             started: now,
             last_second: 0,

@@ -37,7 +37,7 @@ impl Reactor {
         if database && !self.store_up {
             problems.push("database unreachable: points are queued in memory".to_string());
         }
-        if tick_age > self.limits.health_max_tick_age.as_secs() {
+        if tick_age > self.config.health_max_tick_age.as_secs() {
             problems.push(format!("no quote recorded for {tick_age} s"));
         }
         if self.shutdown_deadline.is_some() {

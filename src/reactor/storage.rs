@@ -24,7 +24,7 @@ impl Reactor {
                 },
             );
         }
-        let Some(keep) = self.limits.retention else {
+        let Some(keep) = self.config.retention() else {
             return;
         };
         if self.retention_running || now < self.next_retention || self.shutdown_deadline.is_some() {

@@ -35,7 +35,7 @@ impl Reactor {
     }
 
     pub(super) fn start_fetch(&mut self, second: i64) {
-        if self.feeds_in_flight >= self.limits.max_in_flight {
+        if self.feeds_in_flight >= self.config.rates_max_in_flight {
             self.metrics.tick(TickOutcome::Skipped);
             debug!(
                 "tick {second} skipped: {} fetches in flight",
@@ -76,14 +76,14 @@ impl Reactor {
                     self.doomed.push((key, Doom::Drop(None)));
                 }
                 Phase::WebSocket(_) => match conn.ping_sent {
-                    Some(sent) if now.duration_since(sent) >= self.limits.pong_timeout => {
+                    Some(sent) if now.duration_since(sent) >= self.config.pong_timeout => {
                         self.doomed
                             .push((key, Doom::Drop(Some(DropReason::PongTimeout))));
                     }
                     // Subscribers get their ping with the next point (see fan_out), which
                     // saves a write; this catches them when the feed is quiet.
                     None if now.duration_since(conn.last_heard)
-                        >= self.limits.ping_interval
+                        >= self.config.ping_interval
                             + if conn.sub.is_some() {
                                 PING_WITH_TICK_GRACE
                             } else {
@@ -190,8 +190,8 @@ impl Reactor {
     /// This is the hot loop: one `write` per client, straight from the shared frame when
     /// nothing else is queued. A client due a ping gets it in the same write.
     pub(super) fn fan_out(&mut self, index: usize, frame: &Bytes) {
-        let limit = self.limits.client_queue_bytes;
-        let ping_interval = self.limits.ping_interval;
+        let limit = self.config.client_queue_bytes;
+        let ping_interval = self.config.ping_interval;
         let now = Instant::now();
         for &key in self.market.subscribers(index) {
             let Some(conn) = self.conns.get_mut(key) else {
