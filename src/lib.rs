@@ -3,6 +3,7 @@
 //! One `mio` reactor thread owns every socket and all in-memory state; blocking work
 //! (feed fetches, database calls) runs on a small worker pool.
 
+pub mod asset;
 pub mod config;
 pub mod conn;
 pub mod feed;

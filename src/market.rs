@@ -8,40 +8,9 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use crate::asset::{Asset, Point};
 use crate::frame::text_frame;
 use crate::protocol;
-
-/// A tradable instrument, as listed by the `assets` action (`{"id":1,"name":"EURUSD"}`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Asset {
-    /// Database id; the `assetId` clients subscribe with.
-    pub id: i32,
-    /// Feed symbol, e.g. `EURUSD`.
-    pub name: String,
-}
-
-/// One quote of one asset at one tick: what the store keeps and the wire carries.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Point {
-    /// The asset's id.
-    pub asset_id: i32,
-    /// UTC epoch seconds of the tick.
-    pub time: i64,
-    /// `(bid + ask) / 2`.
-    pub value: f64,
-}
-
-/// The assets served by default and seeded by the first migration.
-pub fn default_assets() -> Vec<Asset> {
-    ["EURUSD", "USDJPY", "GBPUSD", "AUDUSD", "USDCAD"]
-        .iter()
-        .zip(1..)
-        .map(|(name, id)| Asset {
-            id,
-            name: name.to_string(),
-        })
-        .collect()
-}
 
 /// An asset's recent points in strictly increasing time.
 #[derive(Debug, Default)]
@@ -277,6 +246,7 @@ impl Market {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::asset::default_assets;
 
     fn point(asset_id: i32, time: i64) -> Point {
         Point {

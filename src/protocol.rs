@@ -9,7 +9,7 @@ use std::io::Write;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::market::{Asset, Point};
+use crate::asset::{Asset, Point};
 
 /// A valid client request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

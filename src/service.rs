@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use log::{info, warn};
 
+use crate::asset::{Point, default_assets};
 use crate::config::Config;
 use crate::feed::Feed;
 use crate::feed::fxcm::FxcmFeed;
 use crate::feed::simulated::SimulatedFeed;
 use crate::limits;
-use crate::market::{Market, Point, default_assets};
+use crate::market::Market;
 use crate::reactor::{Parts, Reactor, epoch_now};
 use crate::store::memory::MemoryStore;
 use crate::store::migrate::Applied;

@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::market::Point;
+use crate::asset::Point;
 
 /// Points per write job at most.
 pub const BATCH_POINTS: usize = 5000;

@@ -10,9 +10,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use fakefeed::{FakeFeed as Server, Reply, rates_body};
+use ws_assets::asset::Asset;
 use ws_assets::feed::fxcm::{DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT, FxcmFeed};
 use ws_assets::feed::{Feed, FeedError, Fetched};
-use ws_assets::market::Asset;
 
 fn assets() -> Vec<Asset> {
     ["EURUSD", "USDJPY", "GBPUSD", "AUDUSD", "USDCAD"]

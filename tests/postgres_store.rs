@@ -7,7 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use pgdb::{Proxy, TestDb};
-use ws_assets::market::{Asset, Point};
+use ws_assets::asset::{Asset, Point};
 use ws_assets::store::migrate::{self, Applied, Migration};
 use ws_assets::store::postgres::{self as pg, PostgresStore};
 use ws_assets::store::{Store, StoreError, dsn};

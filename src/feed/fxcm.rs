@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use ureq::http::Uri;
 
+use crate::asset::Asset;
 use crate::feed::{Feed, FeedError, Fetched, ratesjson};
-use crate::market::Asset;
 
 /// Timeout the service uses per fetch: a tick is one second, and a late answer is
 /// worthless, so give up well before the next tick.

@@ -9,7 +9,7 @@ pub mod simulated;
 
 use std::fmt;
 
-use crate::market::Asset;
+use crate::asset::Asset;
 
 /// One asset's price from one fetch.
 #[derive(Debug, Clone, Copy, PartialEq)]

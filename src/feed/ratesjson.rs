@@ -17,8 +17,8 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use crate::asset::Asset;
 use crate::feed::{FeedError, Fetched, Quote};
-use crate::market::Asset;
 
 /// Deepest nesting of objects and arrays accepted (the outer object counts as 1);
 /// the real format needs 3.

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::{Feed, FeedError, Fetched, Quote};
-use crate::market::{Asset, Point};
+use crate::asset::{Asset, Point};
 
 /// Relative standard deviation of one second's move (a 0.5 % daily volatility).
 const STEP: f64 = 1.7e-5;
@@ -126,7 +126,7 @@ impl Walk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::market::default_assets;
+    use crate::asset::default_assets;
 
     #[test]
     fn same_seed_same_prices() {

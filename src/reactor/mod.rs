@@ -26,12 +26,13 @@ use slab::Slab;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::protocol::frame::coding::CloseCode;
 
+use crate::asset::{Asset, Point};
 use crate::config::Config;
 use crate::conn::{Conn, Ended, Incoming, Phase};
 use crate::feed::{Feed, FeedError, Fetched};
 use crate::frame::text_frame;
 use crate::http::{self, Route};
-use crate::market::{Asset, Market, Point};
+use crate::market::Market;
 use crate::metrics::{DropReason, Gauges, Metrics, TickOutcome};
 use crate::protocol::{self, Request, RequestError};
 use crate::store::{Store, StoreError};

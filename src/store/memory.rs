@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use super::{Store, StoreError};
-use crate::market::{Asset, Point};
+use crate::asset::{Asset, Point};
 
 /// Assets and the most recent points, in memory.
 pub struct MemoryStore {
@@ -76,7 +76,7 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::market::default_assets;
+    use crate::asset::default_assets;
 
     fn p(asset_id: i32, time: i64) -> Point {
         Point {

@@ -10,7 +10,7 @@ pub mod postgres;
 
 use std::fmt;
 
-use crate::market::{Asset, Point};
+use crate::asset::{Asset, Point};
 
 /// Why a store call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,7 +20,7 @@ use r2d2_postgres::PostgresConnectionManager;
 use super::dsn::{error_text, redacted, with_service_defaults};
 use super::migrate::{self, Applied};
 use super::{Store, StoreError};
-use crate::market::{Asset, Point};
+use crate::asset::{Asset, Point};
 
 /// How long a store call waits for a pooled connection before answering `Unavailable`.
 pub const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(2);
