@@ -6,6 +6,7 @@ use log::error;
 use simplelog::{ColorChoice, ConfigBuilder, LevelFilter, TermLogger, TerminalMode};
 
 use ws_assets::config::{self, Config};
+use ws_assets::reactor::Stopped;
 use ws_assets::service;
 
 fn main() -> ExitCode {
@@ -46,7 +47,9 @@ fn main() -> ExitCode {
         }
     };
     match reactor.run() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Stopped::Clean) => ExitCode::SUCCESS,
+        // A second signal during the clean-up: the operator wants out now.
+        Ok(Stopped::Abandoned) => ExitCode::FAILURE,
         Err(e) => {
             error!("event loop failed: {e}");
             ExitCode::FAILURE

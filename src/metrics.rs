@@ -7,6 +7,52 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::protocol::ErrorType;
+
+/// A closed set of label values: each enum that labels a counter lists its values once,
+/// so a count can only be taken for a value the exposition knows.
+pub trait Label: Copy + Eq + 'static {
+    /// The Prometheus label name, e.g. `reason`.
+    const NAME: &'static str;
+    /// Every value, in the order they are rendered.
+    const ALL: &'static [Self];
+    /// The label value, e.g. `slow_consumer`.
+    fn label(self) -> &'static str;
+}
+
+/// One counter per value of a [`Label`].
+#[derive(Debug, Clone)]
+pub struct ByLabel<L: Label> {
+    counts: Vec<u64>,
+    labels: std::marker::PhantomData<L>,
+}
+
+impl<L: Label> Default for ByLabel<L> {
+    fn default() -> Self {
+        ByLabel {
+            counts: vec![0; L::ALL.len()],
+            labels: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<L: Label> ByLabel<L> {
+    /// Counts one occurrence of `label`.
+    pub fn add(&mut self, label: L) {
+        if let Some(i) = L::ALL.iter().position(|l| *l == label) {
+            self.counts[i] += 1;
+        }
+    }
+
+    fn samples(&self) -> Vec<(String, f64)> {
+        L::ALL
+            .iter()
+            .zip(&self.counts)
+            .map(|(l, n)| (format!("{{{}=\"{}\"}}", L::NAME, l.label()), *n as f64))
+            .collect()
+    }
+}
+
 /// Why the server dropped a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
@@ -24,8 +70,9 @@ pub enum DropReason {
     ConnectionLimit,
 }
 
-impl DropReason {
-    const ALL: [DropReason; 6] = [
+impl Label for DropReason {
+    const NAME: &'static str = "reason";
+    const ALL: &'static [DropReason] = &[
         DropReason::SlowConsumer,
         DropReason::PongTimeout,
         DropReason::MessageTooLarge,
@@ -34,8 +81,7 @@ impl DropReason {
         DropReason::ConnectionLimit,
     ];
 
-    /// The `reason` label value.
-    pub fn label(self) -> &'static str {
+    fn label(self) -> &'static str {
         match self {
             DropReason::SlowConsumer => "slow_consumer",
             DropReason::PongTimeout => "pong_timeout",
@@ -62,8 +108,9 @@ pub enum TickOutcome {
     Skipped,
 }
 
-impl TickOutcome {
-    const ALL: [TickOutcome; 5] = [
+impl Label for TickOutcome {
+    const NAME: &'static str = "outcome";
+    const ALL: &'static [TickOutcome] = &[
         TickOutcome::Ok,
         TickOutcome::Empty,
         TickOutcome::Failed,
@@ -82,11 +129,78 @@ impl TickOutcome {
     }
 }
 
-/// The protocol's error types, in the order they are counted.
-const ERROR_TYPES: [&str; 3] = ["ParseError", "ValidationError", "UnknownAsset"];
+/// A client request, by its `action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// `assets`.
+    Assets,
+    /// `subscribe`.
+    Subscribe,
+    /// `unsubscribe`.
+    Unsubscribe,
+}
 
-/// Feed failure kinds, in the order they are counted.
-pub const FEED_ERRORS: [&str; 5] = ["timeout", "status", "connect", "too_large", "parse"];
+impl Label for Action {
+    const NAME: &'static str = "action";
+    const ALL: &'static [Action] = &[Action::Assets, Action::Subscribe, Action::Unsubscribe];
+
+    fn label(self) -> &'static str {
+        match self {
+            Action::Assets => "assets",
+            Action::Subscribe => "subscribe",
+            Action::Unsubscribe => "unsubscribe",
+        }
+    }
+}
+
+impl Label for ErrorType {
+    const NAME: &'static str = "error_type";
+    const ALL: &'static [ErrorType] = &[
+        ErrorType::ParseError,
+        ErrorType::ValidationError,
+        ErrorType::UnknownAsset,
+    ];
+
+    fn label(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// Why a feed fetch failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedFailure {
+    /// No answer within the timeout.
+    Timeout,
+    /// An HTTP status other than 200.
+    Status,
+    /// The connection could not be made or broke.
+    Connect,
+    /// The body was over the size limit.
+    TooLarge,
+    /// The body could not be parsed.
+    Parse,
+}
+
+impl Label for FeedFailure {
+    const NAME: &'static str = "kind";
+    const ALL: &'static [FeedFailure] = &[
+        FeedFailure::Timeout,
+        FeedFailure::Status,
+        FeedFailure::Connect,
+        FeedFailure::TooLarge,
+        FeedFailure::Parse,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            FeedFailure::Timeout => "timeout",
+            FeedFailure::Status => "status",
+            FeedFailure::Connect => "connect",
+            FeedFailure::TooLarge => "too_large",
+            FeedFailure::Parse => "parse",
+        }
+    }
+}
 
 /// A histogram with fixed upper bounds, in seconds.
 #[derive(Debug, Clone)]
@@ -135,16 +249,16 @@ pub struct Metrics {
     pub messages_sent_total: u64,
     /// Bytes written to client sockets.
     pub bytes_sent_total: u64,
-    /// Requests received, by action: assets, subscribe, unsubscribe.
-    pub requests_total: [u64; 3],
+    /// Requests received, by action.
+    pub requests_total: ByLabel<Action>,
     /// Request errors by protocol error type.
-    pub request_errors_total: [u64; 3],
-    /// Clients dropped by the server, by [`DropReason`].
-    pub clients_dropped_total: [u64; 6],
-    /// Ticks by [`TickOutcome`].
-    pub ticks_total: [u64; 5],
-    /// Feed failures by kind ([`FEED_ERRORS`]).
-    pub feed_errors_total: [u64; 5],
+    pub request_errors_total: ByLabel<ErrorType>,
+    /// Clients dropped by the server, by reason.
+    pub clients_dropped_total: ByLabel<DropReason>,
+    /// Ticks by outcome.
+    pub ticks_total: ByLabel<TickOutcome>,
+    /// Feed failures by kind.
+    pub feed_errors_total: ByLabel<FeedFailure>,
     /// Feed entries for known assets that were unusable.
     pub feed_entries_rejected_total: u64,
     /// Duration of feed fetches.
@@ -174,11 +288,11 @@ impl Default for Metrics {
             websocket_upgrades_total: 0,
             messages_sent_total: 0,
             bytes_sent_total: 0,
-            requests_total: [0; 3],
-            request_errors_total: [0; 3],
-            clients_dropped_total: [0; 6],
-            ticks_total: [0; 5],
-            feed_errors_total: [0; 5],
+            requests_total: ByLabel::default(),
+            request_errors_total: ByLabel::default(),
+            clients_dropped_total: ByLabel::default(),
+            ticks_total: ByLabel::default(),
+            feed_errors_total: ByLabel::default(),
             feed_entries_rejected_total: 0,
             feed_fetch_seconds: Histogram::new(FETCH_BOUNDS),
             tick_delay_seconds: Histogram::new(TICK_BOUNDS),
@@ -213,34 +327,6 @@ pub struct Gauges {
 }
 
 impl Metrics {
-    /// Counts one client request error by its `error_type`.
-    pub fn request_error(&mut self, error_type: &str) {
-        if let Some(i) = ERROR_TYPES.iter().position(|t| *t == error_type) {
-            self.request_errors_total[i] += 1;
-        }
-    }
-
-    /// Counts one dropped client.
-    pub fn client_dropped(&mut self, reason: DropReason) {
-        if let Some(i) = DropReason::ALL.iter().position(|r| *r == reason) {
-            self.clients_dropped_total[i] += 1;
-        }
-    }
-
-    /// Counts one tick's outcome.
-    pub fn tick(&mut self, outcome: TickOutcome) {
-        if let Some(i) = TickOutcome::ALL.iter().position(|o| *o == outcome) {
-            self.ticks_total[i] += 1;
-        }
-    }
-
-    /// Counts one feed failure by kind (one of [`FEED_ERRORS`]).
-    pub fn feed_error(&mut self, kind: &str) {
-        if let Some(i) = FEED_ERRORS.iter().position(|k| *k == kind) {
-            self.feed_errors_total[i] += 1;
-        }
-    }
-
     /// The Prometheus text exposition (format 0.0.4) of counters and `gauges`.
     pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
@@ -252,13 +338,6 @@ impl Metrics {
             }
         };
         let one = |v: f64| vec![(String::new(), v)];
-        let labelled = |label: &str, names: &[&str], values: &[u64]| -> Vec<(String, f64)> {
-            names
-                .iter()
-                .zip(values)
-                .map(|(n, v)| (format!("{{{label}=\"{n}\"}}"), *v as f64))
-                .collect()
-        };
         family(
             "uptime_seconds",
             "gauge",
@@ -310,37 +389,31 @@ impl Metrics {
             "requests_total",
             "counter",
             "Client requests, by action.",
-            &labelled(
-                "action",
-                &["assets", "subscribe", "unsubscribe"],
-                &self.requests_total,
-            ),
+            &self.requests_total.samples(),
         );
         family(
             "request_errors_total",
             "counter",
             "Client requests refused, by error_type.",
-            &labelled("error_type", &ERROR_TYPES, &self.request_errors_total),
+            &self.request_errors_total.samples(),
         );
-        let reasons: Vec<&str> = DropReason::ALL.iter().map(|r| r.label()).collect();
         family(
             "clients_dropped_total",
             "counter",
             "Clients dropped by the server, by reason.",
-            &labelled("reason", &reasons, &self.clients_dropped_total),
+            &self.clients_dropped_total.samples(),
         );
-        let outcomes: Vec<&str> = TickOutcome::ALL.iter().map(|o| o.label()).collect();
         family(
             "ticks_total",
             "counter",
             "Ticks, by outcome.",
-            &labelled("outcome", &outcomes, &self.ticks_total),
+            &self.ticks_total.samples(),
         );
         family(
             "feed_errors_total",
             "counter",
             "Feed fetches that failed, by kind.",
-            &labelled("kind", &FEED_ERRORS, &self.feed_errors_total),
+            &self.feed_errors_total.samples(),
         );
         family(
             "feed_entries_rejected_total",
@@ -460,9 +533,9 @@ mod tests {
     #[test]
     fn every_sample_line_belongs_to_a_declared_family() {
         let mut m = Metrics::default();
-        m.request_error("ParseError");
-        m.client_dropped(DropReason::SlowConsumer);
-        m.tick(TickOutcome::Ok);
+        m.request_errors_total.add(ErrorType::ParseError);
+        m.clients_dropped_total.add(DropReason::SlowConsumer);
+        m.ticks_total.add(TickOutcome::Ok);
         m.feed_fetch_seconds.observe(Duration::from_millis(30));
         m.feed_fetch_seconds.observe(Duration::from_secs(10));
         let gauges = Gauges {

@@ -1,6 +1,6 @@
 //! The wire protocol: client requests parsed into [`Request`], replies serialised to JSON.
 //!
-//! Every message is `{"action": <string>, "message": <object>}` (SPEC §1). Parsing never
+//! Every message is `{"action": <string>, "message": <object>}` (the README's "Protocol" section). Parsing never
 //! panics and every rejection says which field was wrong and what was expected.
 
 use std::fmt;
@@ -36,13 +36,35 @@ pub enum RequestError {
     UnknownAsset(i32),
 }
 
+/// The `error_type` of an error reply: the kinds of refusal a client can tell apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorType {
+    /// The text is not JSON.
+    ParseError,
+    /// The JSON is not a valid request.
+    ValidationError,
+    /// `assetId` names no asset.
+    UnknownAsset,
+}
+
+impl ErrorType {
+    /// The name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::ParseError => "ParseError",
+            ErrorType::ValidationError => "ValidationError",
+            ErrorType::UnknownAsset => "UnknownAsset",
+        }
+    }
+}
+
 impl RequestError {
     /// The `error_type` sent to the client.
-    pub fn error_type(&self) -> &'static str {
+    pub fn error_type(&self) -> ErrorType {
         match self {
-            RequestError::Parse(_) => "ParseError",
-            RequestError::Validation(_) => "ValidationError",
-            RequestError::UnknownAsset(_) => "UnknownAsset",
+            RequestError::Parse(_) => ErrorType::ParseError,
+            RequestError::Validation(_) => ErrorType::ValidationError,
+            RequestError::UnknownAsset(_) => ErrorType::UnknownAsset,
         }
     }
 }
@@ -236,7 +258,7 @@ pub fn error_message(error: &RequestError) -> Vec<u8> {
     let _ = write!(
         out,
         "{{\"action\":\"error\",\"message\":{{\"error_type\":\"{}\",\"error_text\":",
-        error.error_type()
+        error.error_type().as_str()
     );
     let _ = serde_json::to_writer(&mut out, &error.to_string());
     out.extend_from_slice(b"}}");
@@ -281,14 +303,17 @@ mod tests {
     fn not_json_is_a_parse_error() {
         for text in ["", "{", "hello", "{\"action\":}", "[1,2"] {
             let err = parse_request(text).unwrap_err();
-            assert_eq!(err.error_type(), "ParseError", "{text}");
+            assert_eq!(err.error_type(), ErrorType::ParseError, "{text}");
         }
     }
 
     #[test]
     fn deep_nesting_is_refused_without_overflow() {
         let text = "[".repeat(100_000);
-        assert_eq!(parse_request(&text).unwrap_err().error_type(), "ParseError");
+        assert_eq!(
+            parse_request(&text).unwrap_err().error_type(),
+            ErrorType::ParseError
+        );
     }
 
     #[test]

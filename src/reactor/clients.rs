@@ -1,7 +1,31 @@
-//! Client connections: accepting, reading HTTP and WebSocket, answering requests,
-//! writing, and ending connections.
+//! The connections: accepting, reading HTTP and WebSocket, answering requests, writing
+//! (the fan-out of a tick's frame included), and ending connections.
+//!
+//! [`Clients`] owns every socket. What happens to one connection during a step is
+//! decided first and carried out by [`Clients::end_doomed`] after the step, so that no
+//! loop over connections removes one under its own feet.
 
-use super::*;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use log::{debug, warn};
+use mio::net::TcpListener;
+use mio::{Interest, Registry, Token};
+use slab::Slab;
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::config::Config;
+use crate::conn::{Conn, Ended, Incoming, Phase};
+use crate::frame::text_frame;
+use crate::http::{self, Route};
+use crate::market::Market;
+use crate::metrics::{Action, DropReason, Metrics};
+use crate::protocol::{self, Request, RequestError};
+use crate::throttle::Throttle;
 
 /// How long a closing connection may linger before it is dropped.
 const CLOSE_LINGER: Duration = Duration::from_secs(3);
@@ -12,8 +36,135 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Frames read from one client before the others get their turn.
 const READ_BUDGET: usize = 32;
 
-impl Reactor {
-    pub(super) fn accept(&mut self, now: Instant) {
+/// Largest incoming frame header plus a short request: tungstenite's read buffer size.
+const READ_BUFFER_BYTES: usize = 512;
+
+/// A subscribed client due a ping gets it with its next point; only when no tick has
+/// come for this long past the ping interval is it sent on its own.
+const PING_WITH_TICK_GRACE: Duration = Duration::from_secs(2);
+
+/// Rate of the accept-failure warning.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// The test page, embedded in the binary.
+const PAGE: &[u8] = include_bytes!("../../static/index.html");
+
+/// An HTTP request whose answer needs the whole service's state, not just the
+/// connection's: the reactor builds the body and hands it back through
+/// [`Clients::respond`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// `GET /health`.
+    Health {
+        /// The connection that asked.
+        key: usize,
+        /// A `HEAD` request: headers only.
+        head_only: bool,
+    },
+    /// `GET /metrics`.
+    Metrics {
+        /// The connection that asked.
+        key: usize,
+        /// A `HEAD` request: headers only.
+        head_only: bool,
+    },
+}
+
+/// How a connection is to end.
+#[derive(Debug, Clone, Copy)]
+enum Doom {
+    /// Drop the socket now.
+    Drop(Option<DropReason>),
+    /// Send a close frame (dropping unsent frames if `discard`), then linger.
+    Close(CloseCode, &'static str, bool, Option<DropReason>),
+}
+
+const SLOW_CONSUMER: Doom = Doom::Close(
+    CloseCode::Policy,
+    "slow consumer",
+    true,
+    Some(DropReason::SlowConsumer),
+);
+
+/// Every client connection and the listener they come from.
+pub struct Clients {
+    registry: Registry,
+    listener: Option<TcpListener>,
+    conns: Slab<Conn>,
+    config: Rc<Config>,
+    /// tungstenite's settings for every connection, derived from `config`.
+    ws_config: WebSocketConfig,
+    /// The encoded `unsubscribed` reply, shared by every client.
+    unsubscribed_frame: Bytes,
+    /// Connections to end after the current step, with how.
+    doomed: Vec<(usize, Doom)>,
+    /// Clients that had more input than one turn's budget.
+    more_to_read: Vec<usize>,
+    accept_paused_until: Option<Instant>,
+    accept_log: Throttle,
+}
+
+impl Clients {
+    /// Takes over `listener`, registered with `registry` under `token`.
+    pub fn new(
+        registry: Registry,
+        mut listener: TcpListener,
+        token: Token,
+        config: Rc<Config>,
+    ) -> io::Result<Clients> {
+        registry.register(&mut listener, token, Interest::READABLE)?;
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER_BYTES)
+            .write_buffer_size(0)
+            .max_write_buffer_size(config.max_message_bytes + 1024)
+            .max_frame_size(Some(config.max_message_bytes))
+            .max_message_size(Some(config.max_message_bytes));
+        Ok(Clients {
+            registry,
+            listener: Some(listener),
+            conns: Slab::with_capacity(1024),
+            config,
+            ws_config,
+            unsubscribed_frame: text_frame(protocol::UNSUBSCRIBED_MESSAGE),
+            doomed: Vec::new(),
+            more_to_read: Vec::new(),
+            accept_paused_until: None,
+            accept_log: Throttle::new(LOG_EVERY),
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match &self.listener {
+            Some(l) => l.local_addr(),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// Open connections, in any phase.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Whether no connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Whether some client has input left over from its last turn.
+    pub fn more_to_read(&self) -> bool {
+        !self.more_to_read.is_empty()
+    }
+
+    /// When accepting resumes after running out of file descriptors, if paused.
+    pub fn accept_paused_until(&self) -> Option<Instant> {
+        self.accept_paused_until
+    }
+
+    // ---- accepting ---------------------------------------------------------------
+
+    /// Accepts every pending connection.
+    pub fn accept(&mut self, now: Instant, metrics: &mut Metrics) {
         let Some(listener) = &self.listener else {
             return;
         };
@@ -37,9 +188,11 @@ impl Reactor {
                     continue;
                 }
             };
-            self.metrics.connections_total += 1;
+            metrics.connections_total += 1;
             if self.conns.len() >= self.config.max_connections {
-                self.metrics.client_dropped(DropReason::ConnectionLimit);
+                metrics
+                    .clients_dropped_total
+                    .add(DropReason::ConnectionLimit);
                 let busy = http::error_response(503, "connection limit reached", false);
                 // Best effort on a fresh socket; the client is turned away either way.
                 let _ = io::Write::write(&mut stream, &busy);
@@ -49,7 +202,7 @@ impl Reactor {
             let _ = stream.set_nodelay(true);
             let entry = self.conns.vacant_entry();
             let key = entry.key();
-            if let Err(e) = self.poll.registry().register(
+            if let Err(e) = self.registry.register(
                 &mut stream,
                 Token(key),
                 Interest::READABLE | Interest::WRITABLE,
@@ -62,31 +215,59 @@ impl Reactor {
         }
     }
 
-    pub(super) fn on_readable(&mut self, key: usize, now: Instant) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
+    /// Accepts again once the pause after running out of file descriptors is over.
+    pub fn resume_accepting(&mut self, now: Instant, metrics: &mut Metrics) {
+        if self.accept_paused_until.is_some_and(|at| now >= at) {
+            self.accept_paused_until = None;
+            self.accept(now, metrics);
+        }
+    }
+
+    /// Stops accepting for good (shutdown).
+    pub fn stop_accepting(&mut self) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.registry.deregister(&mut listener);
+        }
+    }
+
+    // ---- reading -----------------------------------------------------------------
+
+    /// Reads what a connection sent and answers it; a request for `/health` or
+    /// `/metrics` is handed back for the reactor to answer.
+    pub fn on_readable(
+        &mut self,
+        key: usize,
+        now: Instant,
+        market: &mut Market,
+        metrics: &mut Metrics,
+    ) -> Option<Asked> {
+        let conn = self.conns.get_mut(key)?;
         match &conn.phase {
-            Phase::Http { .. } => self.read_http(key, now),
-            Phase::WebSocket(_) => self.read_websocket(key, now),
+            Phase::Http { .. } => return self.read_http(key, now, market, metrics),
+            Phase::WebSocket(_) => self.read_websocket(key, now, market, metrics),
             Phase::Closing { .. } => {
                 if conn.drain_input() {
                     self.doomed.push((key, Doom::Drop(None)));
                 }
             }
         }
+        None
     }
 
-    pub(super) fn read_http(&mut self, key: usize, now: Instant) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
+    fn read_http(
+        &mut self,
+        key: usize,
+        now: Instant,
+        market: &mut Market,
+        metrics: &mut Metrics,
+    ) -> Option<Asked> {
+        let conn = self.conns.get_mut(key)?;
         let head = match conn.read_head() {
             Ok(Some(head)) => head,
-            Ok(None) => return,
+            Ok(None) => return None,
             Err(None) => {
                 self.doomed.push((key, Doom::Drop(None)));
-                return;
+                return None;
             }
             Err(Some(status)) => {
                 let text = if status == 431 {
@@ -94,52 +275,47 @@ impl Reactor {
                 } else {
                     "malformed HTTP request"
                 };
-                self.respond(key, http::error_response(status, text, false), now);
-                return;
+                self.respond(key, http::error_response(status, text, false), now, metrics);
+                return None;
             }
         };
         let head_only = head.method == "HEAD";
         let response = match http::route(&head, self.config.enable_ui) {
             Route::WebSocket(ws_key) => {
                 conn.upgrade(head.len, &ws_key, self.ws_config);
-                self.metrics.websocket_upgrades_total += 1;
+                metrics.websocket_upgrades_total += 1;
                 debug!("connection {key} upgraded to WebSocket");
-                self.flush(key);
-                self.read_websocket(key, now);
-                return;
+                self.flush(key, metrics);
+                self.read_websocket(key, now, market, metrics);
+                return None;
             }
+            Route::Health => return Some(Asked::Health { key, head_only }),
+            Route::Metrics => return Some(Asked::Metrics { key, head_only }),
             Route::Page => http::response(200, "text/html; charset=utf-8", "", PAGE, head_only),
-            Route::Health => {
-                let (status, body) = self.health_body(now);
-                http::response(status, "application/json", "", body.as_bytes(), head_only)
-            }
-            Route::Metrics => {
-                let body = self.metrics.render(&self.gauges(now));
-                http::response(
-                    200,
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    "",
-                    body.as_bytes(),
-                    head_only,
-                )
-            }
             Route::Error(status, text) => http::error_response(status, text, head_only),
         };
-        self.respond(key, response, now);
+        self.respond(key, response, now, metrics);
+        None
     }
 
     /// Queues a complete HTTP response and closes the connection after it.
-    pub(super) fn respond(&mut self, key: usize, response: Vec<u8>, now: Instant) {
+    pub fn respond(&mut self, key: usize, response: Vec<u8>, now: Instant, metrics: &mut Metrics) {
         if let Some(conn) = self.conns.get_mut(key) {
             conn.socket.outbox.push(Bytes::from(response));
             conn.linger(now + CLOSE_LINGER);
-            self.flush(key);
+            self.flush(key, metrics);
         }
     }
 
     /// Reads and answers a client's messages, at most [`READ_BUDGET`] frames per turn;
     /// a client with more waiting is resumed after everyone else's events.
-    pub(super) fn read_websocket(&mut self, key: usize, now: Instant) {
+    fn read_websocket(
+        &mut self,
+        key: usize,
+        now: Instant,
+        market: &mut Market,
+        metrics: &mut Metrics,
+    ) {
         for _ in 0..READ_BUDGET {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
@@ -147,34 +323,34 @@ impl Reactor {
             match conn.read_message(now) {
                 Ok(Some(Incoming::Text(text))) => {
                     let reply = match protocol::parse_request(text.as_str()) {
-                        Ok(request) => self.handle_request(key, request),
+                        Ok(request) => self.handle_request(key, request, market, metrics),
                         Err(e) => Err(e),
                     };
                     if let Err(e) = reply {
-                        self.reply_error(key, &e);
+                        self.reply_error(key, &e, metrics);
                     }
                 }
                 Ok(Some(Incoming::Binary)) => {
-                    self.reply_error(key, &protocol::binary_frame_error())
+                    self.reply_error(key, &protocol::binary_frame_error(), metrics)
                 }
                 Ok(Some(Incoming::Control)) => {}
-                Ok(None) => return self.flush_read(key),
+                Ok(None) => return self.flush_read(key, metrics),
                 Err(ended) => {
                     self.doomed.push((key, doom_for(key, ended)));
-                    return self.flush_read(key);
+                    return self.flush_read(key, metrics);
                 }
             }
         }
         // Budget spent with input left: edge-triggered readiness will not report it
         // again, so remember to come back.
         self.more_to_read.push(key);
-        self.flush_read(key);
+        self.flush_read(key, metrics);
     }
 
     /// Writes the replies to what was read; replies (pongs included) piling up for a
     /// client that does not read them make it a slow consumer.
-    pub(super) fn flush_read(&mut self, key: usize) {
-        self.flush(key);
+    fn flush_read(&mut self, key: usize, metrics: &mut Metrics) {
+        self.flush(key, metrics);
         if let Some(conn) = self.conns.get(key)
             && conn.socket.outbox.backlog_bytes() > self.config.client_queue_bytes
         {
@@ -183,11 +359,11 @@ impl Reactor {
     }
 
     /// Continues reading clients that used up their budget in the last pass.
-    pub(super) fn resume_reads(&mut self, now: Instant) {
+    pub fn resume_reads(&mut self, now: Instant, market: &mut Market, metrics: &mut Metrics) {
         let mut keys = std::mem::take(&mut self.more_to_read);
         for key in keys.drain(..) {
             if self.conns.get(key).is_some_and(Conn::is_websocket) {
-                self.read_websocket(key, now);
+                self.read_websocket(key, now, market, metrics);
             }
         }
         if self.more_to_read.is_empty() {
@@ -196,59 +372,61 @@ impl Reactor {
         }
     }
 
-    pub(super) fn handle_request(
+    // ---- requests ----------------------------------------------------------------
+
+    fn handle_request(
         &mut self,
         key: usize,
         request: Request,
+        market: &mut Market,
+        metrics: &mut Metrics,
     ) -> Result<(), RequestError> {
         match request {
             Request::Assets => {
-                self.metrics.requests_total[0] += 1;
-                let frame = self.market.assets_frame();
-                self.send(key, frame);
+                metrics.requests_total.add(Action::Assets);
+                self.send(key, market.assets_frame(), metrics);
             }
             Request::Subscribe { asset_id } => {
-                self.metrics.requests_total[1] += 1;
-                let index = self
-                    .market
+                metrics.requests_total.add(Action::Subscribe);
+                let index = market
                     .index_of(asset_id)
                     .ok_or(RequestError::UnknownAsset(asset_id))?;
-                self.unsubscribe(key);
-                let (sub, history) = self.market.subscribe(key, index);
+                self.unsubscribe(key, market);
+                let (sub, history) = market.subscribe(key, index);
                 if let Some(conn) = self.conns.get_mut(key) {
                     conn.sub = Some(sub);
                 }
-                self.send(key, history);
+                self.send(key, history, metrics);
             }
             Request::Unsubscribe => {
-                self.metrics.requests_total[2] += 1;
-                self.unsubscribe(key);
-                self.send(key, self.unsubscribed_frame.clone());
+                metrics.requests_total.add(Action::Unsubscribe);
+                self.unsubscribe(key, market);
+                self.send(key, self.unsubscribed_frame.clone(), metrics);
             }
         }
         Ok(())
     }
 
-    pub(super) fn reply_error(&mut self, key: usize, error: &RequestError) {
-        self.metrics.request_error(error.error_type());
-        debug!("connection {key}: {} {error}", error.error_type());
-        self.send(key, text_frame(&protocol::error_message(error)));
+    fn reply_error(&mut self, key: usize, error: &RequestError, metrics: &mut Metrics) {
+        metrics.request_errors_total.add(error.error_type());
+        debug!("connection {key}: {} {error}", error.error_type().as_str());
+        self.send(key, text_frame(&protocol::error_message(error)), metrics);
     }
 
     /// Queues a frame for one client (it is written when the loop flushes it).
-    pub(super) fn send(&mut self, key: usize, frame: Bytes) {
+    fn send(&mut self, key: usize, frame: Bytes, metrics: &mut Metrics) {
         if let Some(conn) = self.conns.get_mut(key) {
-            self.metrics.messages_sent_total += 1;
+            metrics.messages_sent_total += 1;
             // Checked against the limit once written (see flush_read).
             conn.socket.outbox.push(frame);
         }
     }
 
-    pub(super) fn unsubscribe(&mut self, key: usize) {
+    fn unsubscribe(&mut self, key: usize, market: &mut Market) {
         let Some(sub) = self.conns.get_mut(key).and_then(|c| c.sub.take()) else {
             return;
         };
-        if let Some(moved) = self.market.unsubscribe(sub)
+        if let Some(moved) = market.unsubscribe(sub)
             && let Some(other) = self.conns.get_mut(moved)
             && let Some(other_sub) = &mut other.sub
         {
@@ -256,13 +434,15 @@ impl Reactor {
         }
     }
 
+    // ---- writing -----------------------------------------------------------------
+
     /// Writes what a connection has queued; a failed socket is dropped.
-    pub(super) fn flush(&mut self, key: usize) {
+    pub fn flush(&mut self, key: usize, metrics: &mut Metrics) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         match conn.flush() {
-            Ok(written) => self.metrics.bytes_sent_total += written as u64,
+            Ok(written) => metrics.bytes_sent_total += written as u64,
             Err(e) => {
                 debug!("connection {key}: write failed: {e}");
                 self.doomed.push((key, Doom::Drop(None)));
@@ -270,8 +450,91 @@ impl Reactor {
         }
     }
 
+    /// Writes one point frame to every subscriber in `keys`.
+    ///
+    /// This is the hot loop: one `write` per client, straight from the shared frame when
+    /// nothing else is queued. A client due a ping gets it in the same write.
+    pub fn fan_out(&mut self, keys: &[usize], frame: &Bytes, metrics: &mut Metrics) {
+        let limit = self.config.client_queue_bytes;
+        let ping_interval = self.config.ping_interval;
+        let now = Instant::now();
+        for &key in keys {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.ping_sent.is_none() && now.duration_since(conn.last_heard) >= ping_interval {
+                conn.ping(now);
+            }
+            match conn.socket.outbox.send(frame, &mut conn.socket.tcp) {
+                Ok(written) => metrics.bytes_sent_total += written as u64,
+                Err(_) => {
+                    self.doomed.push((key, Doom::Drop(None)));
+                    continue;
+                }
+            }
+            if conn.socket.outbox.backlog_bytes() > limit {
+                self.doomed.push((key, SLOW_CONSUMER));
+            }
+        }
+        metrics.messages_sent_total += keys.len() as u64;
+    }
+
+    // ---- deadlines and endings ---------------------------------------------------
+
+    /// Once a second: pings quiet clients and drops those past a deadline.
+    pub fn sweep(&mut self, now: Instant, metrics: &mut Metrics) {
+        let config = &self.config;
+        for (key, conn) in self.conns.iter_mut() {
+            match &conn.phase {
+                Phase::Http { deadline, .. } if now >= *deadline => {
+                    self.doomed
+                        .push((key, Doom::Drop(Some(DropReason::HandshakeTimeout))));
+                }
+                Phase::Closing { deadline, .. } if now >= *deadline => {
+                    self.doomed.push((key, Doom::Drop(None)));
+                }
+                Phase::WebSocket(_) => match conn.ping_sent {
+                    Some(sent) if now.duration_since(sent) >= config.pong_timeout => {
+                        self.doomed
+                            .push((key, Doom::Drop(Some(DropReason::PongTimeout))));
+                    }
+                    // Subscribers get their ping with the next point (see fan_out), which
+                    // saves a write; this catches them when the feed is quiet.
+                    None if now.duration_since(conn.last_heard)
+                        >= config.ping_interval
+                            + if conn.sub.is_some() {
+                                PING_WITH_TICK_GRACE
+                            } else {
+                                Duration::ZERO
+                            } =>
+                    {
+                        conn.ping(now);
+                        match conn.flush() {
+                            Ok(n) => metrics.bytes_sent_total += n as u64,
+                            Err(_) => self.doomed.push((key, Doom::Drop(None))),
+                        }
+                    }
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+    }
+
+    /// Closes every WebSocket client with 1001 and drops the rest (shutdown).
+    pub fn close_all(&mut self) {
+        for (key, conn) in self.conns.iter() {
+            let doom = if conn.is_websocket() {
+                Doom::Close(CloseCode::Away, "server shutting down", false, None)
+            } else {
+                Doom::Drop(None)
+            };
+            self.doomed.push((key, doom));
+        }
+    }
+
     /// Carries out what was decided about connections during the last step.
-    pub(super) fn end_doomed(&mut self, now: Instant) {
+    pub fn end_doomed(&mut self, now: Instant, market: &mut Market, metrics: &mut Metrics) {
         while let Some((key, doom)) = self.doomed.pop() {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
@@ -283,34 +546,27 @@ impl Reactor {
                     }
                     conn.close(code, reason, discard, now + CLOSE_LINGER);
                     if let Some(why) = why {
-                        self.metrics.client_dropped(why);
+                        metrics.clients_dropped_total.add(why);
                         if why == DropReason::SlowConsumer {
                             warn!("connection {key} closed as a slow consumer");
                         }
                     }
-                    self.unsubscribe(key);
-                    self.flush(key);
+                    self.unsubscribe(key, market);
+                    self.flush(key, metrics);
                 }
                 Doom::Drop(why) => {
                     if let Some(why) = why {
-                        self.metrics.client_dropped(why);
+                        metrics.clients_dropped_total.add(why);
                     }
-                    self.unsubscribe(key);
+                    self.unsubscribe(key, market);
                     let mut conn = self.conns.remove(key);
-                    let _ = self.poll.registry().deregister(&mut conn.socket.tcp);
+                    let _ = self.registry.deregister(&mut conn.socket.tcp);
                     debug!("connection {key} closed");
                 }
             }
         }
     }
 }
-
-pub(super) const SLOW_CONSUMER: Doom = Doom::Close(
-    CloseCode::Policy,
-    "slow consumer",
-    true,
-    Some(DropReason::SlowConsumer),
-);
 
 fn doom_for(key: usize, ended: Ended) -> Doom {
     match ended {

@@ -1,10 +1,19 @@
 //! The event loop: one thread owns the listener, every connection, the tick clock and
 //! all in-memory state. Nothing here blocks; feed and store calls go to the workers.
 //!
-//! Each second on the wall clock the loop starts a feed fetch for that second. When its
-//! result comes back the points are recorded in the market, each point's frame is
-//! encoded once and queued to every subscriber of its asset, and the points are queued
-//! for the store.
+//! The loop has three event sources besides the connections, each with a token and a
+//! handler: the listener, the workers' waker (finished jobs) and the signals. The state
+//! is split into parts that own it:
+//!
+//! - [`clients`]: every connection, from accept to close, and the fan-out writes;
+//! - [`ticks`]: the wall-clock second, the feed fetches and their results;
+//! - [`storage`]: the write-behind queue and retention jobs of the store;
+//! - [`ops`]: signals, shutdown and `/health`;
+//!
+//! plus the [`Market`] (history and subscribers) and the [`Metrics`], which the parts
+//! are lent for the call that needs them. A tick goes: [`ticks`] starts a fetch each
+//! second → a worker runs it → [`Reactor::deliver`] records each point in the market and
+//! has [`clients`] write its frame to the subscribers → [`storage`] queues the points.
 
 mod clients;
 mod ops;
@@ -13,69 +22,44 @@ mod ticks;
 
 use std::io;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use log::{debug, error, info, warn};
+use log::{error, info, warn};
+use mio::event::Event;
 use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook_mio::v1_0::Signals;
-use slab::Slab;
-use tungstenite::protocol::WebSocketConfig;
-use tungstenite::protocol::frame::coding::CloseCode;
+use mio::{Events, Poll, Token, Waker};
 
 use crate::asset::{Asset, Point};
 use crate::config::Config;
-use crate::conn::{Conn, Ended, Incoming, Phase};
-use crate::feed::{Feed, FeedError, Fetched};
-use crate::frame::text_frame;
-use crate::http::{self, Route};
+use crate::feed::{Feed, Quote};
+use crate::http;
 use crate::market::Market;
-use crate::metrics::{DropReason, Gauges, Metrics, TickOutcome};
-use crate::protocol::{self, Request, RequestError};
+use crate::metrics::{Gauges, Metrics, TickOutcome};
 use crate::store::{Store, StoreError};
-use crate::throttle::Throttle;
 use crate::workers::Workers;
-use crate::writebehind::WriteBehind;
+
+use clients::{Asked, Clients};
+use ops::{HealthFacts, Ops, Signal};
+use storage::{StoreJobs, Write};
+use ticks::{Fetch, Ticks};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
 
-/// Rate of repeated warnings (feed failures, store failures, accept errors).
-const LOG_EVERY: Duration = Duration::from_secs(60);
 /// Events handled between looks at the clock and the workers' results, so that the
 /// ticks keep their second while thousands of clients subscribe at once.
 const EVENTS_BETWEEN_CLOCK_CHECKS: usize = 32;
-/// Largest incoming frame header plus a short request: tungstenite's read buffer size.
-const READ_BUFFER_BYTES: usize = 512;
-
-/// The test page, embedded in the binary.
-pub const PAGE: &[u8] = include_bytes!("../../static/index.html");
 
 /// A finished worker job.
 pub enum Done {
-    /// A feed fetch for the tick at `time`.
-    Feed {
-        /// The tick's epoch second.
-        time: i64,
-        /// How long the fetch took.
-        took: Duration,
-        /// What it produced.
-        result: Result<Fetched, FeedError>,
-    },
+    /// A feed fetch for one tick.
+    Feed(Fetch),
     /// A batch written to the store (or not).
-    Write {
-        /// The batch, handed back so a failure can retry it.
-        batch: Vec<Point>,
-        /// How long the write took.
-        took: Duration,
-        /// Whether it worked.
-        result: Result<(), StoreError>,
-    },
-    /// One retention pass.
+    Write(Write),
+    /// One retention pass: points deleted.
     Retention(Result<u64, StoreError>),
 }
 
@@ -95,56 +79,27 @@ pub struct Parts {
     pub initial_writes: Vec<Point>,
 }
 
-/// The event loop and everything it owns.
-pub struct Reactor {
-    poll: Poll,
-    listener: Option<TcpListener>,
-    signals: Signals,
-    conns: Slab<Conn>,
-    market: Market,
-    assets: Arc<[Asset]>,
-    workers: Workers<Done>,
-    feed: Arc<dyn Feed>,
-    store: Arc<dyn Store>,
-    config: Config,
-    /// The encoded `unsubscribed` reply, shared by every client.
-    unsubscribed_frame: Bytes,
-    /// tungstenite's settings for every connection, derived from `config`.
-    ws_config: WebSocketConfig,
-    metrics: Metrics,
-    started: Instant,
-    /// The last second a tick was started for.
-    last_second: i64,
-    /// The newest second that recorded a point.
-    last_point_time: i64,
-    feeds_in_flight: usize,
-    writes: WriteBehind,
-    store_up: bool,
-    retention_running: bool,
-    next_retention: Instant,
-    accept_paused_until: Option<Instant>,
-    shutdown_deadline: Option<Instant>,
-    /// Connections to end after the current pass, with how.
-    doomed: Vec<(usize, Doom)>,
-    /// Clients that had more input than one turn's budget.
-    more_to_read: Vec<usize>,
-    /// A feed failure was logged and no answer has come since.
-    feed_failing: bool,
-    feed_log: Throttle,
-    store_log: Throttle,
-    /// A store failure was logged and no write has succeeded since.
-    store_failure_logged: bool,
-    drop_log: Throttle,
-    accept_log: Throttle,
+/// How the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// A signal stopped it and the clean-up ran (clients closed, points written, or
+    /// the shutdown's time ran out).
+    Clean,
+    /// A second signal came during the clean-up: the caller should exit at once.
+    Abandoned,
 }
 
-/// How a connection is to end.
-#[derive(Debug, Clone, Copy)]
-enum Doom {
-    /// Drop the socket now.
-    Drop(Option<DropReason>),
-    /// Send a close frame (dropping unsent frames if `discard`), then linger.
-    Close(CloseCode, &'static str, bool, Option<DropReason>),
+/// The event loop and the parts it wires together.
+pub struct Reactor {
+    poll: Poll,
+    config: Rc<Config>,
+    workers: Workers<Done>,
+    market: Market,
+    metrics: Metrics,
+    clients: Clients,
+    ticks: Ticks,
+    store: StoreJobs,
+    ops: Ops,
 }
 
 impl Reactor {
@@ -152,80 +107,52 @@ impl Reactor {
     pub fn new(parts: Parts) -> io::Result<Reactor> {
         let Parts {
             config,
-            mut listener,
+            listener,
             market,
             feed,
             store,
             initial_writes,
         } = parts;
+        let config = Rc::new(config);
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
-        poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)?;
         let workers = Workers::start(config.worker_threads, waker)?;
-        let ws_config = WebSocketConfig::default()
-            .read_buffer_size(READ_BUFFER_BYTES)
-            .write_buffer_size(0)
-            .max_write_buffer_size(config.max_message_bytes + 1024)
-            .max_frame_size(Some(config.max_message_bytes))
-            .max_message_size(Some(config.max_message_bytes));
+        let clients = Clients::new(
+            poll.registry().try_clone()?,
+            listener,
+            LISTENER,
+            Rc::clone(&config),
+        )?;
+        let ops = Ops::new(poll.registry(), SIGNALS)?;
         let assets: Arc<[Asset]> = market.assets().iter().map(|a| a.asset.clone()).collect();
-        let mut writes = WriteBehind::new(config.write_queue_points);
-        writes.push(&initial_writes);
-        let now = Instant::now();
+        let ticks = Ticks::new(feed, assets, config.rates_max_in_flight);
+        let mut store = StoreJobs::new(store, config.write_queue_points, config.retention());
+        let mut metrics = Metrics::default();
+        store.queue(&initial_writes, Instant::now(), &mut metrics);
         Ok(Reactor {
             poll,
-            listener: Some(listener),
-            signals,
-            conns: Slab::with_capacity(1024),
-            market,
-            assets,
-            workers,
-            feed,
-            store,
             config,
-            ws_config,
-            unsubscribed_frame: text_frame(protocol::UNSUBSCRIBED_MESSAGE),
-            metrics: Metrics::default(),
-            started: now,
-            last_second: 0,
-            last_point_time: 0,
-            feeds_in_flight: 0,
-            writes,
-            store_up: true,
-            retention_running: false,
-            next_retention: now + Duration::from_secs(3),
-            accept_paused_until: None,
-            shutdown_deadline: None,
-            doomed: Vec::new(),
-            more_to_read: Vec::new(),
-            feed_failing: false,
-            feed_log: Throttle::new(LOG_EVERY),
-            store_log: Throttle::new(LOG_EVERY),
-            store_failure_logged: false,
-            drop_log: Throttle::new(LOG_EVERY),
-            accept_log: Throttle::new(LOG_EVERY),
+            workers,
+            market,
+            metrics,
+            clients,
+            ticks,
+            store,
+            ops,
         })
     }
 
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        match &self.listener {
-            Some(l) => l.local_addr(),
-            None => Err(io::ErrorKind::NotConnected.into()),
-        }
+        self.clients.local_addr()
     }
 
-    /// Runs until a signal has stopped the service and its clean-up is done.
-    pub fn run(mut self) -> io::Result<()> {
+    /// Runs until a signal has stopped the service and its clean-up is done (or was
+    /// abandoned by a second signal).
+    pub fn run(mut self) -> io::Result<Stopped> {
         let mut events = Events::with_capacity(1024);
-        self.last_second = epoch_now().as_secs() as i64;
-        loop {
-            let timeout = self.poll_timeout();
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+        let stopped = 'run: loop {
+            if let Err(e) = self.poll.poll(&mut events, Some(self.poll_timeout())) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -236,55 +163,210 @@ impl Reactor {
                 if n > 0 && n % EVENTS_BETWEEN_CLOCK_CHECKS == 0 {
                     // A long pass (a subscribe storm) must not hold up a tick.
                     now = Instant::now();
-                    self.take_results(now);
                     self.on_clock(now);
                 }
                 match event.token() {
-                    LISTENER => self.accept(now),
-                    WAKER => {}
-                    SIGNALS => self.on_signal(now),
-                    Token(key) => {
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.on_readable(key, now);
-                        }
-                        if event.is_writable() {
-                            self.flush(key);
+                    LISTENER => self.clients.accept(now, &mut self.metrics),
+                    WAKER => {} // results are taken on the clock
+                    SIGNALS => {
+                        if self.on_signal(now) == Signal::Abandon {
+                            break 'run Stopped::Abandoned;
                         }
                     }
+                    Token(key) => self.on_client(key, event, now),
                 }
                 self.end_doomed(now);
             }
-            self.resume_reads(now);
+            self.clients
+                .resume_reads(now, &mut self.market, &mut self.metrics);
             self.end_doomed(now);
-            self.take_results(now);
             self.on_clock(now);
-            self.end_doomed(now);
-            if self.shutdown_finished(now) {
-                break;
+            if self.ops.stopping()
+                && ((self.clients.is_empty() && self.store.is_idle())
+                    || self.ops.past_deadline(now))
+            {
+                break Stopped::Clean;
             }
-        }
-        let leftover = self.writes.len();
+        };
+        let leftover = self.store.queued();
         if leftover > 0 {
             error!("exiting with {leftover} points not written to the store");
         }
-        info!("stopped");
-        Ok(())
+        if stopped == Stopped::Clean {
+            info!("stopped");
+        }
+        Ok(stopped)
     }
 
     /// Time until the next wall-clock second (or sooner, to resume accepting).
     fn poll_timeout(&self) -> Duration {
         let now = epoch_now();
         let mut timeout = Duration::from_secs(now.as_secs() + 1).saturating_sub(now);
-        if let Some(at) = self.accept_paused_until {
+        if let Some(at) = self.clients.accept_paused_until() {
             timeout = timeout.min(at.saturating_duration_since(Instant::now()));
         }
-        if self.shutdown_deadline.is_some() {
+        if self.ops.stopping() {
             timeout = timeout.min(Duration::from_millis(50));
         }
-        if !self.more_to_read.is_empty() {
+        if self.clients.more_to_read() {
             timeout = Duration::ZERO;
         }
         timeout
+    }
+
+    // ---- event handlers ----------------------------------------------------------
+
+    /// A connection's socket is ready.
+    fn on_client(&mut self, key: usize, event: &Event, now: Instant) {
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            let asked = self
+                .clients
+                .on_readable(key, now, &mut self.market, &mut self.metrics);
+            if let Some(asked) = asked {
+                self.answer(asked, now);
+            }
+        }
+        if event.is_writable() {
+            self.clients.flush(key, &mut self.metrics);
+        }
+    }
+
+    /// A signal arrived: the first starts the shutdown.
+    fn on_signal(&mut self, now: Instant) -> Signal {
+        let signal = self.ops.on_signal(now);
+        match signal {
+            Signal::Nothing => {}
+            Signal::Stop => {
+                info!(
+                    "shutting down: closing {} connections, writing {} queued points",
+                    self.clients.len(),
+                    self.store.queued()
+                );
+                self.clients.stop_accepting();
+                self.clients.close_all();
+            }
+            Signal::Abandon => warn!("second signal: exiting at once"),
+        }
+        signal
+    }
+
+    /// The clock: finished jobs first, then, once per wall-clock second, the tick and
+    /// the sweep of connection deadlines.
+    fn on_clock(&mut self, now: Instant) {
+        self.take_results(now);
+        self.clients.resume_accepting(now, &mut self.metrics);
+        self.store.start(now, self.ops.stopping(), &self.workers);
+        if let Some(second) = self.ticks.new_second() {
+            self.market.trim(second);
+            if !self.ops.stopping() {
+                self.ticks
+                    .start_fetch(second, &self.workers, &mut self.metrics);
+            }
+            self.clients.sweep(now, &mut self.metrics);
+        }
+        self.end_doomed(now);
+    }
+
+    /// Takes every finished worker job.
+    fn take_results(&mut self, now: Instant) {
+        while let Some(done) = self.workers.try_recv() {
+            match done {
+                Done::Feed(fetch) => {
+                    if let Some((time, quotes)) =
+                        self.ticks.on_fetched(fetch, now, &mut self.metrics)
+                    {
+                        self.deliver(time, quotes, now);
+                    }
+                }
+                Done::Write(write) => {
+                    self.store.on_written(write, now, &mut self.metrics);
+                    self.store.start(now, self.ops.stopping(), &self.workers);
+                }
+                Done::Retention(result) => self.store.on_retention(result, now, &mut self.metrics),
+            }
+        }
+    }
+
+    /// Records one second's quotes in the market, writes each new point's frame to its
+    /// subscribers, and queues the points for the store.
+    fn deliver(&mut self, time: i64, quotes: Vec<Quote>, now: Instant) {
+        let delay = epoch_now().saturating_sub(Duration::from_secs(time.max(0) as u64));
+        self.metrics.tick_delay_seconds.observe(delay);
+        let fanout_started = Instant::now();
+        let mut points = Vec::with_capacity(quotes.len());
+        for quote in quotes {
+            let point = Point {
+                asset_id: quote.asset_id,
+                time,
+                value: quote.value,
+            };
+            if let Some((index, frame)) = self.market.record(point) {
+                points.push(point);
+                self.clients
+                    .fan_out(self.market.subscribers(index), &frame, &mut self.metrics);
+            }
+        }
+        if points.is_empty() {
+            self.metrics.ticks_total.add(TickOutcome::Empty);
+            return;
+        }
+        self.metrics
+            .fanout_seconds
+            .observe(fanout_started.elapsed());
+        self.metrics.ticks_total.add(TickOutcome::Ok);
+        self.metrics.points_total += points.len() as u64;
+        self.ticks.recorded(time);
+        self.store.queue(&points, now, &mut self.metrics);
+        self.store.start(now, self.ops.stopping(), &self.workers);
+    }
+
+    /// Answers `/health` or `/metrics` from the state of every part.
+    fn answer(&mut self, asked: Asked, now: Instant) {
+        let gauges = self.gauges(now);
+        let (key, head_only, response) = match asked {
+            Asked::Health { key, head_only } => {
+                let facts = HealthFacts {
+                    store_kind: self.store.kind(),
+                    database: self.store.is_database(),
+                    feed: self.ticks.describe_feed(),
+                    max_tick_age: self.config.health_max_tick_age,
+                };
+                let now_epoch = epoch_now().as_secs() as i64;
+                let (status, body) = self.ops.health(&gauges, &facts, now_epoch);
+                let content_type = "application/json";
+                (key, head_only, (status, content_type, body))
+            }
+            Asked::Metrics { key, head_only } => {
+                let body = self.metrics.render(&gauges);
+                let content_type = "text/plain; version=0.0.4; charset=utf-8";
+                (key, head_only, (200, content_type, body))
+            }
+        };
+        let (status, content_type, body) = response;
+        let response = http::response(status, content_type, "", body.as_bytes(), head_only);
+        self.clients.respond(key, response, now, &mut self.metrics);
+    }
+
+    fn gauges(&self, now: Instant) -> Gauges {
+        Gauges {
+            uptime_seconds: self.ops.uptime(now).as_secs_f64(),
+            connections: self.clients.len(),
+            subscriptions: self
+                .market
+                .assets()
+                .iter()
+                .map(|a| (a.asset.name.clone(), a.subscribers.len()))
+                .collect(),
+            write_queue_points: self.store.queued(),
+            feed_in_flight: self.ticks.in_flight(),
+            last_tick_time: self.ticks.last_point_time(),
+            store_up: self.store.is_up(),
+        }
+    }
+
+    fn end_doomed(&mut self, now: Instant) {
+        self.clients
+            .end_doomed(now, &mut self.market, &mut self.metrics);
     }
 }
 

@@ -1,114 +1,136 @@
-//! Operations: `/health`, the gauges behind `/metrics`, signals and shutdown.
+//! The operations surface: signals and the shutdown they start, and `/health`.
 
-use super::*;
+use std::io;
+use std::time::{Duration, Instant};
+
+use log::debug;
+use mio::{Interest, Registry, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::metrics::Gauges;
 
 /// How long shutdown waits for clients to close and queued points to be written.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
-impl Reactor {
-    pub(super) fn gauges(&self, now: Instant) -> Gauges {
-        Gauges {
-            uptime_seconds: now.duration_since(self.started).as_secs_f64(),
-            connections: self.conns.len(),
-            subscriptions: self
-                .market
-                .assets()
-                .iter()
-                .map(|a| (a.asset.name.clone(), a.subscribers.len()))
-                .collect(),
-            write_queue_points: self.writes.len(),
-            feed_in_flight: self.feeds_in_flight,
-            last_tick_time: self.last_point_time,
-            store_up: self.store_up,
-        }
+/// What the signals received in one step ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Nothing new (a spurious wake-up).
+    Nothing,
+    /// A first SIGINT or SIGTERM: stop cleanly.
+    Stop,
+    /// Another signal while stopping: give up at once.
+    Abandon,
+}
+
+/// Signals, the shutdown deadline, and the service's age.
+pub struct Ops {
+    signals: Signals,
+    started: Instant,
+    shutdown_deadline: Option<Instant>,
+}
+
+/// What `/health` reports besides the gauges.
+pub struct HealthFacts<'a> {
+    /// The store's kind (`memory`, `postgresql`).
+    pub store_kind: &'a str,
+    /// Whether that store is a database that must be reachable.
+    pub database: bool,
+    /// The feed, described.
+    pub feed: String,
+    /// A point older than this makes the service unhealthy.
+    pub max_tick_age: Duration,
+}
+
+impl Ops {
+    /// Listens for SIGINT and SIGTERM through `registry` under `token`.
+    pub fn new(registry: &Registry, token: Token) -> io::Result<Ops> {
+        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        registry.register(&mut signals, token, Interest::READABLE)?;
+        Ok(Ops {
+            signals,
+            started: Instant::now(),
+            shutdown_deadline: None,
+        })
     }
 
-    /// `/health`: 200 while serving normally, 503 while the database is required but
-    /// failing or no tick has recorded a point for too long.
-    pub(super) fn health_body(&self, now: Instant) -> (u16, String) {
-        let uptime = now.duration_since(self.started).as_secs();
-        let tick_age = if self.last_point_time > 0 {
-            (epoch_now().as_secs() as i64 - self.last_point_time).max(0) as u64
-        } else {
-            uptime
-        };
-        let database = self.store.kind() != "memory";
-        let mut problems = Vec::new();
-        if database && !self.store_up {
-            problems.push("database unreachable: points are queued in memory".to_string());
-        }
-        if tick_age > self.config.health_max_tick_age.as_secs() {
-            problems.push(format!("no quote recorded for {tick_age} s"));
-        }
-        if self.shutdown_deadline.is_some() {
-            problems.push("shutting down".to_string());
-        }
-        let subscribed: usize = self
-            .market
-            .assets()
-            .iter()
-            .map(|a| a.subscribers.len())
-            .sum();
-        let body = serde_json::json!({
-            "status": if problems.is_empty() { "ok" } else { "unavailable" },
-            "uptime_seconds": uptime,
-            "clients": self.conns.len(),
-            "subscribed_clients": subscribed,
-            "store": {
-                "kind": self.store.kind(),
-                "up": self.store_up,
-                "queued_points": self.writes.len(),
-            },
-            "feed": {
-                "source": self.feed.describe(),
-                "last_tick": (self.last_point_time > 0).then_some(self.last_point_time),
-                "last_tick_age_seconds": tick_age,
-            },
-            "problems": problems,
-        });
-        let status = if problems.is_empty() { 200 } else { 503 };
-        (status, body.to_string())
-    }
-
-    pub(super) fn on_signal(&mut self, now: Instant) {
+    /// Reads the pending signals: the first asks for a clean stop (with a deadline),
+    /// any later one for an immediate exit.
+    pub fn on_signal(&mut self, now: Instant) -> Signal {
         let mut got = false;
         for signal in self.signals.pending() {
             got = true;
             debug!("signal {signal}");
         }
         if !got {
-            return;
+            return Signal::Nothing;
         }
         if self.shutdown_deadline.is_some() {
-            warn!("second signal: exiting at once");
-            std::process::exit(1);
+            return Signal::Abandon;
         }
-        info!(
-            "shutting down: closing {} connections, writing {} queued points",
-            self.conns.len(),
-            self.writes.len()
-        );
         self.shutdown_deadline = Some(now + SHUTDOWN_WAIT);
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
-        }
-        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
-        for key in keys {
-            let websocket = self.conns.get(key).is_some_and(Conn::is_websocket);
-            let doom = if websocket {
-                Doom::Close(CloseCode::Away, "server shutting down", false, None)
-            } else {
-                Doom::Drop(None)
-            };
-            self.doomed.push((key, doom));
-        }
+        Signal::Stop
     }
 
-    pub(super) fn shutdown_finished(&mut self, now: Instant) -> bool {
-        let Some(deadline) = self.shutdown_deadline else {
-            return false;
+    /// Whether a shutdown has begun.
+    pub fn stopping(&self) -> bool {
+        self.shutdown_deadline.is_some()
+    }
+
+    /// Whether a shutdown's time is up.
+    pub fn past_deadline(&self, now: Instant) -> bool {
+        self.shutdown_deadline.is_some_and(|at| now >= at)
+    }
+
+    /// Time since start.
+    pub fn uptime(&self, now: Instant) -> Duration {
+        now.duration_since(self.started)
+    }
+
+    /// `/health`: 200 while serving normally, 503 while the database is required but
+    /// failing, no tick has recorded a point for too long, or the service is stopping.
+    pub fn health(
+        &self,
+        gauges: &Gauges,
+        facts: &HealthFacts<'_>,
+        now_epoch: i64,
+    ) -> (u16, String) {
+        let uptime = gauges.uptime_seconds as u64;
+        let tick_age = if gauges.last_tick_time > 0 {
+            (now_epoch - gauges.last_tick_time).max(0) as u64
+        } else {
+            uptime
         };
-        let done = self.conns.is_empty() && self.writes.is_empty() && !self.retention_running;
-        done || now >= deadline
+        let mut problems = Vec::new();
+        if facts.database && !gauges.store_up {
+            problems.push("database unreachable: points are queued in memory".to_string());
+        }
+        if tick_age > facts.max_tick_age.as_secs() {
+            problems.push(format!("no quote recorded for {tick_age} s"));
+        }
+        if self.stopping() {
+            problems.push("shutting down".to_string());
+        }
+        let subscribed: usize = gauges.subscriptions.iter().map(|(_, n)| n).sum();
+        let body = serde_json::json!({
+            "status": if problems.is_empty() { "ok" } else { "unavailable" },
+            "uptime_seconds": uptime,
+            "clients": gauges.connections,
+            "subscribed_clients": subscribed,
+            "store": {
+                "kind": facts.store_kind,
+                "up": gauges.store_up,
+                "queued_points": gauges.write_queue_points,
+            },
+            "feed": {
+                "source": facts.feed,
+                "last_tick": (gauges.last_tick_time > 0).then_some(gauges.last_tick_time),
+                "last_tick_age_seconds": tick_age,
+            },
+            "problems": problems,
+        });
+        let status = if problems.is_empty() { 200 } else { 503 };
+        (status, body.to_string())
     }
 }

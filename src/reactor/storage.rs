@@ -1,61 +1,132 @@
-//! The store's jobs: write-behind batches and retention passes, and their results.
+//! The store's jobs: write-behind batches and retention passes, run on the workers,
+//! and what their results mean for the queue and for `/health`.
 
-use super::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-impl Reactor {
-    pub(super) fn start_store_jobs(&mut self, now: Instant) {
+use log::{debug, info, warn};
+
+use crate::asset::Point;
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+use crate::throttle::Throttle;
+use crate::workers::Workers;
+use crate::writebehind::WriteBehind;
+
+use super::{Done, epoch_now};
+
+/// Points deleted per retention statement at most.
+const RETENTION_BATCH: u32 = 10_000;
+/// Pause between retention passes once caught up.
+const RETENTION_EVERY: Duration = Duration::from_secs(600);
+/// Delay of the first retention pass after start.
+const RETENTION_FIRST: Duration = Duration::from_secs(3);
+/// Rate of repeated store warnings.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// A batch write that came back from a worker.
+pub struct Write {
+    /// The batch, handed back so a failure can retry it.
+    pub batch: Vec<Point>,
+    /// How long the write took.
+    pub took: Duration,
+    /// Whether it worked.
+    pub result: Result<(), StoreError>,
+}
+
+/// The store and the work queued for it.
+pub struct StoreJobs {
+    store: Arc<dyn Store>,
+    writes: WriteBehind,
+    /// Points older than this are deleted; `None` keeps everything.
+    retention: Option<Duration>,
+    /// The last write succeeded (or none has failed yet).
+    up: bool,
+    retention_running: bool,
+    next_retention: Instant,
+    log: Throttle,
+    /// A store failure was logged and no write has succeeded since.
+    failure_logged: bool,
+    drop_log: Throttle,
+}
+
+impl StoreJobs {
+    /// Jobs for `store`, queueing at most `bound` points while it is unreachable.
+    pub fn new(store: Arc<dyn Store>, bound: usize, retention: Option<Duration>) -> StoreJobs {
+        StoreJobs {
+            store,
+            writes: WriteBehind::new(bound),
+            retention,
+            up: true,
+            retention_running: false,
+            next_retention: Instant::now() + RETENTION_FIRST,
+            log: Throttle::new(LOG_EVERY),
+            failure_logged: false,
+            drop_log: Throttle::new(LOG_EVERY),
+        }
+    }
+
+    /// Queues points for writing; the oldest are dropped (and counted) beyond the bound.
+    pub fn queue(&mut self, points: &[Point], now: Instant, metrics: &mut Metrics) {
+        let dropped = self.writes.push(points);
+        self.count_dropped(dropped, now, metrics);
+    }
+
+    /// Starts the next batch write, and a retention pass when one is due (never while
+    /// `stopping`).
+    pub fn start(&mut self, now: Instant, stopping: bool, workers: &Workers<Done>) {
         if let Some(batch) = self.writes.next_batch(now) {
             let store = Arc::clone(&self.store);
             let if_panicked = batch.clone();
-            self.workers.submit(
+            workers.submit(
                 move || {
                     let started = Instant::now();
                     let result = store.write_points(&batch);
-                    Done::Write {
+                    Done::Write(Write {
                         batch,
                         took: started.elapsed(),
                         result,
-                    }
+                    })
                 },
-                Done::Write {
+                Done::Write(Write {
                     batch: if_panicked,
                     took: Duration::ZERO,
                     result: Err(StoreError::Query("the write panicked".into())),
-                },
+                }),
             );
         }
-        let Some(keep) = self.config.retention() else {
+        let Some(keep) = self.retention else {
             return;
         };
-        if self.retention_running || now < self.next_retention || self.shutdown_deadline.is_some() {
+        if self.retention_running || now < self.next_retention || stopping {
             return;
         }
         self.retention_running = true;
         let before = epoch_now().as_secs() as i64 - keep.as_secs() as i64;
         let store = Arc::clone(&self.store);
-        self.workers.submit(
+        workers.submit(
             move || Done::Retention(store.delete_points_before(before, RETENTION_BATCH)),
             Done::Retention(Err(StoreError::Query("retention panicked".into()))),
         );
     }
 
-    pub(super) fn on_written(
-        &mut self,
-        batch: Vec<Point>,
-        took: Duration,
-        result: Result<(), StoreError>,
-        now: Instant,
-    ) {
-        self.metrics.store_write_seconds.observe(took);
+    /// Takes a batch write's result: done, or back in the queue to retry.
+    pub fn on_written(&mut self, write: Write, now: Instant, metrics: &mut Metrics) {
+        let Write {
+            batch,
+            took,
+            result,
+        } = write;
+        metrics.store_write_seconds.observe(took);
         match result {
             Ok(()) => {
-                self.metrics.points_stored_total += batch.len() as u64;
+                metrics.points_stored_total += batch.len() as u64;
                 if let Some(since) = self.writes.failing_since()
-                    && self.store_failure_logged
+                    && self.failure_logged
                 {
                     // The throttle keeps running: a store failing on and off must not
                     // log a pair of lines per failure.
-                    self.store_failure_logged = false;
+                    self.failure_logged = false;
                     info!(
                         "store reachable again after {:.0} s; writing {} queued points",
                         now.duration_since(since).as_secs_f64(),
@@ -63,45 +134,36 @@ impl Reactor {
                     );
                 }
                 self.writes.written();
-                self.store_up = true;
+                self.up = true;
             }
             Err(e) => {
-                self.metrics.store_write_errors_total += 1;
-                self.store_up = false;
+                metrics.store_write_errors_total += 1;
+                self.up = false;
                 let dropped = self.writes.failed(batch, now);
-                if let Some(suppressed) = self.store_log.allow(now) {
-                    self.store_failure_logged = true;
+                if let Some(suppressed) = self.log.allow(now) {
+                    self.failure_logged = true;
                     warn!(
                         "store write failed: {e}; {} points queued, retrying \
                          ({suppressed} similar failures since the last report)",
                         self.writes.len()
                     );
                 }
-                self.count_dropped(dropped, now);
+                self.count_dropped(dropped, now, metrics);
             }
         }
-        self.start_store_jobs(now);
     }
 
-    pub(super) fn count_dropped(&mut self, dropped: usize, now: Instant) {
-        if dropped == 0 {
-            return;
-        }
-        self.metrics.points_dropped_total += dropped as u64;
-        if self.drop_log.allow(now).is_some() {
-            warn!(
-                "store write queue full: dropped the {dropped} oldest points \
-                 ({} dropped since start)",
-                self.metrics.points_dropped_total
-            );
-        }
-    }
-
-    pub(super) fn on_retention(&mut self, result: Result<u64, StoreError>, now: Instant) {
+    /// Takes a retention pass's result and schedules the next.
+    pub fn on_retention(
+        &mut self,
+        result: Result<u64, StoreError>,
+        now: Instant,
+        metrics: &mut Metrics,
+    ) {
         self.retention_running = false;
         match result {
             Ok(deleted) => {
-                self.metrics.points_expired_total += deleted;
+                metrics.points_expired_total += deleted;
                 // A full batch means more may be waiting: continue soon, in small steps.
                 self.next_retention = if deleted >= u64::from(RETENTION_BATCH) {
                     now + Duration::from_millis(200)
@@ -118,9 +180,43 @@ impl Reactor {
             }
         }
     }
-}
 
-/// Points deleted per retention statement at most.
-const RETENTION_BATCH: u32 = 10_000;
-/// Pause between retention passes once caught up.
-const RETENTION_EVERY: Duration = Duration::from_secs(600);
+    fn count_dropped(&mut self, dropped: usize, now: Instant, metrics: &mut Metrics) {
+        if dropped == 0 {
+            return;
+        }
+        metrics.points_dropped_total += dropped as u64;
+        if self.drop_log.allow(now).is_some() {
+            warn!(
+                "store write queue full: dropped the {dropped} oldest points \
+                 ({} dropped since start)",
+                metrics.points_dropped_total
+            );
+        }
+    }
+
+    /// Points waiting to be written.
+    pub fn queued(&self) -> usize {
+        self.writes.len()
+    }
+
+    /// Whether nothing is waiting or running (shutdown may finish).
+    pub fn is_idle(&self) -> bool {
+        self.writes.is_empty() && !self.retention_running
+    }
+
+    /// Whether the last write succeeded.
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+
+    /// Whether the store keeps points across restarts (a database, not memory).
+    pub fn is_database(&self) -> bool {
+        self.store.kind() != "memory"
+    }
+
+    /// The store's kind, for `/health`.
+    pub fn kind(&self) -> &'static str {
+        self.store.kind()
+    }
+}
