@@ -2,21 +2,44 @@
 //!
 //! One `mio` reactor thread owns every socket and all in-memory state; blocking work
 //! (feed fetches, database calls) runs on a small worker pool.
+//!
+//! # How it fits together
+//!
+//! A tick, from feed result to client write:
+//! [`reactor`]'s `ticks.rs` starts one fetch per wall-clock second on a worker
+//! (`workers.rs`) that calls the [`feed`] (`feed/simulated.rs`, or `feed/fxcm.rs` with
+//! `feed/ratesjson.rs` parsing the body); the result comes back to `reactor/mod.rs`
+//! (`deliver`), which records each point in `market.rs` (history ring, subscribers,
+//! the point's frame encoded once by `protocol.rs` and framed by `frame.rs`), writes
+//! that frame to every subscriber in `reactor/clients.rs` (`fan_out`, through each
+//! connection's `outbox.rs`), and queues the points for the [`store`] in
+//! `reactor/storage.rs` (`writebehind.rs` batches them for `store/postgres.rs` or
+//! `store/memory.rs`).
+//!
+//! A request, from bytes to reply: `reactor/clients.rs` reads the socket through
+//! `conn.rs`; an HTTP head is parsed and routed by `http.rs` (the page, `/health` and
+//! `/metrics` answered from `reactor/ops.rs` and `metrics.rs`, or the WebSocket
+//! upgrade); WebSocket frames are decoded by tungstenite inside `conn.rs`, the JSON
+//! request parsed by `protocol.rs`, answered in `reactor/clients.rs` from `market.rs`,
+//! and written through `outbox.rs`.
+//!
+//! Start-up is `service.rs` (from [`config`] to a running [`reactor::Reactor`]);
+//! `limits.rs` raises the open-file limit.
 
 pub mod asset;
 pub mod config;
-pub mod conn;
+mod conn;
 pub mod feed;
-pub mod frame;
-pub mod http;
+mod frame;
+mod http;
 pub mod limits;
-pub mod market;
-pub mod metrics;
-pub mod outbox;
-pub mod protocol;
+mod market;
+mod metrics;
+mod outbox;
+mod protocol;
 pub mod reactor;
 pub mod service;
 pub mod store;
-pub mod throttle;
-pub mod workers;
-pub mod writebehind;
+mod throttle;
+mod workers;
+mod writebehind;

@@ -33,6 +33,7 @@ impl Outbox {
     }
 
     /// Bytes waiting to be written.
+    #[cfg(test)]
     pub fn queued_bytes(&self) -> usize {
         self.queued
     }

@@ -15,10 +15,12 @@ use mio::Waker;
 type Job<R> = Box<dyn FnOnce() -> R + Send>;
 
 /// A fixed set of threads running jobs that return `R` to the reactor.
+///
+/// The threads are detached: at exit the process does not wait for a job stuck in a
+/// call that never returns (a hung database).
 pub struct Workers<R> {
-    jobs: Option<Sender<(Job<R>, R)>>,
+    jobs: Sender<(Job<R>, R)>,
     results: Receiver<R>,
-    threads: Vec<thread::JoinHandle<()>>,
 }
 
 impl<R: Send + 'static> Workers<R> {
@@ -27,28 +29,23 @@ impl<R: Send + 'static> Workers<R> {
         let (job_tx, job_rx) = mpsc::channel::<(Job<R>, R)>();
         let (result_tx, results) = mpsc::channel();
         let job_rx = Arc::new(Mutex::new(job_rx));
-        let mut threads = Vec::with_capacity(count);
         for n in 0..count {
             let jobs = Arc::clone(&job_rx);
             let results = result_tx.clone();
             let waker = Arc::clone(&waker);
-            let handle = thread::Builder::new()
+            thread::Builder::new()
                 .name(format!("worker-{n}"))
                 .spawn(move || run(&jobs, &results, &waker))?;
-            threads.push(handle);
         }
         Ok(Workers {
-            jobs: Some(job_tx),
+            jobs: job_tx,
             results,
-            threads,
         })
     }
 
     /// Queues `job`; if it panics, `if_panicked` is returned in its place.
     pub fn submit(&self, job: impl FnOnce() -> R + Send + 'static, if_panicked: R) {
-        if let Some(jobs) = &self.jobs
-            && jobs.send((Box::new(job), if_panicked)).is_err()
-        {
+        if self.jobs.send((Box::new(job), if_panicked)).is_err() {
             error!("worker pool has stopped; a job was not run");
         }
     }
@@ -56,14 +53,6 @@ impl<R: Send + 'static> Workers<R> {
     /// Takes one finished job's result, if any is waiting.
     pub fn try_recv(&self) -> Option<R> {
         self.results.try_recv().ok()
-    }
-
-    /// Stops taking jobs and waits for the threads to finish the ones they hold.
-    pub fn stop(mut self) {
-        self.jobs = None;
-        for handle in self.threads.drain(..) {
-            let _ = handle.join();
-        }
     }
 }
 
@@ -118,6 +107,5 @@ mod tests {
         }
         got.sort_unstable();
         assert_eq!(got, [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 999]);
-        workers.stop();
     }
 }

@@ -89,11 +89,6 @@ impl WriteBehind {
         self.len() == 0
     }
 
-    /// Whether a batch is being written.
-    pub fn is_writing(&self) -> bool {
-        self.in_flight > 0
-    }
-
     /// When the current run of failures began, if the store is failing.
     pub fn failing_since(&self) -> Option<Instant> {
         self.failing_since
