@@ -27,6 +27,7 @@
 //! `limits.rs` raises the open-file limit.
 
 pub mod asset;
+mod clock;
 pub mod config;
 mod conn;
 pub mod feed;

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use log::{info, warn};
 
 use crate::asset::{Point, default_assets};
+use crate::clock::epoch_second;
 use crate::config::Config;
 use crate::feed::Feed;
 use crate::feed::fxcm::FxcmFeed;
 use crate::feed::simulated::SimulatedFeed;
 use crate::limits;
 use crate::market::Market;
-use crate::reactor::{Parts, Reactor, epoch_now};
+use crate::reactor::{Parts, Reactor};
 use crate::store::memory::MemoryStore;
 use crate::store::migrate::Applied;
 use crate::store::postgres::{self, PostgresStore};
@@ -80,7 +81,7 @@ pub fn start(mut config: Config) -> Result<Reactor, StartError> {
         return Err(StartError::NoAssets);
     }
     let mut market = Market::new(assets.clone(), config.history_seconds);
-    let now = epoch_now().as_secs() as i64;
+    let now = epoch_second();
     let window_start = now - i64::from(config.history_seconds) + 1;
     let stored = store
         .load_points_since(window_start)

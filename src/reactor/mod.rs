@@ -16,6 +16,7 @@
 //! has [`clients`] write its frame to the subscribers → [`storage`] queues the points.
 
 mod clients;
+mod jobs;
 mod ops;
 mod storage;
 mod ticks;
@@ -24,7 +25,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 use mio::event::Event;
@@ -32,18 +33,20 @@ use mio::net::TcpListener;
 use mio::{Events, Poll, Token, Waker};
 
 use crate::asset::{Asset, Point};
+use crate::clock::{epoch_now, epoch_second};
 use crate::config::Config;
 use crate::feed::{Feed, Quote};
 use crate::http;
 use crate::market::Market;
 use crate::metrics::{Gauges, Metrics, TickOutcome};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 use crate::workers::Workers;
 
 use clients::{Asked, Clients};
+use jobs::Done;
 use ops::{HealthFacts, Ops, Signal};
-use storage::{StoreJobs, Write};
-use ticks::{Fetch, Ticks};
+use storage::StoreJobs;
+use ticks::Ticks;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -52,16 +55,6 @@ const SIGNALS: Token = Token(usize::MAX - 3);
 /// Events handled between looks at the clock and the workers' results, so that the
 /// ticks keep their second while thousands of clients subscribe at once.
 const EVENTS_BETWEEN_CLOCK_CHECKS: usize = 32;
-
-/// A finished worker job.
-pub enum Done {
-    /// A feed fetch for one tick.
-    Feed(Fetch),
-    /// A batch written to the store (or not).
-    Write(Write),
-    /// One retention pass: points deleted.
-    Retention(Result<u64, StoreError>),
-}
 
 /// What the reactor is built from; assembled at start-up by `service`.
 pub struct Parts {
@@ -331,7 +324,7 @@ impl Reactor {
                     feed: self.ticks.describe_feed(),
                     max_tick_age: self.config.health_max_tick_age,
                 };
-                let now_epoch = epoch_now().as_secs() as i64;
+                let now_epoch = epoch_second();
                 let (status, body) = self.ops.health(&gauges, &facts, now_epoch);
                 let content_type = "application/json";
                 (key, head_only, (status, content_type, body))
@@ -368,11 +361,4 @@ impl Reactor {
         self.clients
             .end_doomed(now, &mut self.market, &mut self.metrics);
     }
-}
-
-/// Time since the Unix epoch; a clock before 1970 reads as 0.
-pub fn epoch_now() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
 }

@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use crate::asset::Point;
+use crate::clock::epoch_second;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use crate::throttle::Throttle;
 use crate::workers::Workers;
 use crate::writebehind::WriteBehind;
 
-use super::{Done, epoch_now};
+use super::jobs::{Done, Write};
 
 /// Points deleted per retention statement at most.
 const RETENTION_BATCH: u32 = 10_000;
@@ -23,16 +24,6 @@ const RETENTION_EVERY: Duration = Duration::from_secs(600);
 const RETENTION_FIRST: Duration = Duration::from_secs(3);
 /// Rate of repeated store warnings.
 const LOG_EVERY: Duration = Duration::from_secs(60);
-
-/// A batch write that came back from a worker.
-pub struct Write {
-    /// The batch, handed back so a failure can retry it.
-    pub batch: Vec<Point>,
-    /// How long the write took.
-    pub took: Duration,
-    /// Whether it worked.
-    pub result: Result<(), StoreError>,
-}
 
 /// The store and the work queued for it.
 pub struct StoreJobs {
@@ -102,7 +93,7 @@ impl StoreJobs {
             return;
         }
         self.retention_running = true;
-        let before = epoch_now().as_secs() as i64 - keep.as_secs() as i64;
+        let before = epoch_second() - keep.as_secs() as i64;
         let store = Arc::clone(&self.store);
         workers.submit(
             move || Done::Retention(store.delete_points_before(before, RETENTION_BATCH)),

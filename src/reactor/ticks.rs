@@ -7,25 +7,16 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use crate::asset::Asset;
-use crate::feed::{Feed, FeedError, Fetched, Quote};
+use crate::clock::epoch_second;
+use crate::feed::{Feed, FeedError, Quote};
 use crate::metrics::{FeedFailure, Metrics, TickOutcome};
 use crate::throttle::Throttle;
 use crate::workers::Workers;
 
-use super::{Done, epoch_now};
+use super::jobs::{Done, Fetch};
 
 /// Rate of the feed-failure warning.
 const LOG_EVERY: Duration = Duration::from_secs(60);
-
-/// A feed fetch that came back from a worker.
-pub struct Fetch {
-    /// The tick's epoch second.
-    pub time: i64,
-    /// How long the fetch took.
-    pub took: Duration,
-    /// What it produced.
-    pub result: Result<Fetched, FeedError>,
-}
 
 /// The tick clock and the feed it polls.
 pub struct Ticks {
@@ -49,7 +40,7 @@ impl Ticks {
             feed,
             assets,
             max_in_flight,
-            last_second: epoch_now().as_secs() as i64,
+            last_second: epoch_second(),
             last_point_time: 0,
             in_flight: 0,
             failing: false,
@@ -59,7 +50,7 @@ impl Ticks {
 
     /// The second that has begun since the last call, if one has.
     pub fn new_second(&mut self) -> Option<i64> {
-        let second = epoch_now().as_secs() as i64;
+        let second = epoch_second();
         if second <= self.last_second {
             return None;
         }
