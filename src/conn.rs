@@ -17,6 +17,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::{Error as WsError, Message};
 
+use crate::framescan::FrameScan;
 use crate::http::{self, HeadError, RequestHead};
 use crate::market::Subscription;
 use crate::outbox::Outbox;
@@ -25,23 +26,56 @@ use crate::outbox::Outbox;
 ///
 /// As tungstenite's stream, writes go to the queue (never blocking, never lost) and
 /// reads come from the socket.
+///
+/// Reads are bounded per turn: once the turn's byte budget is spent the socket reports
+/// `WouldBlock`, so one client's stream of frames cannot hold the loop, whatever
+/// tungstenite does with them.
 #[derive(Debug)]
 pub struct Socket {
     /// The client's TCP stream.
     pub tcp: TcpStream,
     /// Bytes waiting to be written.
     pub outbox: Outbox,
+    /// Bytes this turn may still read.
+    budget: usize,
+    /// A read was refused for want of budget: more may be waiting.
+    starved: bool,
+    /// Follows the frames read, to bound a message's fragments.
+    scan: FrameScan,
+    /// The scan found a message with too many fragments.
+    too_many_fragments: bool,
 }
 
 impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.tcp.read(buf)
+        if self.budget == 0 {
+            self.starved = true;
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let len = buf.len().min(self.budget);
+        let n = self.tcp.read(&mut buf[..len])?;
+        self.budget -= n;
+        if self.scan.feed(&buf[..n]).is_err() {
+            self.too_many_fragments = true;
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "too many fragments in one message",
+            ));
+        }
+        Ok(n)
     }
 }
 
 impl Write for Socket {
+    /// tungstenite's own frames (pongs, close replies): a pong replaces one still
+    /// queued, as RFC 6455 §5.5.3 allows, so a ping flood cannot grow the queue.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.outbox.push(Bytes::copy_from_slice(buf));
+        let frame = Bytes::copy_from_slice(buf);
+        if is_pong(buf) {
+            self.outbox.push_pong(frame);
+        } else {
+            self.outbox.push(frame);
+        }
         Ok(buf.len())
     }
 
@@ -77,6 +111,8 @@ pub enum Phase {
 pub enum Incoming {
     /// A text message.
     Text(tungstenite::Utf8Bytes),
+    /// The turn's byte budget is spent; the client may have more to read.
+    Yield,
     /// A binary message (not part of the protocol).
     Binary,
     /// A control frame (ping, pong, close), already handled.
@@ -94,6 +130,8 @@ pub enum Ended {
     Protocol(String),
     /// A text message was not UTF-8 (close with 1007).
     InvalidText,
+    /// A message came in more fragments than allowed (close with 1009).
+    TooManyFragments,
     /// The socket failed.
     Io(io::Error),
 }
@@ -111,6 +149,8 @@ pub struct Conn {
     pub last_heard: Instant,
     /// When an unanswered ping was sent.
     pub ping_sent: Option<Instant>,
+    /// Accepted beyond the connection limit: only `/health` and `/metrics` are served.
+    pub ops_only: bool,
 }
 
 impl Conn {
@@ -120,6 +160,10 @@ impl Conn {
             socket: Socket {
                 tcp,
                 outbox: Outbox::default(),
+                budget: 0,
+                starved: false,
+                scan: FrameScan::default(),
+                too_many_fragments: false,
             },
             phase: Phase::Http {
                 head: Vec::new(),
@@ -128,6 +172,7 @@ impl Conn {
             sub: None,
             last_heard: now,
             ping_sent: None,
+            ops_only: false,
         }
     }
 
@@ -162,6 +207,9 @@ impl Conn {
             Phase::Http { head, .. } => head.split_off(head_len.min(head.len())),
             _ => Vec::new(),
         };
+        if self.socket.scan.feed(&tail).is_err() {
+            self.socket.too_many_fragments = true;
+        }
         self.socket
             .outbox
             .push(Bytes::from(http::upgrade_response(key)));
@@ -176,6 +224,9 @@ impl Conn {
         let Phase::WebSocket(ws) = &mut self.phase else {
             return Ok(None);
         };
+        if self.socket.too_many_fragments {
+            return Err(Ended::TooManyFragments);
+        }
         loop {
             match ws.read(&mut self.socket) {
                 Ok(message) => {
@@ -194,7 +245,15 @@ impl Conn {
                         }
                     }
                 }
-                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if std::mem::take(&mut self.socket.starved) {
+                        return Ok(Some(Incoming::Yield));
+                    }
+                    return Ok(None);
+                }
+                Err(WsError::Io(_)) if self.socket.too_many_fragments => {
+                    return Err(Ended::TooManyFragments);
+                }
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
                     return Err(Ended::Closed);
@@ -210,6 +269,12 @@ impl Conn {
                 Err(e) => return Err(Ended::Protocol(e.to_string())),
             }
         }
+    }
+
+    /// Starts a turn: at most `bytes` are read from the socket until the next turn.
+    pub fn start_turn(&mut self, bytes: usize) {
+        self.socket.budget = bytes;
+        self.socket.starved = false;
     }
 
     /// Queues a WebSocket ping.
@@ -298,5 +363,13 @@ impl Conn {
     /// Whether the connection is speaking WebSocket (not reading a head, not closing).
     pub fn is_websocket(&self) -> bool {
         matches!(self.phase, Phase::WebSocket(_))
+    }
+}
+
+/// Whether `buf` is exactly one unmasked pong frame, as tungstenite writes them.
+fn is_pong(buf: &[u8]) -> bool {
+    match buf {
+        [0x8A, len, ..] => *len < 126 && buf.len() == 2 + usize::from(*len),
+        _ => false,
     }
 }

@@ -1,11 +1,13 @@
 //! The `ws_assets` binary: reads the configuration, sets up logging, runs the service.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use log::error;
-use simplelog::{ColorChoice, ConfigBuilder, LevelFilter, TermLogger, TerminalMode};
+use simplelog::{ConfigBuilder, LevelFilter, WriteLogger};
 
 use ws_assets::config::{self, Config};
+use ws_assets::logsink;
 use ws_assets::reactor::Stopped;
 use ws_assets::service;
 
@@ -36,9 +38,17 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.log_level);
-    if migrate_only {
-        return migrate(&config);
-    }
+    let code = if migrate_only {
+        migrate(&config)
+    } else {
+        serve(config)
+    };
+    logsink::settle(LOG_SETTLE);
+    code
+}
+
+/// Runs the service until a signal stops it.
+fn serve(config: Config) -> ExitCode {
     let reactor = match service::start(config) {
         Ok(reactor) => reactor,
         Err(e) => {
@@ -78,14 +88,25 @@ fn migrate(config: &Config) -> ExitCode {
     }
 }
 
-/// Logs to standard error at `level`, our own messages only.
+/// Logs to standard error at `level`, our own messages only, through a queue that
+/// never blocks the caller (see `logsink`).
 fn init_logging(level: LevelFilter) {
     let config = ConfigBuilder::new()
         .add_filter_allow_str("ws_assets")
         .set_thread_level(LevelFilter::Off)
         .set_target_level(LevelFilter::Off)
         .build();
-    if TermLogger::init(level, config, TerminalMode::Stderr, ColorChoice::Never).is_err() {
+    let writer = match logsink::start(std::io::stderr(), logsink::QUEUE_LINES) {
+        Ok(writer) => writer,
+        Err(e) => {
+            eprintln!("ws_assets: logging could not be set up ({e}); continuing without it");
+            return;
+        }
+    };
+    if WriteLogger::init(level, config, writer).is_err() {
         eprintln!("ws_assets: logging could not be set up; continuing without it");
     }
 }
+
+/// How long the process waits at exit for queued log lines to be written.
+const LOG_SETTLE: Duration = Duration::from_secs(1);

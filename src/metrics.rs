@@ -39,8 +39,13 @@ impl<L: Label> Default for ByLabel<L> {
 impl<L: Label> ByLabel<L> {
     /// Counts one occurrence of `label`.
     pub fn add(&mut self, label: L) {
+        self.add_many(label, 1);
+    }
+
+    /// Counts `n` occurrences of `label`.
+    pub fn add_many(&mut self, label: L, n: u64) {
         if let Some(i) = L::ALL.iter().position(|l| *l == label) {
-            self.counts[i] += 1;
+            self.counts[i] += n;
         }
     }
 
@@ -106,6 +111,9 @@ pub enum TickOutcome {
     Late,
     /// No fetch was started: the in-flight bound was reached.
     Skipped,
+    /// The second passed without a tick being started: the loop was held up or the
+    /// clock jumped.
+    Missed,
 }
 
 impl Label for TickOutcome {
@@ -116,6 +124,7 @@ impl Label for TickOutcome {
         TickOutcome::Failed,
         TickOutcome::Late,
         TickOutcome::Skipped,
+        TickOutcome::Missed,
     ];
 
     fn label(self) -> &'static str {
@@ -125,6 +134,7 @@ impl Label for TickOutcome {
             TickOutcome::Failed => "failed",
             TickOutcome::Late => "late",
             TickOutcome::Skipped => "skipped",
+            TickOutcome::Missed => "missed",
         }
     }
 }
@@ -324,6 +334,8 @@ pub struct Gauges {
     pub last_tick_time: i64,
     /// 1 when the store is reachable (last write succeeded), else 0.
     pub store_up: bool,
+    /// Log lines dropped because standard error did not keep up.
+    pub log_lines_dropped: u64,
 }
 
 impl Metrics {
@@ -474,6 +486,12 @@ impl Metrics {
             "counter",
             "Store writes that failed.",
             &one(self.store_write_errors_total as f64),
+        );
+        family(
+            "log_lines_dropped_total",
+            "counter",
+            "Log lines dropped because standard error did not keep up.",
+            &one(gauges.log_lines_dropped as f64),
         );
         render_histogram(
             &mut out,

@@ -12,6 +12,11 @@ use bytes::Bytes;
 /// Frames sent per `writev` at most; more wait for the next call.
 const MAX_SLICES: usize = 64;
 
+/// What queueing one frame costs beyond its bytes: its slot in the queue and, for a
+/// frame of its own (a pong), the allocation's header. Counted so that many tiny frames
+/// weigh what they really cost against the slow-consumer limit.
+pub const FRAME_COST: usize = 64;
+
 /// Outgoing frames of one connection, oldest first.
 #[derive(Debug, Default)]
 pub struct Outbox {
@@ -20,6 +25,8 @@ pub struct Outbox {
     front_written: usize,
     /// Bytes queued and not yet written.
     queued: usize,
+    /// The last queued frame is a pong not yet started.
+    pong_at_back: bool,
 }
 
 impl Outbox {
@@ -30,6 +37,23 @@ impl Outbox {
         }
         self.queued += frame.len();
         self.frames.push_back(frame);
+        self.pong_at_back = false;
+    }
+
+    /// Queues a pong, replacing the previous one if it is still last and unsent: only
+    /// the latest ping is answered when several arrive before the client reads.
+    pub fn push_pong(&mut self, pong: Bytes) {
+        let unstarted = self.frames.len() > 1 || self.front_written == 0;
+        if self.pong_at_back
+            && unstarted
+            && let Some(last) = self.frames.back_mut()
+        {
+            self.queued = self.queued - last.len() + pong.len();
+            *last = pong;
+            return;
+        }
+        self.push(pong);
+        self.pong_at_back = !self.frames.is_empty();
     }
 
     /// Bytes waiting to be written.
@@ -38,15 +62,17 @@ impl Outbox {
         self.queued
     }
 
-    /// Bytes waiting behind the frame being written: the slow-consumer measure. A large
-    /// frame in flight (a history) does not count against a client by itself; what
-    /// piles up behind it because the client does not read does.
+    /// What waits behind the frame being written, in bytes plus [`FRAME_COST`] per
+    /// frame: the slow-consumer measure. A large frame in flight (a history) does not
+    /// count against a client by itself; what piles up behind it because the client
+    /// does not read does.
     pub fn backlog_bytes(&self) -> usize {
         let front = self
             .frames
             .front()
             .map_or(0, |f| f.len() - self.front_written);
-        self.queued - front
+        let behind = self.frames.len().saturating_sub(1);
+        self.queued - front + behind * FRAME_COST
     }
 
     /// Whether everything has been written.
@@ -61,6 +87,7 @@ impl Outbox {
         for frame in self.frames.drain(keep..) {
             self.queued -= frame.len();
         }
+        self.pong_at_back = false;
     }
 
     /// Sends `frame` after whatever is queued, returning the bytes written. With nothing
@@ -131,6 +158,9 @@ impl Outbox {
             written -= left;
             self.front_written = 0;
             self.frames.pop_front();
+            if self.frames.is_empty() {
+                self.pong_at_back = false;
+            }
         }
     }
 }
@@ -168,7 +198,11 @@ mod tests {
         outbox.push(Bytes::from_static(b""));
         outbox.push(Bytes::from_static(b"world"));
         assert_eq!(outbox.queued_bytes(), 11);
-        assert_eq!(outbox.backlog_bytes(), 5, "behind the front frame");
+        assert_eq!(
+            outbox.backlog_bytes(),
+            5 + FRAME_COST,
+            "behind the front frame, with its cost"
+        );
         let mut out = Trickle {
             got: Vec::new(),
             per_call: 4,
@@ -263,5 +297,54 @@ mod tests {
         assert_eq!(outbox.write_to(&mut out).unwrap(), 200);
         assert!(outbox.is_empty());
         assert_eq!(out, (0..200u8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_pong_replaces_the_unsent_pong_before_it() {
+        let mut outbox = Outbox::default();
+        outbox.push(Bytes::from_static(b"point"));
+        for n in 0..1000u16 {
+            outbox.push_pong(Bytes::copy_from_slice(&n.to_be_bytes()));
+        }
+        assert_eq!(outbox.frames.len(), 2, "one pong, the latest");
+        assert_eq!(&outbox.frames[1][..], &999u16.to_be_bytes());
+        assert_eq!(outbox.queued_bytes(), 7);
+        outbox.push(Bytes::from_static(b"next"));
+        outbox.push_pong(Bytes::from_static(b"p1"));
+        outbox.push_pong(Bytes::from_static(b"p2"));
+        assert_eq!(
+            outbox.frames.len(),
+            4,
+            "a pong after a point is queued anew"
+        );
+        assert_eq!(&outbox.frames[3][..], b"p2");
+    }
+
+    #[test]
+    fn a_pong_being_written_is_not_replaced() {
+        let mut outbox = Outbox::default();
+        outbox.push_pong(Bytes::from_static(b"pong1"));
+        let mut out = Trickle {
+            got: Vec::new(),
+            per_call: 2,
+            total: 2,
+        };
+        outbox.write_to(&mut out).unwrap();
+        outbox.push_pong(Bytes::from_static(b"pong2"));
+        out.total = 100;
+        out.per_call = 100;
+        while !outbox.is_empty() {
+            outbox.write_to(&mut out).unwrap();
+        }
+        assert_eq!(out.got, b"pong1pong2");
+    }
+
+    #[test]
+    fn many_small_frames_weigh_their_cost() {
+        let mut outbox = Outbox::default();
+        for _ in 0..101 {
+            outbox.push(Bytes::from_static(b"xy"));
+        }
+        assert_eq!(outbox.backlog_bytes(), 100 * (2 + FRAME_COST));
     }
 }

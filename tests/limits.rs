@@ -269,9 +269,19 @@ fn an_unfinished_request_head_is_dropped_after_the_handshake_timeout() {
 fn connections_over_the_limit_are_turned_away_and_others_keep_working() {
     let server = Server::start(&[("WS_ASSETS_MAX_CONNECTIONS", "3")]);
     let mut kept: Vec<Client> = (0..3).map(|_| server.client()).collect();
-    let (status, body) = server.get("/health");
+    // A fourth client is turned away...
+    let (status, body) = server.http(
+        "GET /api/v1/websocket HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("connection limit"));
+    // ...while the probes, served from a small reserve, tell the truth: a full server
+    // is a healthy one.
+    let (status, body) = server.get("/health");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.get("/metrics").0, 200);
     for client in &mut kept {
         client.send_text(r#"{"action":"assets","message":{}}"#);
         assert_eq!(client.recv()["action"], "assets");

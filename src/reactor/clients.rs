@@ -36,6 +36,16 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Frames read from one client before the others get their turn.
 const READ_BUDGET: usize = 32;
 
+/// Bytes read from one client before the others get their turn.
+const READ_BUDGET_BYTES: usize = 16 * 1024;
+
+/// Connections accepted beyond the limit for `/health` and `/metrics` only, so that an
+/// orchestrator's probe is answered truthfully when clients use every slot.
+const OPS_RESERVE: usize = 16;
+
+/// How long a connection in the reserve has to send its request.
+const OPS_RESERVE_DEADLINE: Duration = Duration::from_secs(2);
+
 /// Largest incoming frame header plus a short request: tungstenite's read buffer size.
 const READ_BUFFER_BYTES: usize = 512;
 
@@ -43,7 +53,7 @@ const READ_BUFFER_BYTES: usize = 512;
 /// come for this long past the ping interval is it sent on its own.
 const PING_WITH_TICK_GRACE: Duration = Duration::from_secs(2);
 
-/// Rate of the accept-failure warning.
+/// Rate of the accept-failure and slow-consumer warnings.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// The test page, embedded in the binary.
@@ -102,6 +112,9 @@ pub struct Clients {
     more_to_read: Vec<usize>,
     accept_paused_until: Option<Instant>,
     accept_log: Throttle,
+    slow_log: Throttle,
+    /// Most connections open since memory was last given back.
+    peak: usize,
 }
 
 impl Clients {
@@ -130,6 +143,8 @@ impl Clients {
             more_to_read: Vec::new(),
             accept_paused_until: None,
             accept_log: Throttle::new(LOG_EVERY),
+            slow_log: Throttle::new(LOG_EVERY),
+            peak: 0,
         })
     }
 
@@ -154,6 +169,16 @@ impl Clients {
     /// Whether some client has input left over from its last turn.
     pub fn more_to_read(&self) -> bool {
         !self.more_to_read.is_empty()
+    }
+
+    /// Whether the connection count has fallen to half its peak since the last call
+    /// that said so: the moment to give freed memory back to the system.
+    pub fn shrank(&mut self) -> bool {
+        if self.peak >= 64 && self.conns.len() <= self.peak / 2 {
+            self.peak = self.conns.len();
+            return true;
+        }
+        false
     }
 
     /// When accepting resumes after running out of file descriptors, if paused.
@@ -189,7 +214,8 @@ impl Clients {
                 }
             };
             metrics.connections_total += 1;
-            if self.conns.len() >= self.config.max_connections {
+            let reserved = self.conns.len() >= self.config.max_connections;
+            if self.conns.len() >= self.config.max_connections + OPS_RESERVE {
                 metrics
                     .clients_dropped_total
                     .add(DropReason::ConnectionLimit);
@@ -210,7 +236,15 @@ impl Clients {
                 warn!("cannot register connection from {addr}: {e}");
                 continue;
             }
-            entry.insert(Conn::new(stream, now, now + self.config.handshake_timeout));
+            let deadline = if reserved {
+                OPS_RESERVE_DEADLINE.min(self.config.handshake_timeout)
+            } else {
+                self.config.handshake_timeout
+            };
+            let mut conn = Conn::new(stream, now, now + deadline);
+            conn.ops_only = reserved;
+            entry.insert(conn);
+            self.peak = self.peak.max(self.conns.len());
             debug!("connection {key} from {addr}");
         }
     }
@@ -280,7 +314,17 @@ impl Clients {
             }
         };
         let head_only = head.method == "HEAD";
-        let response = match http::route(&head, self.config.enable_ui) {
+        let route = match http::route(&head, self.config.enable_ui) {
+            route @ (Route::Health | Route::Metrics) => route,
+            _ if conn.ops_only => {
+                metrics
+                    .clients_dropped_total
+                    .add(DropReason::ConnectionLimit);
+                Route::Error(503, "connection limit reached")
+            }
+            route => route,
+        };
+        let response = match route {
             Route::WebSocket(ws_key) => {
                 conn.upgrade(head.len, &ws_key, self.ws_config);
                 metrics.websocket_upgrades_total += 1;
@@ -316,7 +360,19 @@ impl Clients {
         market: &mut Market,
         metrics: &mut Metrics,
     ) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.start_turn(READ_BUDGET_BYTES);
+        }
         for _ in 0..READ_BUDGET {
+            if self.is_over_limit(key) {
+                // Reading on would only queue more replies it does not read: write what
+                // the socket takes, and stop here if the queue is still over its limit.
+                self.flush(key, metrics);
+                if self.is_over_limit(key) {
+                    self.doomed.push((key, SLOW_CONSUMER));
+                    return;
+                }
+            }
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
@@ -334,6 +390,7 @@ impl Clients {
                     self.reply_error(key, &protocol::binary_frame_error(), metrics)
                 }
                 Ok(Some(Incoming::Control)) => {}
+                Ok(Some(Incoming::Yield)) => break,
                 Ok(None) => return self.flush_read(key, metrics),
                 Err(ended) => {
                     self.doomed.push((key, doom_for(key, ended)));
@@ -341,7 +398,7 @@ impl Clients {
                 }
             }
         }
-        // Budget spent with input left: edge-triggered readiness will not report it
+        // A budget spent with input left: edge-triggered readiness will not report it
         // again, so remember to come back.
         self.more_to_read.push(key);
         self.flush_read(key, metrics);
@@ -351,11 +408,16 @@ impl Clients {
     /// client that does not read them make it a slow consumer.
     fn flush_read(&mut self, key: usize, metrics: &mut Metrics) {
         self.flush(key, metrics);
-        if let Some(conn) = self.conns.get(key)
-            && conn.socket.outbox.backlog_bytes() > self.config.client_queue_bytes
-        {
+        if self.is_over_limit(key) {
             self.doomed.push((key, SLOW_CONSUMER));
         }
+    }
+
+    /// Whether a client's queue holds more than it may.
+    fn is_over_limit(&self, key: usize) -> bool {
+        self.conns
+            .get(key)
+            .is_some_and(|c| c.socket.outbox.backlog_bytes() > self.config.client_queue_bytes)
     }
 
     /// Continues reading clients that used up their budget in the last pass.
@@ -547,8 +609,13 @@ impl Clients {
                     conn.close(code, reason, discard, now + CLOSE_LINGER);
                     if let Some(why) = why {
                         metrics.clients_dropped_total.add(why);
-                        if why == DropReason::SlowConsumer {
-                            warn!("connection {key} closed as a slow consumer");
+                        if why == DropReason::SlowConsumer
+                            && let Some(suppressed) = self.slow_log.allow(now)
+                        {
+                            warn!(
+                                "connection {key} closed as a slow consumer \
+                                 ({suppressed} more since the last report)"
+                            );
                         }
                     }
                     self.unsubscribe(key, market);
@@ -587,6 +654,15 @@ fn doom_for(key: usize, ended: Ended) -> Doom {
                 "protocol error",
                 false,
                 Some(DropReason::ProtocolError),
+            )
+        }
+        Ended::TooManyFragments => {
+            debug!("connection {key}: too many fragments in one message");
+            Doom::Close(
+                CloseCode::Size,
+                "too many fragments",
+                false,
+                Some(DropReason::MessageTooLarge),
             )
         }
         Ended::InvalidText => Doom::Close(

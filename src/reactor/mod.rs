@@ -37,6 +37,8 @@ use crate::clock::{epoch_now, epoch_second};
 use crate::config::Config;
 use crate::feed::{Feed, Quote};
 use crate::http;
+use crate::limits;
+use crate::logsink;
 use crate::market::Market;
 use crate::metrics::{Gauges, Metrics, TickOutcome};
 use crate::store::Store;
@@ -249,13 +251,16 @@ impl Reactor {
         self.take_results(now);
         self.clients.resume_accepting(now, &mut self.metrics);
         self.store.start(now, self.ops.stopping(), &self.workers);
-        if let Some(second) = self.ticks.new_second() {
+        if let Some(second) = self.ticks.new_second(now, &mut self.metrics) {
             self.market.trim(second);
             if !self.ops.stopping() {
                 self.ticks
                     .start_fetch(second, &self.workers, &mut self.metrics);
             }
             self.clients.sweep(now, &mut self.metrics);
+            if self.clients.shrank() {
+                limits::give_back_memory();
+            }
         }
         self.end_doomed(now);
     }
@@ -354,6 +359,7 @@ impl Reactor {
             feed_in_flight: self.ticks.in_flight(),
             last_tick_time: self.ticks.last_point_time(),
             store_up: self.store.is_up(),
+            log_lines_dropped: logsink::lines_dropped(),
         }
     }
 

@@ -3,9 +3,9 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use log::debug;
+use log::{debug, info};
 use mio::{Interest, Registry, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::metrics::Gauges;
@@ -44,9 +44,11 @@ pub struct HealthFacts<'a> {
 }
 
 impl Ops {
-    /// Listens for SIGINT and SIGTERM through `registry` under `token`.
+    /// Listens for SIGINT and SIGTERM (stop) and SIGHUP (ignored, so that a closed
+    /// terminal or a supervisor's reload does not kill the service) through `registry`
+    /// under `token`.
     pub fn new(registry: &Registry, token: Token) -> io::Result<Ops> {
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
         registry.register(&mut signals, token, Interest::READABLE)?;
         Ok(Ops {
             signals,
@@ -60,8 +62,15 @@ impl Ops {
     pub fn on_signal(&mut self, now: Instant) -> Signal {
         let mut got = false;
         for signal in self.signals.pending() {
-            got = true;
             debug!("signal {signal}");
+            if signal == SIGHUP {
+                info!(
+                    "SIGHUP received: ws_assets has no configuration to reload and keeps \
+                     running (SIGTERM or SIGINT stops it)"
+                );
+            } else {
+                got = true;
+            }
         }
         if !got {
             return Signal::Nothing;

@@ -31,6 +31,7 @@ pub struct Ticks {
     /// A feed failure was logged and no answer has come since.
     failing: bool,
     log: Throttle,
+    missed_log: Throttle,
 }
 
 impl Ticks {
@@ -45,20 +46,28 @@ impl Ticks {
             in_flight: 0,
             failing: false,
             log: Throttle::new(LOG_EVERY),
+            missed_log: Throttle::new(LOG_EVERY),
         }
     }
 
-    /// The second that has begun since the last call, if one has.
-    pub fn new_second(&mut self) -> Option<i64> {
+    /// The second that has begun since the last call, if one has. Seconds passed over
+    /// (the loop was held up, or the clock jumped) are counted as missed ticks.
+    pub fn new_second(&mut self, now: Instant, metrics: &mut Metrics) -> Option<i64> {
         let second = epoch_second();
         if second <= self.last_second {
             return None;
         }
-        if second > self.last_second + 1 {
-            debug!(
-                "clock jumped {} s; ticks in between are skipped",
-                second - self.last_second - 1
-            );
+        let missed = second - self.last_second - 1;
+        if missed > 0 {
+            metrics
+                .ticks_total
+                .add_many(TickOutcome::Missed, missed.unsigned_abs());
+            if let Some(suppressed) = self.missed_log.allow(now) {
+                warn!(
+                    "{missed} ticks missed before {second} (the loop was held up or the \
+                     clock jumped; {suppressed} similar reports suppressed)"
+                );
+            }
         }
         self.last_second = second;
         Some(second)
