@@ -32,7 +32,7 @@ impl Reactor {
         } else {
             uptime
         };
-        let database = self.store.kind() != "memory";
+        let database = self.store.kind() == crate::store::StoreKind::Postgres;
         let mut problems = Vec::new();
         if database && !self.store_up {
             problems.push("database unreachable: points are queued in memory".to_string());
@@ -55,7 +55,7 @@ impl Reactor {
             "clients": self.conns.len(),
             "subscribed_clients": subscribed,
             "store": {
-                "kind": self.store.kind(),
+                "kind": self.store.kind().label(),
                 "up": self.store_up,
                 "queued_points": self.writes.len(),
             },

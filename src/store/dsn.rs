@@ -52,6 +52,35 @@ impl fmt::Display for DsnError {
 
 impl Error for DsnError {}
 
+/// `WS_ASSETS_POSTGRESQL_DSN`, parsed once: what every connection of the service opens with.
+#[derive(Debug, Clone)]
+pub struct PgSettings {
+    postgres: postgres::Config,
+}
+
+impl PgSettings {
+    /// Parses a DSN in any of the accepted forms (see [`parse`]).
+    pub fn parse(dsn: &str) -> Result<PgSettings, DsnError> {
+        parse(dsn).map(PgSettings::from)
+    }
+
+    /// The driver's settings.
+    pub fn postgres(&self) -> &postgres::Config {
+        &self.postgres
+    }
+
+    /// The connection target for logs, without the password; see [`redacted`].
+    pub fn redacted(&self) -> String {
+        redacted(&self.postgres)
+    }
+}
+
+impl From<postgres::Config> for PgSettings {
+    fn from(postgres: postgres::Config) -> PgSettings {
+        PgSettings { postgres }
+    }
+}
+
 /// Parses a DSN into a `postgres::Config`, dropping any `+driver` part of the scheme.
 ///
 /// A DSN without a host connects to `localhost`; the port defaults to 5432 and the user

@@ -19,7 +19,7 @@ use r2d2_postgres::PostgresConnectionManager;
 
 use super::dsn::{error_text, redacted, with_service_defaults};
 use super::migrate::{self, Applied};
-use super::{Store, StoreError};
+use super::{Store, StoreError, StoreKind};
 use crate::market::{Asset, Point};
 
 /// How long a store call waits for a pooled connection before answering `Unavailable`.
@@ -139,8 +139,8 @@ impl PostgresStore {
 }
 
 impl Store for PostgresStore {
-    fn kind(&self) -> &'static str {
-        "postgresql"
+    fn kind(&self) -> StoreKind {
+        StoreKind::Postgres
     }
 
     fn load_assets(&self) -> Result<Vec<Asset>, StoreError> {
