@@ -6,6 +6,7 @@
 pub mod dsn;
 pub mod memory;
 pub mod migrate;
+pub mod pgerror;
 pub mod postgres;
 
 use std::fmt;
