@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
+use crate::feed::{FeedSource, SIMULATED};
+use crate::store::dsn::PgSettings;
+
 /// Every environment variable starts with this.
 pub const PREFIX: &str = "WS_ASSETS_";
 
-/// What the simulated feed is called in `WS_ASSETS_RATES_URL`.
-pub const SIMULATED: &str = "simulated";
-
-/// The service's settings, parsed and checked.
-#[derive(Debug, Clone, PartialEq)]
+/// The service's settings, each parsed once into the type it is used as.
+#[derive(Debug, Clone)]
 pub struct Config {
     /// Address to listen on.
     pub host: IpAddr,
@@ -30,24 +30,24 @@ pub struct Config {
     pub auto_apply_migrations: bool,
     /// Log level.
     pub log_level: LevelFilter,
-    /// PostgreSQL DSN; empty selects the in-memory store.
-    pub postgresql_dsn: String,
+    /// The PostgreSQL connection settings; `None` (an empty DSN) selects the in-memory store.
+    pub postgresql: Option<PgSettings>,
     /// Maximum PostgreSQL pool size.
     pub postgresql_pool_size: u32,
     /// How long start-up (and `migrate`) keeps retrying an unreachable database.
     pub postgresql_startup_timeout: Duration,
-    /// Points older than this many days are deleted; 0 keeps everything.
-    pub retention_days: u32,
-    /// `simulated`, or the `http(s)://` URL of an FXCM ratesjson feed.
-    pub rates_url: String,
+    /// How long points are kept in the store; `None` keeps them forever. See [`Config::retention`].
+    retention: Option<Duration>,
+    /// Where quotes come from.
+    pub feed: FeedSource,
     /// Per-request timeout of the HTTP feed.
     pub rates_timeout: Duration,
     /// Largest feed body accepted, in bytes.
     pub rates_max_body_bytes: u64,
     /// Feed fetches allowed in flight at once; a tick finding them all busy is skipped.
     pub rates_max_in_flight: usize,
-    /// Seed of the simulated feed; 0 picks one at random.
-    pub simulated_seed: u64,
+    /// Seed of the simulated feed; `None` picks one at random.
+    pub simulated_seed: Option<u64>,
     /// Fill the history window with simulated points at start-up (simulated feed, empty store only).
     pub simulated_backfill: bool,
     /// Length of the history window sent on subscribe, in seconds.
@@ -82,7 +82,7 @@ pub struct Var {
     pub help: &'static str,
     /// What values are accepted, for error messages.
     pub accepts: &'static str,
-    apply: fn(&mut Config, &str) -> Option<()>,
+    apply: fn(&mut Config, &str) -> Result<(), Refused>,
 }
 
 /// The whole configuration surface, in the order `--help` and the README list it.
@@ -92,266 +92,175 @@ pub const VARS: &[Var] = &[
         default: "0.0.0.0",
         help: "listen address",
         accepts: "an IPv4 or IPv6 address, or localhost",
-        apply: |c, v| {
-            c.host = if v.eq_ignore_ascii_case("localhost") {
-                IpAddr::from([127, 0, 0, 1])
-            } else {
-                v.parse().ok()?
-            };
-            Some(())
-        },
+        apply: |c, v| address(v).map(|a| c.host = a),
     },
     Var {
         name: "PORT",
         default: "8080",
         help: "listen port; 0 picks a free one and logs it",
         accepts: "an integer 0..=65535",
-        apply: |c, v| set(&mut c.port, v.parse().ok()),
+        apply: |c, v| int(v, 0, 65_535).map(|n| c.port = n),
     },
     Var {
         name: "ENABLE_UI",
         default: "TRUE",
         help: "serve the test page on /",
         accepts: BOOL,
-        apply: |c, v| set(&mut c.enable_ui, parse_bool(v)),
+        apply: |c, v| boolean(v).map(|b| c.enable_ui = b),
     },
     Var {
         name: "AUTO_APPLY_MIGRATIONS",
         default: "TRUE",
         help: "apply the sql/ migrations at start-up",
         accepts: BOOL,
-        apply: |c, v| set(&mut c.auto_apply_migrations, parse_bool(v)),
+        apply: |c, v| boolean(v).map(|b| c.auto_apply_migrations = b),
     },
     Var {
         name: "LOG_LEVEL",
         default: "INFO",
         help: "log level",
         accepts: "off, critical, error, warning, warn, info, debug or trace, in any case",
-        apply: |c, v| set(&mut c.log_level, parse_log_level(v)),
+        apply: |c, v| log_level(v).map(|l| c.log_level = l),
     },
     Var {
         name: "POSTGRESQL_DSN",
         default: "",
         help: "PostgreSQL DSN; empty keeps points in memory only",
         accepts: "empty, or a postgresql://, postgres:// or postgresql+asyncpg:// URL (or libpq key=value pairs)",
-        apply: |c, v| {
-            if !v.is_empty() {
-                crate::store::dsn::parse(v).ok()?;
-            }
-            c.postgresql_dsn = v.to_string();
-            Some(())
-        },
+        apply: |c, v| database(v).map(|d| c.postgresql = d),
     },
     Var {
         name: "POSTGRESQL_POOL_SIZE",
         default: "10",
         help: "maximum PostgreSQL pool size",
         accepts: "an integer 1..=1000",
-        apply: |c, v| {
-            set(
-                &mut c.postgresql_pool_size,
-                in_range(v, 1, 1000).map(|n| n as u32),
-            )
-        },
+        apply: |c, v| int(v, 1, 1000).map(|n| c.postgresql_pool_size = n),
     },
     Var {
         name: "POSTGRESQL_STARTUP_TIMEOUT_SECONDS",
         default: "30",
         help: "how long start-up and migrate retry an unreachable database before giving up, in seconds",
         accepts: "an integer 1..=3600",
-        apply: |c, v| {
-            set(
-                &mut c.postgresql_startup_timeout,
-                in_range(v, 1, 3600).map(Duration::from_secs),
-            )
-        },
+        apply: |c, v| seconds(v, 1, 3600).map(|d| c.postgresql_startup_timeout = d),
     },
     Var {
         name: "RETENTION_DAYS",
         default: "30",
         help: "points older than this many days are deleted from the database; 0 keeps everything",
         accepts: "an integer 0..=36500",
-        apply: |c, v| {
-            set(
-                &mut c.retention_days,
-                in_range(v, 0, 36_500).map(|n| n as u32),
-            )
-        },
+        apply: |c, v| days_or_forever(v, 36_500).map(|d| c.retention = d),
     },
     Var {
         name: "RATES_URL",
         default: SIMULATED,
         help: "quote feed: simulated, or the http(s) URL of an FXCM ratesjson feed",
         accepts: "simulated, or a URL starting with http:// or https://",
-        apply: |c, v| {
-            let ok = v == SIMULATED || v.starts_with("http://") || v.starts_with("https://");
-            ok.then(|| c.rates_url = v.to_string())
-        },
+        apply: |c, v| feed(v).map(|f| c.feed = f),
     },
     Var {
         name: "RATES_TIMEOUT_MS",
         default: "800",
         help: "timeout of one feed request, in milliseconds",
         accepts: "an integer 1..=60000",
-        apply: |c, v| {
-            set(
-                &mut c.rates_timeout,
-                in_range(v, 1, 60_000).map(Duration::from_millis),
-            )
-        },
+        apply: |c, v| millis(v, 1, 60_000).map(|d| c.rates_timeout = d),
     },
     Var {
         name: "RATES_MAX_BODY_BYTES",
         default: "262144",
         help: "largest feed answer accepted, in bytes",
         accepts: "an integer 1024..=67108864",
-        apply: |c, v| set(&mut c.rates_max_body_bytes, in_range(v, 1024, 64 << 20)),
+        apply: |c, v| int(v, 1024, 64 << 20).map(|n| c.rates_max_body_bytes = n),
     },
     Var {
         name: "RATES_MAX_IN_FLIGHT",
         default: "2",
         help: "feed requests in flight at once; a tick finding them all busy is skipped",
         accepts: "an integer 1..=16",
-        apply: |c, v| {
-            set(
-                &mut c.rates_max_in_flight,
-                in_range(v, 1, 16).map(|n| n as usize),
-            )
-        },
+        apply: |c, v| int(v, 1, 16).map(|n| c.rates_max_in_flight = n),
     },
     Var {
         name: "SIMULATED_SEED",
         default: "0",
         help: "seed of the simulated feed; 0 picks one at random",
         accepts: "an unsigned 64-bit integer",
-        apply: |c, v| set(&mut c.simulated_seed, v.parse().ok()),
+        apply: |c, v| int(v, 0, u64::MAX).map(|n| c.simulated_seed = (n != 0).then_some(n)),
     },
     Var {
         name: "SIMULATED_BACKFILL",
         default: "TRUE",
         help: "fill the history window with simulated points at start-up (simulated feed and empty store only)",
         accepts: BOOL,
-        apply: |c, v| set(&mut c.simulated_backfill, parse_bool(v)),
+        apply: |c, v| boolean(v).map(|b| c.simulated_backfill = b),
     },
     Var {
         name: "HISTORY_SECONDS",
         default: "1800",
         help: "history window sent on subscribe, in seconds",
         accepts: "an integer 1..=86400",
-        apply: |c, v| {
-            set(
-                &mut c.history_seconds,
-                in_range(v, 1, 86_400).map(|n| n as u32),
-            )
-        },
+        apply: |c, v| int(v, 1, 86_400).map(|n| c.history_seconds = n),
     },
     Var {
         name: "WORKER_THREADS",
         default: "4",
         help: "threads for blocking work (feed requests, database calls)",
         accepts: "an integer 1..=64",
-        apply: |c, v| {
-            set(
-                &mut c.worker_threads,
-                in_range(v, 1, 64).map(|n| n as usize),
-            )
-        },
+        apply: |c, v| int(v, 1, 64).map(|n| c.worker_threads = n),
     },
     Var {
         name: "MAX_CONNECTIONS",
         default: "100000",
         help: "connections served at once (also bounded by the open-file limit)",
         accepts: "an integer 1..=10000000",
-        apply: |c, v| {
-            set(
-                &mut c.max_connections,
-                in_range(v, 1, 10_000_000).map(|n| n as usize),
-            )
-        },
+        apply: |c, v| int(v, 1, 10_000_000).map(|n| c.max_connections = n),
     },
     Var {
         name: "MAX_MESSAGE_BYTES",
         default: "4096",
         help: "largest incoming WebSocket message; larger closes the connection with 1009",
         accepts: "an integer 64..=1048576",
-        apply: |c, v| {
-            set(
-                &mut c.max_message_bytes,
-                in_range(v, 64, 1 << 20).map(|n| n as usize),
-            )
-        },
+        apply: |c, v| int(v, 64, 1 << 20).map(|n| c.max_message_bytes = n),
     },
     Var {
         name: "CLIENT_QUEUE_BYTES",
         default: "1048576",
         help: "outgoing bytes a client may have waiting behind the message being sent; beyond it the client is closed with 1008",
         accepts: "an integer 4096..=1073741824",
-        apply: |c, v| {
-            set(
-                &mut c.client_queue_bytes,
-                in_range(v, 4096, 1 << 30).map(|n| n as usize),
-            )
-        },
+        apply: |c, v| int(v, 4096, 1 << 30).map(|n| c.client_queue_bytes = n),
     },
     Var {
         name: "PING_INTERVAL_SECONDS",
         default: "20",
         help: "silence after which the server pings a client, in seconds",
         accepts: "an integer 1..=3600",
-        apply: |c, v| {
-            set(
-                &mut c.ping_interval,
-                in_range(v, 1, 3600).map(Duration::from_secs),
-            )
-        },
+        apply: |c, v| seconds(v, 1, 3600).map(|d| c.ping_interval = d),
     },
     Var {
         name: "PONG_TIMEOUT_SECONDS",
         default: "20",
         help: "time a pinged client has to answer before it is dropped, in seconds",
         accepts: "an integer 1..=3600",
-        apply: |c, v| {
-            set(
-                &mut c.pong_timeout,
-                in_range(v, 1, 3600).map(Duration::from_secs),
-            )
-        },
+        apply: |c, v| seconds(v, 1, 3600).map(|d| c.pong_timeout = d),
     },
     Var {
         name: "HANDSHAKE_TIMEOUT_SECONDS",
         default: "10",
         help: "time a new connection has to send its HTTP request, in seconds",
         accepts: "an integer 1..=600",
-        apply: |c, v| {
-            set(
-                &mut c.handshake_timeout,
-                in_range(v, 1, 600).map(Duration::from_secs),
-            )
-        },
+        apply: |c, v| seconds(v, 1, 600).map(|d| c.handshake_timeout = d),
     },
     Var {
         name: "WRITE_QUEUE_POINTS",
         default: "432000",
         help: "points kept for the store while it is unreachable (432000 = a day of 5 assets); beyond it the oldest are dropped",
         accepts: "an integer 1000..=100000000",
-        apply: |c, v| {
-            set(
-                &mut c.write_queue_points,
-                in_range(v, 1000, 100_000_000).map(|n| n as usize),
-            )
-        },
+        apply: |c, v| int(v, 1000, 100_000_000).map(|n| c.write_queue_points = n),
     },
     Var {
         name: "HEALTH_MAX_TICK_AGE_SECONDS",
         default: "15",
         help: "/health answers 503 when no tick has recorded a point for this long, in seconds",
         accepts: "an integer 1..=86400",
-        apply: |c, v| {
-            set(
-                &mut c.health_max_tick_age,
-                in_range(v, 1, 86_400).map(Duration::from_secs),
-            )
-        },
+        apply: |c, v| seconds(v, 1, 86_400).map(|d| c.health_max_tick_age = d),
     },
 ];
 
@@ -362,23 +271,53 @@ const BOOL: &str = "TRUE, FALSE, 1, 0, yes or no, in any case";
 pub struct ConfigError {
     /// Full variable name, with the prefix.
     pub variable: String,
-    /// The value given.
-    pub value: String,
+    /// The value given; `None` for a variable that may hold a password.
+    pub value: Option<String>,
     /// What would have been accepted.
     pub accepts: &'static str,
+    /// What exactly is wrong, when the parser can say more than `accepts`.
+    pub detail: Option<String>,
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid {}={:?}: expected {}",
-            self.variable, self.value, self.accepts
-        )
+        match &self.value {
+            Some(value) => write!(f, "invalid {}={value:?}", self.variable)?,
+            None => write!(f, "invalid {} (value not shown)", self.variable)?,
+        }
+        write!(f, ": expected {}", self.accepts)?;
+        match &self.detail {
+            Some(detail) => write!(f, " ({detail})"),
+            None => Ok(()),
+        }
     }
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Why a parser refused a value, beyond the variable's `accepts` text.
+#[derive(Debug)]
+struct Refused {
+    /// What exactly is wrong, if the parser can tell.
+    detail: Option<String>,
+    /// The value may hold a password: the error must not repeat it.
+    secret: bool,
+}
+
+/// A value outside what `accepts` describes; nothing more to say.
+const REFUSED: Refused = Refused {
+    detail: None,
+    secret: false,
+};
+
+impl<E: std::error::Error> From<E> for Refused {
+    fn from(e: E) -> Refused {
+        Refused {
+            detail: Some(e.to_string()),
+            secret: false,
+        }
+    }
+}
 
 impl Config {
     /// Reads the configuration from the process environment.
@@ -391,14 +330,16 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let mut config = Config::blank();
         for var in VARS {
-            (var.apply)(&mut config, var.default)
-                .unwrap_or_else(|| unreachable!("default of {} must parse", var.name));
+            if (var.apply)(&mut config, var.default).is_err() {
+                unreachable!("the default of {} must parse", var.name);
+            }
             let full = format!("{PREFIX}{}", var.name);
             if let Some(value) = lookup(&full) {
-                (var.apply)(&mut config, value.trim()).ok_or(ConfigError {
+                (var.apply)(&mut config, value.trim()).map_err(|refused| ConfigError {
                     variable: full,
-                    value,
+                    value: (!refused.secret).then_some(value),
                     accepts: var.accepts,
+                    detail: refused.detail,
                 })?;
             }
         }
@@ -407,13 +348,7 @@ impl Config {
 
     /// How long points are kept in the store; `None` keeps them forever.
     pub fn retention(&self) -> Option<Duration> {
-        (self.retention_days > 0)
-            .then(|| Duration::from_secs(u64::from(self.retention_days) * 86_400))
-    }
-
-    /// Whether the feed is the built-in simulation.
-    pub fn is_simulated_feed(&self) -> bool {
-        self.rates_url == SIMULATED
+        self.retention
     }
 
     /// A value of every field, each overwritten by its variable's default before use.
@@ -424,15 +359,15 @@ impl Config {
             enable_ui: false,
             auto_apply_migrations: false,
             log_level: LevelFilter::Off,
-            postgresql_dsn: String::new(),
+            postgresql: None,
             postgresql_pool_size: 0,
             postgresql_startup_timeout: Duration::ZERO,
-            retention_days: 0,
-            rates_url: String::new(),
+            retention: None,
+            feed: FeedSource::Simulated,
             rates_timeout: Duration::ZERO,
             rates_max_body_bytes: 0,
             rates_max_in_flight: 0,
-            simulated_seed: 0,
+            simulated_seed: None,
             simulated_backfill: false,
             history_seconds: 0,
             worker_threads: 0,
@@ -488,33 +423,76 @@ pub fn markdown_table() -> String {
     out
 }
 
-fn set<T>(field: &mut T, value: Option<T>) -> Option<()> {
-    *field = value?;
-    Some(())
+/// An integer in `lo..=hi`, as the field's type (the range keeps it within that type).
+fn int<T: TryFrom<u64>>(v: &str, lo: u64, hi: u64) -> Result<T, Refused> {
+    let n = v
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (lo..=hi).contains(n))
+        .ok_or(REFUSED)?;
+    T::try_from(n).map_err(|_| REFUSED)
 }
 
-fn in_range(v: &str, min: u64, max: u64) -> Option<u64> {
-    v.parse::<u64>().ok().filter(|n| (min..=max).contains(n))
+/// Whole seconds in `lo..=hi`.
+fn seconds(v: &str, lo: u64, hi: u64) -> Result<Duration, Refused> {
+    int(v, lo, hi).map(Duration::from_secs)
 }
 
-fn parse_bool(v: &str) -> Option<bool> {
+/// Whole milliseconds in `lo..=hi`.
+fn millis(v: &str, lo: u64, hi: u64) -> Result<Duration, Refused> {
+    int(v, lo, hi).map(Duration::from_millis)
+}
+
+/// Whole days up to `hi`; 0 means forever (`None`).
+fn days_or_forever(v: &str, hi: u64) -> Result<Option<Duration>, Refused> {
+    let days: u64 = int(v, 0, hi)?;
+    Ok((days > 0).then(|| Duration::from_secs(days * 86_400)))
+}
+
+fn boolean(v: &str) -> Result<bool, Refused> {
     match v.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" => Some(true),
-        "false" | "0" | "no" => Some(false),
-        _ => None,
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(REFUSED),
     }
 }
 
-fn parse_log_level(v: &str) -> Option<LevelFilter> {
-    Some(match v.to_ascii_lowercase().as_str() {
+fn address(v: &str) -> Result<IpAddr, Refused> {
+    if v.eq_ignore_ascii_case("localhost") {
+        return Ok(IpAddr::from([127, 0, 0, 1]));
+    }
+    v.parse().map_err(|_| REFUSED)
+}
+
+fn log_level(v: &str) -> Result<LevelFilter, Refused> {
+    Ok(match v.to_ascii_lowercase().as_str() {
         "off" => LevelFilter::Off,
         "critical" | "error" => LevelFilter::Error,
         "warning" | "warn" => LevelFilter::Warn,
         "info" => LevelFilter::Info,
         "debug" => LevelFilter::Debug,
         "trace" => LevelFilter::Trace,
-        _ => return None,
+        _ => return Err(REFUSED),
     })
+}
+
+fn feed(v: &str) -> Result<FeedSource, Refused> {
+    Ok(FeedSource::parse(v)?)
+}
+
+/// Empty: no database. Otherwise the DSN; a refused one is not repeated (it may hold a
+/// password), and the parser's reason never contains the password.
+fn database(v: &str) -> Result<Option<PgSettings>, Refused> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    match PgSettings::parse(v) {
+        Ok(settings) => Ok(Some(settings)),
+        Err(e) => Err(Refused {
+            detail: Some(e.to_string()),
+            secret: true,
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -542,9 +520,11 @@ mod tests {
         assert!(c.enable_ui);
         assert!(c.auto_apply_migrations);
         assert_eq!(c.log_level, LevelFilter::Info);
-        assert_eq!(c.postgresql_dsn, "");
+        assert!(c.postgresql.is_none());
         assert_eq!(c.postgresql_pool_size, 10);
-        assert!(c.is_simulated_feed());
+        assert_eq!(c.feed, FeedSource::Simulated);
+        assert_eq!(c.simulated_seed, None);
+        assert_eq!(c.retention(), Some(Duration::from_secs(30 * 86_400)));
         assert_eq!(c.history_seconds, 1800);
         assert!(c.rates_timeout < Duration::from_secs(1));
     }
@@ -584,7 +564,7 @@ mod tests {
     fn bad_value_names_variable_value_and_what_is_accepted() {
         let err = with(&[("PORT", "80a")]).unwrap_err();
         assert_eq!(err.variable, "WS_ASSETS_PORT");
-        assert_eq!(err.value, "80a");
+        assert_eq!(err.value.as_deref(), Some("80a"));
         let text = err.to_string();
         assert!(text.contains("WS_ASSETS_PORT"), "{text}");
         assert!(text.contains("80a"), "{text}");
@@ -612,13 +592,84 @@ mod tests {
         assert!(with(&[("HOST", "::1")]).unwrap().host.is_ipv6());
         assert!(with(&[("HOST", "example")]).is_err());
         assert!(with(&[("RATES_URL", "ftp://x")]).is_err());
+        let feed = with(&[("RATES_URL", "https://x/rates")]).unwrap().feed;
+        assert!(matches!(feed, FeedSource::Fxcm(url) if url.shown() == "https://x/rates"));
+    }
+
+    #[test]
+    fn the_feed_url_follows_one_rule() {
+        let err = with(&[("RATES_URL", "http://")]).unwrap_err();
+        assert_eq!(err.variable, "WS_ASSETS_RATES_URL");
+        let text = err.to_string();
+        assert!(text.contains("\"http://\""), "{text}");
+        assert!(text.contains("not a valid URL"), "{text}");
+        assert!(with(&[("RATES_URL", "http:///path")]).is_err());
+
+        let feed = with(&[("RATES_URL", "HTTPS://host/x")]).unwrap().feed;
+        assert!(matches!(feed, FeedSource::Fxcm(url) if url.shown() == "https://host/x"));
+    }
+
+    #[test]
+    fn the_dsn_is_parsed_once_and_its_errors_hide_the_value() {
+        let c = with(&[("POSTGRESQL_DSN", "postgresql+asyncpg://u:p@h:6432/db")]).unwrap();
+        let pg = c.postgresql.unwrap();
+        assert_eq!(pg.redacted(), "postgresql://u@h:6432/db");
         assert!(
-            !with(&[("RATES_URL", "https://x/rates")])
+            with(&[("POSTGRESQL_DSN", "  ")])
                 .unwrap()
-                .is_simulated_feed()
+                .postgresql
+                .is_none()
         );
-        assert!(with(&[("POSTGRESQL_DSN", "mysql://x")]).is_err());
-        assert!(with(&[("POSTGRESQL_DSN", "postgresql+asyncpg://u:p@h/db")]).is_ok());
+
+        for bad in [
+            "mysql://u:hunter2@h/db",
+            "postgresql://u:hunter2@h:notaport/db",
+        ] {
+            let err = with(&[("POSTGRESQL_DSN", bad)]).unwrap_err();
+            assert_eq!(err.variable, "WS_ASSETS_POSTGRESQL_DSN");
+            assert_eq!(err.value, None);
+            let text = err.to_string();
+            assert!(text.contains("WS_ASSETS_POSTGRESQL_DSN"), "{text}");
+            assert!(text.contains("expected"), "{text}");
+            assert!(err.detail.is_some(), "{text}");
+            assert!(!text.contains("hunter2"), "{text}");
+        }
+    }
+
+    #[test]
+    fn seeds_and_retention_keep_their_special_zero() {
+        let c = with(&[("SIMULATED_SEED", "0"), ("RETENTION_DAYS", "0")]).unwrap();
+        assert_eq!(c.simulated_seed, None);
+        assert_eq!(c.retention(), None);
+        let c = with(&[("SIMULATED_SEED", "42"), ("RETENTION_DAYS", "2")]).unwrap();
+        assert_eq!(c.simulated_seed, Some(42));
+        assert_eq!(c.retention(), Some(Duration::from_secs(2 * 86_400)));
+    }
+
+    /// Every `an integer LO..=HI` that `--help` promises is the range the parser applies.
+    #[test]
+    fn integer_ranges_are_the_ones_documented() {
+        for var in VARS {
+            let Some(range) = var.accepts.strip_prefix("an integer ") else {
+                continue;
+            };
+            let (lo, hi) = range.split_once("..=").unwrap();
+            let (lo, hi): (u64, u64) = (lo.parse().unwrap(), hi.parse().unwrap());
+            assert!(with(&[(var.name, &lo.to_string())]).is_ok(), "{}", var.name);
+            assert!(with(&[(var.name, &hi.to_string())]).is_ok(), "{}", var.name);
+            assert!(
+                with(&[(var.name, &(hi + 1).to_string())]).is_err(),
+                "{}",
+                var.name
+            );
+            if lo > 0 {
+                assert!(
+                    with(&[(var.name, &(lo - 1).to_string())]).is_err(),
+                    "{}",
+                    var.name
+                );
+            }
+        }
     }
 
     #[test]

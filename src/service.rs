@@ -10,16 +10,16 @@ use log::{info, warn};
 use crate::asset::{Point, default_assets};
 use crate::clock::epoch_second;
 use crate::config::Config;
-use crate::feed::Feed;
 use crate::feed::fxcm::FxcmFeed;
 use crate::feed::simulated::SimulatedFeed;
+use crate::feed::{Feed, FeedSource};
 use crate::limits;
 use crate::market::Market;
 use crate::reactor::{Parts, Reactor};
 use crate::store::memory::MemoryStore;
 use crate::store::migrate::Applied;
 use crate::store::postgres::{self, PostgresStore};
-use crate::store::{Store, StoreError, dsn};
+use crate::store::{Store, StoreError};
 
 /// Accept backlog of the listener.
 const BACKLOG: i32 = 4096;
@@ -33,8 +33,6 @@ pub enum StartError {
     Store(StoreError),
     /// The store lists no assets.
     NoAssets,
-    /// The feed could not be set up.
-    Feed(String),
     /// The listen address could not be bound.
     Bind(SocketAddr, std::io::Error),
     /// The event loop could not be set up.
@@ -46,7 +44,6 @@ impl fmt::Display for StartError {
         match self {
             StartError::Store(e) => write!(f, "{e}"),
             StartError::NoAssets => write!(f, "the store lists no assets; nothing to stream"),
-            StartError::Feed(e) => write!(f, "cannot set up the feed: {e}"),
             StartError::Bind(addr, e) => write!(
                 f,
                 "cannot listen on {addr}: {e} (set WS_ASSETS_HOST / WS_ASSETS_PORT)"
@@ -89,30 +86,29 @@ pub fn start(mut config: Config) -> Result<Reactor, StartError> {
     let warmed = market.warm(&stored, now);
 
     let mut initial_writes: Vec<Point> = Vec::new();
-    let (feed, feed_text): (Arc<dyn Feed>, String) = if config.is_simulated_feed() {
-        let seed = match config.simulated_seed {
-            0 => fastrand::u64(1..),
-            seed => seed,
-        };
-        let simulated = Arc::new(SimulatedFeed::new(seed));
-        if config.simulated_backfill && stored.is_empty() {
-            initial_writes = simulated.backfill(&assets, window_start, now);
-            market.warm(&initial_writes, now);
+    let (feed, feed_text): (Arc<dyn Feed>, String) = match &config.feed {
+        FeedSource::Simulated => {
+            let seed = config.simulated_seed.unwrap_or_else(|| fastrand::u64(1..));
+            let simulated = Arc::new(SimulatedFeed::new(seed));
+            if config.simulated_backfill && stored.is_empty() {
+                initial_writes = simulated.backfill(&assets, window_start, now);
+                market.warm(&initial_writes, now);
+            }
+            (simulated, format!("simulated (seed {seed})"))
         }
-        (simulated, format!("simulated (seed {seed})"))
-    } else {
-        let fxcm = FxcmFeed::new(
-            &config.rates_url,
-            config.rates_timeout,
-            config.rates_max_body_bytes,
-        )
-        .map_err(|e| StartError::Feed(format!("WS_ASSETS_RATES_URL: {e}")))?;
-        let text = format!(
-            "{} (timeout {} ms)",
-            fxcm.describe(),
-            config.rates_timeout.as_millis()
-        );
-        (Arc::new(fxcm), text)
+        FeedSource::Fxcm(url) => {
+            let text = format!(
+                "{} (timeout {} ms)",
+                url.shown(),
+                config.rates_timeout.as_millis()
+            );
+            let fxcm = FxcmFeed::new(
+                url.clone(),
+                config.rates_timeout,
+                config.rates_max_body_bytes,
+            );
+            (Arc::new(fxcm), text)
+        }
     };
 
     let addr = SocketAddr::new(config.host, config.port);
@@ -128,12 +124,9 @@ pub fn start(mut config: Config) -> Result<Reactor, StartError> {
             initial_writes.len()
         )
     };
-    let store_text = match store.kind() {
-        "memory" => "memory (history does not survive a restart)".to_string(),
-        other => match postgres_config(&config) {
-            Ok(pg) => format!("{other} {}", dsn::redacted(&pg)),
-            Err(_) => other.to_string(),
-        },
+    let store_text = match &config.postgresql {
+        None => "memory (history does not survive a restart)".to_string(),
+        Some(pg) => format!("{} {}", store.kind().label(), pg.redacted()),
     };
     let reactor = Reactor::new(Parts {
         config: config.clone(),
@@ -154,18 +147,17 @@ pub fn start(mut config: Config) -> Result<Reactor, StartError> {
 }
 
 fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
-    if config.postgresql_dsn.is_empty() {
+    let Some(pg) = &config.postgresql else {
         let capacity = default_assets().len() * config.history_seconds as usize * 2;
         return Ok(Arc::new(MemoryStore::new(default_assets(), capacity)));
-    }
-    let pg = postgres_config(config).map_err(StartError::Store)?;
+    };
     info!(
         "connecting to {} (up to {} s)",
-        dsn::redacted(&pg),
+        pg.redacted(),
         config.postgresql_startup_timeout.as_secs()
     );
     let store = PostgresStore::connect(
-        &pg,
+        pg.postgres(),
         config.postgresql_pool_size,
         config.postgresql_startup_timeout,
         config.auto_apply_migrations,
@@ -174,19 +166,12 @@ fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
     Ok(Arc::new(store))
 }
 
-/// The PostgreSQL settings of `WS_ASSETS_POSTGRESQL_DSN`.
-pub fn postgres_config(config: &Config) -> Result<::postgres::Config, StoreError> {
-    dsn::parse(&config.postgresql_dsn)
-        .map_err(|e| StoreError::Query(format!("WS_ASSETS_POSTGRESQL_DSN: {e}")))
-}
-
 /// `ws_assets migrate`: applies pending migrations and lists them.
 pub fn migrate(config: &Config) -> Result<Vec<Applied>, StoreError> {
-    if config.postgresql_dsn.is_empty() {
+    let Some(pg) = &config.postgresql else {
         return Err(StoreError::Query(
             "WS_ASSETS_POSTGRESQL_DSN is empty: there is no database to migrate".into(),
         ));
-    }
-    let pg = postgres_config(config)?;
-    postgres::migrate(&pg, config.postgresql_startup_timeout)
+    };
+    postgres::migrate(pg.postgres(), config.postgresql_startup_timeout)
 }

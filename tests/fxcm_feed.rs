@@ -11,8 +11,12 @@ use std::time::{Duration, Instant};
 
 use fakefeed::{FakeFeed as Server, Reply, rates_body};
 use ws_assets::asset::Asset;
-use ws_assets::feed::fxcm::{DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT, FxcmFeed};
+use ws_assets::feed::fxcm::FxcmFeed;
 use ws_assets::feed::{Feed, FeedError, Fetched};
+
+/// The service's defaults (`WS_ASSETS_RATES_TIMEOUT_MS`, `WS_ASSETS_RATES_MAX_BODY_BYTES`).
+const DEFAULT_TIMEOUT: Duration = Duration::from_millis(800);
+const DEFAULT_MAX_BODY_BYTES: u64 = 256 * 1024;
 
 fn assets() -> Vec<Asset> {
     ["EURUSD", "USDJPY", "GBPUSD", "AUDUSD", "USDCAD"]
@@ -55,7 +59,11 @@ fn pairs(f: &Fetched) -> Vec<(i32, f64)> {
 }
 
 fn feed_for(server: &Server) -> FxcmFeed {
-    FxcmFeed::new(&server.url(), DEFAULT_TIMEOUT, DEFAULT_MAX_BODY_BYTES).expect("valid test URL")
+    FxcmFeed::new(
+        server.url().parse().expect("valid test URL"),
+        DEFAULT_TIMEOUT,
+        DEFAULT_MAX_BODY_BYTES,
+    )
 }
 
 fn fetch(feed: &FxcmFeed) -> Result<Fetched, FeedError> {
@@ -183,7 +191,11 @@ fn garbage_bodies_are_parse_errors() {
 fn slow_answer_times_out_and_the_next_fetch_works() {
     let server = Server::start();
     let timeout = Duration::from_millis(300);
-    let feed = FxcmFeed::new(&server.url(), timeout, DEFAULT_MAX_BODY_BYTES).expect("valid URL");
+    let feed = FxcmFeed::new(
+        server.url().parse().expect("valid URL"),
+        timeout,
+        DEFAULT_MAX_BODY_BYTES,
+    );
     let server_delay = Duration::from_secs(3);
     server.push(Reply::Slow(server_delay, rates_body(ROWS)));
     server.push(Reply::Ok(rates_body(ROWS)));
@@ -205,7 +217,11 @@ fn slow_answer_times_out_and_the_next_fetch_works() {
 fn body_trickling_past_the_timeout_times_out() {
     let server = Server::start();
     let timeout = Duration::from_millis(300);
-    let feed = FxcmFeed::new(&server.url(), timeout, DEFAULT_MAX_BODY_BYTES).expect("valid URL");
+    let feed = FxcmFeed::new(
+        server.url().parse().expect("valid URL"),
+        timeout,
+        DEFAULT_MAX_BODY_BYTES,
+    );
     let server_delay = Duration::from_secs(3);
     server.push(Reply::SlowBody(server_delay, rates_body(ROWS)));
     server.push(Reply::Ok(rates_body(ROWS)));
@@ -248,7 +264,11 @@ fn small_cap_is_applied_to_chunked_bodies() {
     let server = Server::start();
     let body = rates_body(ROWS);
     let cap = body.len() as u64 - 1;
-    let feed = FxcmFeed::new(&server.url(), DEFAULT_TIMEOUT, cap).expect("valid URL");
+    let feed = FxcmFeed::new(
+        server.url().parse().expect("valid URL"),
+        DEFAULT_TIMEOUT,
+        cap,
+    );
     server.push(Reply::Chunked(body.clone()));
     server.push(Reply::Ok(body));
     assert_eq!(fetch(&feed), Err(FeedError::TooLarge(cap)));
@@ -317,8 +337,11 @@ fn refused_connection_is_a_connect_error() {
     let addr = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port");
-    let feed =
-        FxcmFeed::new(&format!("http://{addr}/rates"), DEFAULT_TIMEOUT, 1024).expect("valid URL");
+    let feed = FxcmFeed::new(
+        format!("http://{addr}/rates").parse().expect("valid URL"),
+        DEFAULT_TIMEOUT,
+        1024,
+    );
     match fetch(&feed) {
         Err(FeedError::Connect(msg)) => assert!(!msg.is_empty()),
         other => panic!("{other:?}"),
@@ -329,7 +352,11 @@ fn refused_connection_is_a_connect_error() {
 fn userinfo_is_sent_as_basic_auth_but_never_described() {
     let server = Server::start();
     let url = format!("http://feeduser:s3cret@{}/rates?token=t0k", server.addr);
-    let feed = FxcmFeed::new(&url, DEFAULT_TIMEOUT, DEFAULT_MAX_BODY_BYTES).expect("valid URL");
+    let feed = FxcmFeed::new(
+        url.parse().expect("valid URL"),
+        DEFAULT_TIMEOUT,
+        DEFAULT_MAX_BODY_BYTES,
+    );
     server.push(Reply::Ok(rates_body(ROWS)));
     assert_eq!(pairs(&fetch_ok(&feed)), expected(ROWS));
     let head = server.requests()[0].to_ascii_lowercase();
@@ -360,7 +387,11 @@ fn https_is_compiled_in() {
         }
     });
     let url = format!("https://{addr}/rates");
-    let feed = FxcmFeed::new(&url, DEFAULT_TIMEOUT, DEFAULT_MAX_BODY_BYTES).expect("valid URL");
+    let feed = FxcmFeed::new(
+        url.parse().expect("valid URL"),
+        DEFAULT_TIMEOUT,
+        DEFAULT_MAX_BODY_BYTES,
+    );
     match fetch(&feed) {
         Err(FeedError::Connect(msg)) => {
             let msg = msg.to_ascii_lowercase();

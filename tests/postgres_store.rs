@@ -80,7 +80,7 @@ fn assets(pairs: &[(i32, &str)]) -> Vec<Asset> {
 fn migrations_are_applied_once_and_connecting_again_changes_nothing() {
     let db = TestDb::create();
     let first = store(&db);
-    assert_eq!(first.kind(), "postgresql");
+    assert_eq!(first.kind().label(), "postgresql");
     drop(first);
     let second = store(&db);
 

@@ -14,53 +14,79 @@ use ureq::http::Uri;
 use crate::asset::Asset;
 use crate::feed::{Feed, FeedError, Fetched, ratesjson};
 
-/// Timeout the service uses per fetch: a tick is one second, and a late answer is
-/// worthless, so give up well before the next tick.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(800);
-
-/// Body cap the service uses: a full FXCM ratesjson answer is a few tens of KiB.
-pub const DEFAULT_MAX_BODY_BYTES: u64 = 256 * 1024;
-
-/// Why an [`FxcmFeed`] could not be built from its settings.
+/// Why a rates URL was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FxcmConfigError {
+pub enum FeedUrlError {
     /// The URL does not parse as a URI.
     InvalidUrl(String),
     /// The URL's scheme is not `http` or `https` (the scheme found, or empty).
     UnsupportedScheme(String),
     /// The URL has no host.
     MissingHost,
-    /// The timeout is zero.
-    ZeroTimeout,
-    /// The body cap is zero.
-    ZeroBodyCap,
 }
 
-impl fmt::Display for FxcmConfigError {
+impl fmt::Display for FeedUrlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FxcmConfigError::InvalidUrl(e) => write!(
+            FeedUrlError::InvalidUrl(e) => write!(
                 f,
                 "rates URL is not a valid URL ({e}); expected http://host/path or https://host/path"
             ),
-            FxcmConfigError::UnsupportedScheme(s) if s.is_empty() => write!(
+            FeedUrlError::UnsupportedScheme(s) if s.is_empty() => write!(
                 f,
                 "rates URL has no scheme; it must start with http:// or https://"
             ),
-            FxcmConfigError::UnsupportedScheme(s) => write!(
+            FeedUrlError::UnsupportedScheme(s) => write!(
                 f,
                 "rates URL scheme {s:?} is not supported; it must start with http:// or https://"
             ),
-            FxcmConfigError::MissingHost => write!(f, "rates URL has no host"),
-            FxcmConfigError::ZeroTimeout => write!(f, "feed timeout must be greater than zero"),
-            FxcmConfigError::ZeroBodyCap => {
-                write!(f, "feed body size cap must be greater than zero")
-            }
+            FeedUrlError::MissingHost => write!(f, "rates URL has no host"),
         }
     }
 }
 
-impl std::error::Error for FxcmConfigError {}
+impl std::error::Error for FeedUrlError {}
+
+/// An absolute `http://` or `https://` URL with a host: the one rule for a feed URL.
+///
+/// The scheme is matched in any case (`HTTPS://` is accepted); surrounding whitespace is
+/// ignored. Userinfo in the URL is sent as HTTP Basic auth and never shown.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FeedUrl {
+    uri: Uri,
+    shown: String,
+}
+
+impl FeedUrl {
+    /// Checks `text` and keeps it parsed.
+    pub fn parse(text: &str) -> Result<FeedUrl, FeedUrlError> {
+        let uri = parse_url(text)?;
+        Ok(FeedUrl {
+            shown: redacted(&uri),
+            uri,
+        })
+    }
+
+    /// The URL for logs: scheme, host, port and path; no userinfo, and the query (which
+    /// may carry a token) shown only as `?...`.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+}
+
+impl std::str::FromStr for FeedUrl {
+    type Err = FeedUrlError;
+
+    fn from_str(text: &str) -> Result<FeedUrl, FeedUrlError> {
+        FeedUrl::parse(text)
+    }
+}
+
+impl fmt::Debug for FeedUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("FeedUrl").field(&self.shown).finish()
+    }
+}
 
 /// A [`Feed`] that GETs an FXCM ratesjson URL once per tick.
 ///
@@ -68,24 +94,15 @@ impl std::error::Error for FxcmConfigError {}
 /// once; they share the agent's connection pool.
 pub struct FxcmFeed {
     agent: ureq::Agent,
-    url: Uri,
-    shown: String,
+    url: FeedUrl,
     max_body_bytes: u64,
 }
 
 impl FxcmFeed {
-    /// Builds the feed for `url` (`http://` or `https://`; userinfo in the URL is
-    /// sent as HTTP Basic auth and never shown). `timeout` bounds each fetch end to
-    /// end; a body larger than `max_body_bytes` (after decompression) is refused.
-    /// See [`DEFAULT_TIMEOUT`] and [`DEFAULT_MAX_BODY_BYTES`].
-    pub fn new(url: &str, timeout: Duration, max_body_bytes: u64) -> Result<Self, FxcmConfigError> {
-        let url = parse_url(url)?;
-        if timeout.is_zero() {
-            return Err(FxcmConfigError::ZeroTimeout);
-        }
-        if max_body_bytes == 0 {
-            return Err(FxcmConfigError::ZeroBodyCap);
-        }
+    /// Builds the feed for `url`. `timeout` bounds each fetch end to end; a body larger
+    /// than `max_body_bytes` (after decompression) is refused. The configuration keeps
+    /// both above zero (`WS_ASSETS_RATES_TIMEOUT_MS`, `WS_ASSETS_RATES_MAX_BODY_BYTES`).
+    pub fn new(url: FeedUrl, timeout: Duration, max_body_bytes: u64) -> Self {
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
             // Non-200 answers come back as responses so the code is reported as is
@@ -94,12 +111,11 @@ impl FxcmFeed {
             .user_agent(concat!("ws_assets/", env!("CARGO_PKG_VERSION")))
             .build()
             .new_agent();
-        Ok(FxcmFeed {
+        FxcmFeed {
             agent,
-            shown: redacted(&url),
             url,
             max_body_bytes,
-        })
+        }
     }
 
     /// GETs the URL and returns the whole body of a 200 answer.
@@ -107,7 +123,7 @@ impl FxcmFeed {
         let cap = self.max_body_bytes;
         let mut response = self
             .agent
-            .get(&self.url)
+            .get(&self.url.uri)
             .call()
             .map_err(|e| classify(e, cap))?;
         let status = response.status().as_u16();
@@ -133,7 +149,7 @@ impl FxcmFeed {
 
 impl Feed for FxcmFeed {
     fn describe(&self) -> String {
-        self.shown.clone()
+        self.url.shown.clone()
     }
 
     fn fetch(&self, _time: i64, assets: &[Asset]) -> Result<Fetched, FeedError> {
@@ -145,14 +161,14 @@ impl Feed for FxcmFeed {
 impl fmt::Debug for FxcmFeed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FxcmFeed")
-            .field("url", &self.shown)
+            .field("url", &self.url.shown)
             .field("max_body_bytes", &self.max_body_bytes)
             .finish_non_exhaustive()
     }
 }
 
 /// Checks that `url` is an absolute http(s) URL with a host.
-fn parse_url(url: &str) -> Result<Uri, FxcmConfigError> {
+fn parse_url(url: &str) -> Result<Uri, FeedUrlError> {
     let url = url.trim();
     // Look at the scheme first, so `ftp://...` or a bare `host/path` get a message
     // about the scheme rather than a generic parse error. Only a plausible scheme
@@ -169,13 +185,13 @@ fn parse_url(url: &str) -> Result<Uri, FxcmConfigError> {
         _ => String::new(),
     };
     if scheme != "http" && scheme != "https" {
-        return Err(FxcmConfigError::UnsupportedScheme(scheme));
+        return Err(FeedUrlError::UnsupportedScheme(scheme));
     }
     let uri: Uri = url
         .parse()
-        .map_err(|e: ureq::http::uri::InvalidUri| FxcmConfigError::InvalidUrl(e.to_string()))?;
+        .map_err(|e: ureq::http::uri::InvalidUri| FeedUrlError::InvalidUrl(e.to_string()))?;
     if uri.host().is_none_or(str::is_empty) {
-        return Err(FxcmConfigError::MissingHost);
+        return Err(FeedUrlError::MissingHost);
     }
     Ok(uri)
 }
@@ -214,8 +230,9 @@ fn is_timeout(e: &io::Error) -> bool {
 mod tests {
     use super::*;
 
-    fn feed(url: &str) -> Result<FxcmFeed, FxcmConfigError> {
-        FxcmFeed::new(url, DEFAULT_TIMEOUT, DEFAULT_MAX_BODY_BYTES)
+    fn feed(url: &str) -> Result<FxcmFeed, FeedUrlError> {
+        let url = FeedUrl::parse(url)?;
+        Ok(FxcmFeed::new(url, Duration::from_millis(800), 256 * 1024))
     }
 
     #[test]
@@ -234,61 +251,42 @@ mod tests {
 
     #[test]
     fn rejects_other_schemes_and_non_urls() {
-        let cases: &[(&str, FxcmConfigError)] = &[
+        let cases: &[(&str, FeedUrlError)] = &[
             (
                 "ftp://rates.example.com/x",
-                FxcmConfigError::UnsupportedScheme("ftp".into()),
+                FeedUrlError::UnsupportedScheme("ftp".into()),
             ),
             (
                 "rates.example.com/x",
-                FxcmConfigError::UnsupportedScheme(String::new()),
+                FeedUrlError::UnsupportedScheme(String::new()),
             ),
-            (
-                "simulated",
-                FxcmConfigError::UnsupportedScheme(String::new()),
-            ),
-            ("", FxcmConfigError::UnsupportedScheme(String::new())),
+            ("simulated", FeedUrlError::UnsupportedScheme(String::new())),
+            ("", FeedUrlError::UnsupportedScheme(String::new())),
             (
                 "pass word://h/",
-                FxcmConfigError::UnsupportedScheme(String::new()),
+                FeedUrlError::UnsupportedScheme(String::new()),
             ),
         ];
         for (url, want) in cases {
             assert_eq!(feed(url).err().as_ref(), Some(want), "{url}");
         }
         assert!(
-            matches!(feed("file:///etc/passwd"), Err(FxcmConfigError::UnsupportedScheme(s)) if s == "file")
+            matches!(feed("file:///etc/passwd"), Err(FeedUrlError::UnsupportedScheme(s)) if s == "file")
         );
-        assert!(matches!(
-            feed("http://"),
-            Err(FxcmConfigError::InvalidUrl(_))
-        ));
+        assert!(matches!(feed("http://"), Err(FeedUrlError::InvalidUrl(_))));
         assert!(matches!(
             feed("http://a b/"),
-            Err(FxcmConfigError::InvalidUrl(_))
+            Err(FeedUrlError::InvalidUrl(_))
         ));
         assert!(matches!(
             feed("http:///path"),
-            Err(FxcmConfigError::InvalidUrl(_) | FxcmConfigError::MissingHost)
+            Err(FeedUrlError::InvalidUrl(_) | FeedUrlError::MissingHost)
         ));
-        assert!(matches!(feed("ws://h/"), Err(FxcmConfigError::UnsupportedScheme(s)) if s == "ws"));
+        assert!(matches!(feed("ws://h/"), Err(FeedUrlError::UnsupportedScheme(s)) if s == "ws"));
     }
 
     #[test]
-    fn rejects_zero_limits() {
-        let url = "http://h/";
-        assert_eq!(
-            FxcmFeed::new(url, Duration::ZERO, 1).err(),
-            Some(FxcmConfigError::ZeroTimeout)
-        );
-        assert_eq!(
-            FxcmFeed::new(url, DEFAULT_TIMEOUT, 0).err(),
-            Some(FxcmConfigError::ZeroBodyCap)
-        );
-    }
-
-    #[test]
-    fn describe_hides_userinfo_and_query() -> Result<(), FxcmConfigError> {
+    fn describe_hides_userinfo_and_query() -> Result<(), FeedUrlError> {
         let f = feed("https://user:s3cret@rates.example.com:8443/RatesJSON?token=abc")?;
         assert_eq!(f.describe(), "https://rates.example.com:8443/RatesJSON?...");
         let debug = format!("{f:?}");
@@ -301,14 +299,15 @@ mod tests {
         assert_eq!(f.describe(), "http://rates.example.com/");
         let f = feed("http://a@b@[::1]:81/p")?;
         assert_eq!(f.describe(), "http://[::1]:81/p");
+        assert_eq!(FeedUrl::parse("HTTPS://h/x")?.shown(), "https://h/x");
         Ok(())
     }
 
     #[test]
     fn error_messages_name_the_problem() {
-        let msg = FxcmConfigError::UnsupportedScheme("ftp".into()).to_string();
+        let msg = FeedUrlError::UnsupportedScheme("ftp".into()).to_string();
         assert!(msg.contains("\"ftp\"") && msg.contains("http://"), "{msg}");
-        let msg = FxcmConfigError::UnsupportedScheme(String::new()).to_string();
+        let msg = FeedUrlError::UnsupportedScheme(String::new()).to_string();
         assert!(msg.contains("no scheme"), "{msg}");
     }
 

@@ -10,6 +10,30 @@ pub mod simulated;
 use std::fmt;
 
 use crate::asset::Asset;
+use fxcm::{FeedUrl, FeedUrlError};
+
+/// What `WS_ASSETS_RATES_URL` calls the simulated feed.
+pub const SIMULATED: &str = "simulated";
+
+/// Where quotes come from: `WS_ASSETS_RATES_URL`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedSource {
+    /// The built-in random walk ([`SIMULATED`]).
+    Simulated,
+    /// An FXCM ratesjson feed at this URL.
+    Fxcm(FeedUrl),
+}
+
+impl FeedSource {
+    /// [`SIMULATED`] (exactly), or an `http(s)://` URL by [`FeedUrl::parse`]'s rule.
+    pub fn parse(text: &str) -> Result<FeedSource, FeedUrlError> {
+        if text == SIMULATED {
+            Ok(FeedSource::Simulated)
+        } else {
+            FeedUrl::parse(text).map(FeedSource::Fxcm)
+        }
+    }
+}
 
 /// One asset's price from one fetch.
 #[derive(Debug, Clone, Copy, PartialEq)]

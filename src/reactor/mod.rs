@@ -324,8 +324,7 @@ impl Reactor {
         let (key, head_only, response) = match asked {
             Asked::Health { key, head_only } => {
                 let facts = HealthFacts {
-                    store_kind: self.store.kind(),
-                    database: self.store.is_database(),
+                    store: self.store.kind(),
                     feed: self.ticks.describe_feed(),
                     max_tick_age: self.config.health_max_tick_age,
                 };

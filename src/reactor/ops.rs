@@ -9,6 +9,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::metrics::Gauges;
+use crate::store::StoreKind;
 
 /// How long shutdown waits for clients to close and queued points to be written.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
@@ -32,11 +33,9 @@ pub struct Ops {
 }
 
 /// What `/health` reports besides the gauges.
-pub struct HealthFacts<'a> {
-    /// The store's kind (`memory`, `postgresql`).
-    pub store_kind: &'a str,
-    /// Whether that store is a database that must be reachable.
-    pub database: bool,
+pub struct HealthFacts {
+    /// The store: a database must be reachable to be healthy.
+    pub store: StoreKind,
     /// The feed, described.
     pub feed: String,
     /// A point older than this makes the service unhealthy.
@@ -99,12 +98,7 @@ impl Ops {
 
     /// `/health`: 200 while serving normally, 503 while the database is required but
     /// failing, no tick has recorded a point for too long, or the service is stopping.
-    pub fn health(
-        &self,
-        gauges: &Gauges,
-        facts: &HealthFacts<'_>,
-        now_epoch: i64,
-    ) -> (u16, String) {
+    pub fn health(&self, gauges: &Gauges, facts: &HealthFacts, now_epoch: i64) -> (u16, String) {
         let uptime = gauges.uptime_seconds as u64;
         let tick_age = if gauges.last_tick_time > 0 {
             (now_epoch - gauges.last_tick_time).max(0) as u64
@@ -112,7 +106,7 @@ impl Ops {
             uptime
         };
         let mut problems = Vec::new();
-        if facts.database && !gauges.store_up {
+        if facts.store == StoreKind::Postgres && !gauges.store_up {
             problems.push("database unreachable: points are queued in memory".to_string());
         }
         if tick_age > facts.max_tick_age.as_secs() {
@@ -128,7 +122,7 @@ impl Ops {
             "clients": gauges.connections,
             "subscribed_clients": subscribed,
             "store": {
-                "kind": facts.store_kind,
+                "kind": facts.store.label(),
                 "up": gauges.store_up,
                 "queued_points": gauges.write_queue_points,
             },

@@ -9,7 +9,7 @@ use log::{debug, info, warn};
 use crate::asset::Point;
 use crate::clock::epoch_second;
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreKind};
 use crate::throttle::Throttle;
 use crate::workers::Workers;
 use crate::writebehind::WriteBehind;
@@ -201,13 +201,8 @@ impl StoreJobs {
         self.up
     }
 
-    /// Whether the store keeps points across restarts (a database, not memory).
-    pub fn is_database(&self) -> bool {
-        self.store.kind() != "memory"
-    }
-
     /// The store's kind, for `/health`.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> StoreKind {
         self.store.kind()
     }
 }

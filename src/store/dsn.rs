@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use postgres::config::Host;
 
+// Also reachable here, where callers that parse a DSN look for it.
+pub use super::pgerror::error_text;
+
 /// TCP connect timeout used when the DSN sets none.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long sent data may stay unacknowledged before the kernel drops the connection.
@@ -51,6 +54,35 @@ impl fmt::Display for DsnError {
 }
 
 impl Error for DsnError {}
+
+/// `WS_ASSETS_POSTGRESQL_DSN`, parsed once: what every connection of the service opens with.
+#[derive(Debug, Clone)]
+pub struct PgSettings {
+    postgres: postgres::Config,
+}
+
+impl PgSettings {
+    /// Parses a DSN in any of the accepted forms (see [`parse`]).
+    pub fn parse(dsn: &str) -> Result<PgSettings, DsnError> {
+        parse(dsn).map(PgSettings::from)
+    }
+
+    /// The driver's settings.
+    pub fn postgres(&self) -> &postgres::Config {
+        &self.postgres
+    }
+
+    /// The connection target for logs, without the password; see [`redacted`].
+    pub fn redacted(&self) -> String {
+        redacted(&self.postgres)
+    }
+}
+
+impl From<postgres::Config> for PgSettings {
+    fn from(postgres: postgres::Config) -> PgSettings {
+        PgSettings { postgres }
+    }
+}
 
 /// Parses a DSN into a `postgres::Config`, dropping any `+driver` part of the scheme.
 ///
@@ -169,21 +201,6 @@ pub fn with_service_defaults(config: &postgres::Config) -> postgres::Config {
         config.application_name(APPLICATION_NAME);
     }
     config
-}
-
-/// An error and its causes on one line (`postgres::Error`'s own text omits the cause).
-pub fn error_text(error: &dyn Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !cause_text.is_empty() && !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
@@ -317,23 +334,5 @@ mod tests {
         assert_eq!(chosen.get_tcp_user_timeout(), Some(&Duration::from_secs(2)));
         assert_eq!(chosen.get_keepalives_idle(), Duration::from_secs(3));
         assert_eq!(chosen.get_application_name(), Some("mine"));
-    }
-
-    #[test]
-    fn error_text_includes_the_cause() {
-        #[derive(Debug)]
-        struct Outer(std::io::Error);
-        impl fmt::Display for Outer {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("outer")
-            }
-        }
-        impl Error for Outer {
-            fn source(&self) -> Option<&(dyn Error + 'static)> {
-                Some(&self.0)
-            }
-        }
-        let e = Outer(std::io::Error::other("inner"));
-        assert_eq!(error_text(&e), "outer: inner");
     }
 }

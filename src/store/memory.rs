@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, StoreKind};
 use crate::asset::{Asset, Point};
 
 /// Assets and the most recent points, in memory.
@@ -31,8 +31,8 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn kind(&self) -> &'static str {
-        "memory"
+    fn kind(&self) -> StoreKind {
+        StoreKind::Memory
     }
 
     fn load_assets(&self) -> Result<Vec<Asset>, StoreError> {

@@ -10,8 +10,7 @@
 use std::collections::BTreeMap;
 
 use super::StoreError;
-use super::dsn::error_text;
-use super::postgres::classify;
+use super::pgerror::{classify, error_text};
 
 /// One migration file: `sql/{name}.sql`, where `name` starts with the zero-padded version.
 #[derive(Debug, Clone, Copy)]
@@ -56,7 +55,6 @@ pub struct Applied {
 pub const TABLE: &str = "schema_migrations";
 
 /// Advisory lock key held while migrations are applied (ASCII `ws_asmig`).
-/// Other advisory locks of the service (e.g. feed leadership) must use other keys.
 pub const LOCK_KEY: i64 = 0x7773_5f61_736d_6967;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

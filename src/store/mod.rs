@@ -6,6 +6,7 @@
 pub mod dsn;
 pub mod memory;
 pub mod migrate;
+pub mod pgerror;
 pub mod postgres;
 
 use std::fmt;
@@ -38,10 +39,29 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+/// Which store is in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// Points live in memory only ([`memory::MemoryStore`]).
+    Memory,
+    /// Points are kept in PostgreSQL ([`postgres::PostgresStore`]).
+    Postgres,
+}
+
+impl StoreKind {
+    /// `memory` or `postgresql`, for logs and `/health`.
+    pub fn label(self) -> &'static str {
+        match self {
+            StoreKind::Memory => "memory",
+            StoreKind::Postgres => "postgresql",
+        }
+    }
+}
+
 /// Where points are kept beyond the in-memory history ring.
 pub trait Store: Send + Sync {
-    /// `memory` or `postgresql`, for logs and `/health`.
-    fn kind(&self) -> &'static str;
+    /// Which store this is.
+    fn kind(&self) -> StoreKind;
 
     /// All assets, ordered by id.
     fn load_assets(&self) -> Result<Vec<Asset>, StoreError>;

@@ -13,13 +13,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use postgres::NoTls;
-use postgres::error::SqlState;
 use r2d2::{HandleError, ManageConnection, Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
 
-use super::dsn::{error_text, redacted, with_service_defaults};
+use super::dsn::{redacted, with_service_defaults};
 use super::migrate::{self, Applied};
-use super::{Store, StoreError};
+use super::pgerror::{classify, error_text};
+use super::{Store, StoreError, StoreKind};
 use crate::asset::{Asset, Point};
 
 /// How long a store call waits for a pooled connection before answering `Unavailable`.
@@ -126,11 +126,6 @@ impl PostgresStore {
         Ok(PostgresStore { pool, target })
     }
 
-    /// The database this store talks to, for logs: `postgresql://user@host:port/db`.
-    pub fn target(&self) -> &str {
-        &self.target
-    }
-
     fn conn(&self) -> Result<PooledConnection<Manager>, StoreError> {
         self.pool
             .get()
@@ -139,8 +134,8 @@ impl PostgresStore {
 }
 
 impl Store for PostgresStore {
-    fn kind(&self) -> &'static str {
-        "postgresql"
+    fn kind(&self) -> StoreKind {
+        StoreKind::Postgres
     }
 
     fn load_assets(&self) -> Result<Vec<Asset>, StoreError> {
@@ -213,8 +208,7 @@ pub fn migrate(config: &postgres::Config, timeout: Duration) -> Result<Vec<Appli
 
 /// Opens one unpooled client, retrying with back-off while the database is unreachable.
 ///
-/// Meant for start-up and for long-lived sessions that must not be pooled (advisory-lock
-/// leadership, LISTEN). The service's timeouts and keepalives are added to `config`. Gives
+/// Used at start-up and by `migrate`. The service's timeouts and keepalives are added to `config`. Gives
 /// up after `timeout` (the first attempt always gets at least a second, later ones at least
 /// a quarter) with `Unavailable` naming `host:port` and the last error; an answer that
 /// retrying cannot change (wrong password, unknown database) is returned at once as `Query`.
@@ -294,50 +288,6 @@ fn connect_once(
             "the connection attempt ended without a result".to_string(),
         )),
     }
-}
-
-/// Maps a driver error: lost or refused connections and server states that pass
-/// (shutdown, overload, deadlock) become `Unavailable`; everything else is `Query`.
-pub fn classify(error: &postgres::Error) -> StoreError {
-    let text = error_text(error);
-    if is_unavailable(error) {
-        StoreError::Unavailable(text)
-    } else {
-        StoreError::Query(text)
-    }
-}
-
-fn is_unavailable(error: &postgres::Error) -> bool {
-    if let Some(state) = error.code() {
-        return is_transient_state(state);
-    }
-    if error.is_closed() {
-        return true;
-    }
-    // The driver's error kinds are private; its text is the stable way to tell
-    // connect, I/O and timeout failures from protocol or type errors.
-    let head = error.to_string();
-    [
-        "error connecting to server",
-        "error communicating with the server",
-        "timeout waiting for server",
-        "connection closed",
-    ]
-    .iter()
-    .any(|prefix| head.starts_with(prefix))
-}
-
-/// SQLSTATEs worth retrying: connection exceptions (08), insufficient resources (53),
-/// server shutting down or starting (57P01-03), statement timeout or cancel (57014),
-/// serialization failure and deadlock.
-fn is_transient_state(state: &SqlState) -> bool {
-    let code = state.code();
-    code.starts_with("08")
-        || code.starts_with("53")
-        || matches!(
-            code,
-            "57P01" | "57P02" | "57P03" | "57014" | "40001" | "40P01"
-        )
 }
 
 fn detail(error: StoreError) -> String {
@@ -453,7 +403,7 @@ impl Drop for PooledClient {
 
 /// Drops a client without waiting for it: `postgres::Client`'s own drop blocks until every
 /// request in flight is answered, which is forever on a hung server. Use it for a client
-/// whose `is_valid(timeout)` or other call timed out (e.g. a leadership or LISTEN session).
+/// whose `is_valid(timeout)` or other call timed out.
 pub fn discard(client: postgres::Client) {
     let slot = Arc::new(Mutex::new(Some(client)));
     let for_thread = Arc::clone(&slot);
@@ -511,29 +461,5 @@ mod tests {
         let mut backoff = Backoff::new();
         let pauses: Vec<u128> = (0..8).map(|_| backoff.next_pause().as_millis()).collect();
         assert_eq!(pauses, [250, 500, 1000, 2000, 4000, 5000, 5000, 5000]);
-    }
-
-    #[test]
-    fn transient_states_are_retryable_and_others_are_not() {
-        for state in [
-            SqlState::CONNECTION_FAILURE,
-            SqlState::ADMIN_SHUTDOWN,
-            SqlState::CANNOT_CONNECT_NOW,
-            SqlState::TOO_MANY_CONNECTIONS,
-            SqlState::T_R_SERIALIZATION_FAILURE,
-            SqlState::T_R_DEADLOCK_DETECTED,
-            SqlState::QUERY_CANCELED,
-        ] {
-            assert!(is_transient_state(&state), "{}", state.code());
-        }
-        for state in [
-            SqlState::UNDEFINED_TABLE,
-            SqlState::INVALID_PASSWORD,
-            SqlState::UNIQUE_VIOLATION,
-            SqlState::INVALID_CATALOG_NAME,
-            SqlState::SYNTAX_ERROR,
-        ] {
-            assert!(!is_transient_state(&state), "{}", state.code());
-        }
     }
 }
