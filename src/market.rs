@@ -61,6 +61,12 @@ impl Ring {
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &Point> {
         self.points.iter()
     }
+
+    /// Points newer than `time`, oldest first.
+    pub fn since(&self, time: i64) -> impl ExactSizeIterator<Item = &Point> {
+        let first = self.points.partition_point(|p| p.time <= time);
+        self.points.range(first..)
+    }
 }
 
 /// The connections subscribed to one asset, as slab keys; removal is O(1).
@@ -214,18 +220,30 @@ impl Market {
     }
 
     /// Subscribes `key` to the asset at `index`; returns the subscription and the
-    /// `asset_history` frame to send before any later point.
-    pub fn subscribe(&mut self, key: usize, index: usize) -> (Subscription, Bytes) {
+    /// `asset_history` frame to send before any later point. With `since` (a resuming
+    /// client) the history holds only the points after that second.
+    pub fn subscribe(
+        &mut self,
+        key: usize,
+        index: usize,
+        since: Option<i64>,
+    ) -> (Subscription, Bytes) {
         let state = &mut self.assets[index];
-        let history = state
-            .history
-            .get_or_insert_with(|| {
-                text_frame(&protocol::history_message(
-                    &state.asset.name,
-                    state.ring.iter(),
-                ))
-            })
-            .clone();
+        let history = match since {
+            None => state
+                .history
+                .get_or_insert_with(|| {
+                    text_frame(&protocol::history_message(
+                        &state.asset.name,
+                        state.ring.iter(),
+                    ))
+                })
+                .clone(),
+            Some(since) => text_frame(&protocol::history_message(
+                &state.asset.name,
+                state.ring.since(since),
+            )),
+        };
         let slot = state.subscribers.add(key);
         (Subscription { asset: index, slot }, history)
     }
@@ -303,7 +321,7 @@ mod tests {
         for t in 100..=120 {
             assert!(market.record(point(1, t)).is_some());
         }
-        let (_, history) = market.subscribe(1, 0);
+        let (_, history) = market.subscribe(1, 0, None);
         assert_eq!(history_times(&history), [116, 117, 118, 119, 120]);
         assert!(market.record(point(99, 121)).is_none(), "unknown asset");
         assert!(market.record(point(1, 120)).is_none(), "not newer");
@@ -313,15 +331,31 @@ mod tests {
     fn history_frame_is_shared_until_the_ring_changes() {
         let mut market = Market::new(default_assets(), 60);
         market.record(point(2, 1));
-        let (_, a) = market.subscribe(1, 1);
-        let (_, b) = market.subscribe(2, 1);
+        let (_, a) = market.subscribe(1, 1, None);
+        let (_, b) = market.subscribe(2, 1, None);
         assert_eq!(a.as_ptr(), b.as_ptr(), "one encoding for both subscribers");
         market.record(point(2, 2));
-        let (_, c) = market.subscribe(3, 1);
+        let (_, c) = market.subscribe(3, 1, None);
         assert_eq!(history_times(&c), [1, 2]);
         market.trim(61);
-        let (_, d) = market.subscribe(4, 1);
+        let (_, d) = market.subscribe(4, 1, None);
         assert_eq!(history_times(&d), [2]);
+    }
+
+    #[test]
+    fn a_resume_gets_only_the_points_after_its_second() {
+        let mut market = Market::new(default_assets(), 60);
+        for t in 1..=10 {
+            market.record(point(1, t));
+        }
+        let (_, history) = market.subscribe(1, 0, Some(7));
+        assert_eq!(history_times(&history), [8, 9, 10]);
+        let (_, history) = market.subscribe(2, 0, Some(10));
+        assert_eq!(history_times(&history), [] as [i64; 0]);
+        let (_, history) = market.subscribe(3, 0, Some(0));
+        assert_eq!(history_times(&history), (1..=10).collect::<Vec<_>>());
+        let (_, full) = market.subscribe(4, 0, None);
+        assert_eq!(history_times(&full), (1..=10).collect::<Vec<_>>());
     }
 
     #[test]
@@ -332,7 +366,7 @@ mod tests {
             .chain([point(42, 25)])
             .collect();
         assert_eq!(market.warm(&stored, 30), 10);
-        let (_, history) = market.subscribe(7, 2);
+        let (_, history) = market.subscribe(7, 2, None);
         assert_eq!(history_times(&history), (21..=30).collect::<Vec<_>>());
     }
 

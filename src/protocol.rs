@@ -20,6 +20,8 @@ pub enum Request {
     Subscribe {
         /// The requested `assetId`.
         asset_id: i32,
+        /// Resume: only points after this epoch second go in the history.
+        since: Option<i64>,
     },
     /// Drop the subscription, if any.
     Unsubscribe,
@@ -128,6 +130,7 @@ pub fn parse_request(text: &str) -> Result<Request, RequestError> {
         "unsubscribe" => Ok(Request::Unsubscribe),
         "subscribe" => Ok(Request::Subscribe {
             asset_id: asset_id(message)?,
+            since: since(message)?,
         }),
         other => invalid(format!(
             "unknown action {}; expected one of: {ACTIONS}",
@@ -159,6 +162,24 @@ fn asset_id(message: &Map<String, Value>) -> Result<i32, RequestError> {
             "field \"message.assetId\" must be an integer, got {}; expected {range}",
             kind(other)
         )),
+    }
+}
+
+/// The optional `since` of a subscribe: the last second the client already has.
+fn since(message: &Map<String, Value>) -> Result<Option<i64>, RequestError> {
+    let expected = "expected an integer number of epoch seconds";
+    match message.get("since") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(t) if t >= 0 => Ok(Some(t)),
+            _ => Err(RequestError::Validation(format!(
+                "field \"message.since\" is {n}; {expected} (0 or more)"
+            ))),
+        },
+        Some(other) => Err(RequestError::Validation(format!(
+            "field \"message.since\" must be an integer, got {}; {expected}",
+            kind(other)
+        ))),
     }
 }
 
@@ -291,12 +312,31 @@ mod tests {
         );
         assert_eq!(
             parse_request(r#"{"action":"subscribe","message":{"assetId":3}}"#),
-            Ok(Request::Subscribe { asset_id: 3 })
+            Ok(Request::Subscribe {
+                asset_id: 3,
+                since: None
+            })
+        );
+        assert_eq!(
+            parse_request(r#"{"action":"subscribe","message":{"assetId":3,"since":1455883484}}"#),
+            Ok(Request::Subscribe {
+                asset_id: 3,
+                since: Some(1_455_883_484)
+            })
         );
         assert_eq!(
             parse_request(r#" {"message":{},"action":"unsubscribe","extra":1} "#),
             Ok(Request::Unsubscribe)
         );
+    }
+
+    #[test]
+    fn a_bad_since_is_explained() {
+        for since in ["\"x\"", "1.5", "-1", "true", "[]"] {
+            let text =
+                format!(r#"{{"action":"subscribe","message":{{"assetId":1,"since":{since}}}}}"#);
+            assert!(validation(&text).contains("message.since"), "{text}");
+        }
     }
 
     #[test]

@@ -448,13 +448,13 @@ impl Clients {
                 metrics.requests_total.add(Action::Assets);
                 self.send(key, market.assets_frame(), metrics);
             }
-            Request::Subscribe { asset_id } => {
+            Request::Subscribe { asset_id, since } => {
                 metrics.requests_total.add(Action::Subscribe);
                 let index = market
                     .index_of(asset_id)
                     .ok_or(RequestError::UnknownAsset(asset_id))?;
                 self.unsubscribe(key, market);
-                let (sub, history) = market.subscribe(key, index);
+                let (sub, history) = market.subscribe(key, index, since);
                 if let Some(conn) = self.conns.get_mut(key) {
                     conn.sub = Some(sub);
                 }
