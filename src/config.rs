@@ -70,6 +70,10 @@ pub struct Config {
     pub write_queue_points: usize,
     /// `/health` answers 503 when no tick has recorded a point for this long.
     pub health_max_tick_age: Duration,
+    /// A follower that has heard no point for this long polls the feed itself.
+    pub follower_fallback: Duration,
+    /// Bind the listener with `SO_REUSEPORT`, so instances on one host share the port.
+    pub reuse_port: bool,
 }
 
 /// One environment variable: its name (without the prefix), default, meaning and parser.
@@ -262,6 +266,20 @@ pub const VARS: &[Var] = &[
         accepts: "an integer 1..=86400",
         apply: |c, v| seconds(v, 1, 86_400).map(|d| c.health_max_tick_age = d),
     },
+    Var {
+        name: "FOLLOWER_FALLBACK_SECONDS",
+        default: "3",
+        help: "with several instances on one database: a follower that has heard no point from the leader for this long polls the feed itself until points come again, in seconds",
+        accepts: "an integer 1..=3600",
+        apply: |c, v| seconds(v, 1, 3600).map(|d| c.follower_fallback = d),
+    },
+    Var {
+        name: "REUSE_PORT",
+        default: "FALSE",
+        help: "bind with SO_REUSEPORT, so several instances on one host share the port and the kernel spreads connections across them",
+        accepts: BOOL,
+        apply: |c, v| boolean(v).map(|b| c.reuse_port = b),
+    },
 ];
 
 const BOOL: &str = "TRUE, FALSE, 1, 0, yes or no, in any case";
@@ -379,6 +397,8 @@ impl Config {
             handshake_timeout: Duration::ZERO,
             write_queue_points: 0,
             health_max_tick_age: Duration::ZERO,
+            follower_fallback: Duration::ZERO,
+            reuse_port: false,
         }
     }
 }

@@ -28,6 +28,7 @@
 
 pub mod asset;
 mod clock;
+pub mod cluster;
 pub mod config;
 mod conn;
 pub mod feed;

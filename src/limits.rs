@@ -2,7 +2,6 @@
 //! at start-up, and freed memory handed back after a spike.
 
 use std::io;
-use std::os::fd::AsRawFd;
 
 /// Raises the soft open-file limit to the hard limit, so the connection count is bounded
 /// by configuration rather than by the default 1024. Returns the limit now in force.
@@ -30,16 +29,6 @@ pub fn raise_open_files() -> io::Result<u64> {
     Ok(limit.rlim_cur)
 }
 
-/// Sets a listening socket's accept backlog (mio binds with 128), so a burst of
-/// thousands of connects is queued instead of retried by the clients a second later.
-pub fn set_backlog(listener: &impl AsRawFd, backlog: i32) -> io::Result<()> {
-    // SAFETY: listen() on a valid, bound socket fd only changes its queue length.
-    if unsafe { libc::listen(listener.as_raw_fd(), backlog) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Hands memory freed by the allocator back to the system. glibc keeps freed heap
 /// pages for reuse, so after thousands of connections leave, the RSS would stay at its
 /// peak for the life of the process; elsewhere this does nothing.
@@ -58,12 +47,5 @@ mod tests {
     #[test]
     fn open_files_limit_is_at_least_the_default() {
         assert!(raise_open_files().unwrap() >= 1024);
-    }
-
-    #[test]
-    fn backlog_can_be_raised_on_a_listener() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        set_backlog(&listener, 4096).unwrap();
-        assert!(set_backlog(&std::io::stdin(), 16).is_err(), "not a socket");
     }
 }

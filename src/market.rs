@@ -33,6 +33,21 @@ impl Ring {
         true
     }
 
+    /// Puts a point that is not newer than the last into its place, replacing the
+    /// value of a point of the same second; returns false (and keeps nothing) for a
+    /// point newer than every point held, which belongs to [`Ring::push`].
+    pub fn upsert(&mut self, point: Point) -> bool {
+        if self.last_time().is_none_or(|last| point.time > last) {
+            return false;
+        }
+        let at = self.points.partition_point(|p| p.time < point.time);
+        match self.points.get_mut(at) {
+            Some(held) if held.time == point.time => held.value = point.value,
+            _ => self.points.insert(at, point),
+        }
+        true
+    }
+
     /// Drops points older than `oldest`; returns whether any were dropped.
     pub fn trim(&mut self, oldest: i64) -> bool {
         let before = self.points.len();
@@ -189,6 +204,28 @@ impl Market {
         state.history = None;
         let frame = text_frame(&protocol::point_message(&state.asset.name, &point));
         Some((index, frame))
+    }
+
+    /// Puts a stored point that is not newer than its asset's last into the history
+    /// (the stored value wins over one held for the same second); returns false for a
+    /// point that is newer, to be recorded live instead, or outside the window.
+    pub fn merge(&mut self, point: Point) -> bool {
+        let Some(index) = self.index_of(point.asset_id) else {
+            return true;
+        };
+        let state = &mut self.assets[index];
+        let oldest = state
+            .ring
+            .last_time()
+            .map_or(i64::MIN, |last| last - self.window + 1);
+        if point.time < oldest {
+            return true;
+        }
+        if state.ring.upsert(point) {
+            state.history = None;
+            return true;
+        }
+        false
     }
 
     /// Loads stored points (any order of assets, increasing time per asset) into the rings,
@@ -356,6 +393,26 @@ mod tests {
         assert_eq!(history_times(&history), (1..=10).collect::<Vec<_>>());
         let (_, full) = market.subscribe(4, 0, None);
         assert_eq!(history_times(&full), (1..=10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn merge_fills_holes_and_takes_the_stored_value() {
+        let mut market = Market::new(default_assets(), 60);
+        for t in [1, 2, 4, 5] {
+            market.record(point(1, t));
+        }
+        let stored = Point {
+            asset_id: 1,
+            time: 2,
+            value: 9.0,
+        };
+        assert!(market.merge(point(1, 3)), "a hole is filled");
+        assert!(market.merge(stored), "a held second takes the stored value");
+        assert!(!market.merge(point(1, 6)), "newer: for the live path");
+        assert!(market.merge(point(99, 1)), "unknown asset: nothing to do");
+        let (_, history) = market.subscribe(1, 0, None);
+        assert_eq!(history_times(&history), [1, 2, 3, 4, 5]);
+        assert_eq!(market.assets()[0].ring.iter().nth(1), Some(&stored));
     }
 
     #[test]

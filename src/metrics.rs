@@ -7,6 +7,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::cluster::Role;
 use crate::protocol::ErrorType;
 
 /// A closed set of label values: each enum that labels a counter lists its values once,
@@ -176,6 +177,15 @@ impl Label for ErrorType {
     }
 }
 
+impl Label for Role {
+    const NAME: &'static str = "role";
+    const ALL: &'static [Role] = &[Role::Standalone, Role::Leader, Role::Follower];
+
+    fn label(self) -> &'static str {
+        Role::label(self)
+    }
+}
+
 /// Why a feed fetch failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FeedFailure {
@@ -246,6 +256,9 @@ const FETCH_BOUNDS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1
 const TICK_BOUNDS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 1.0,
 ];
+const LAG_BOUNDS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
+];
 const WRITE_BOUNDS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
 /// Everything counted since start.
@@ -289,6 +302,14 @@ pub struct Metrics {
     pub store_write_seconds: Histogram,
     /// Points deleted by retention.
     pub points_expired_total: u64,
+    /// Times this instance became leader or stopped being one.
+    pub leader_changes_total: u64,
+    /// Notifications of the leader's points received.
+    pub notifications_received_total: u64,
+    /// From a notified point's second to its fan-out, on a follower.
+    pub follower_lag_seconds: Histogram,
+    /// Seconds a follower polled the feed on its own, hearing nothing from the leader.
+    pub fallback_polling_seconds_total: u64,
 }
 
 impl Default for Metrics {
@@ -313,6 +334,10 @@ impl Default for Metrics {
             store_write_errors_total: 0,
             store_write_seconds: Histogram::new(WRITE_BOUNDS),
             points_expired_total: 0,
+            leader_changes_total: 0,
+            notifications_received_total: 0,
+            follower_lag_seconds: Histogram::new(LAG_BOUNDS),
+            fallback_polling_seconds_total: 0,
         }
     }
 }
@@ -336,6 +361,8 @@ pub struct Gauges {
     pub store_up: bool,
     /// Log lines dropped because standard error did not keep up.
     pub log_lines_dropped: u64,
+    /// The instance's role.
+    pub role: Option<Role>,
 }
 
 impl Metrics {
@@ -487,6 +514,37 @@ impl Metrics {
             "Store writes that failed.",
             &one(self.store_write_errors_total as f64),
         );
+        let roles: Vec<(String, f64)> = <Role as Label>::ALL
+            .iter()
+            .map(|r| {
+                let now = if gauges.role == Some(*r) { 1.0 } else { 0.0 };
+                (format!("{{role=\"{}\"}}", r.label()), now)
+            })
+            .collect();
+        family(
+            "role",
+            "gauge",
+            "1 for the instance's role: standalone, leader or follower.",
+            &roles,
+        );
+        family(
+            "leader_changes_total",
+            "counter",
+            "Times this instance became leader or stopped being one.",
+            &one(self.leader_changes_total as f64),
+        );
+        family(
+            "notifications_received_total",
+            "counter",
+            "Notifications of the leader's points received.",
+            &one(self.notifications_received_total as f64),
+        );
+        family(
+            "fallback_polling_seconds_total",
+            "counter",
+            "Seconds a follower polled the feed on its own, hearing nothing from the leader.",
+            &one(self.fallback_polling_seconds_total as f64),
+        );
         family(
             "log_lines_dropped_total",
             "counter",
@@ -510,6 +568,12 @@ impl Metrics {
             "fanout_duration_seconds",
             "Time to write one tick's points to every subscriber.",
             &self.fanout_seconds,
+        );
+        render_histogram(
+            &mut out,
+            "follower_lag_seconds",
+            "On a follower: from a notified point's second to its fan-out.",
+            &self.follower_lag_seconds,
         );
         render_histogram(
             &mut out,

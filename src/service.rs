@@ -6,9 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use log::{info, warn};
+use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::asset::{Point, default_assets};
 use crate::clock::epoch_second;
+use crate::cluster::{Membership, Role, election};
 use crate::config::Config;
 use crate::feed::fxcm::FxcmFeed;
 use crate::feed::simulated::SimulatedFeed;
@@ -21,7 +23,8 @@ use crate::store::migrate::Applied;
 use crate::store::postgres::{self, PostgresStore};
 use crate::store::{Store, StoreError};
 
-/// Accept backlog of the listener.
+/// Accept backlog of the listener, so a burst of thousands of connects is queued
+/// instead of retried by the clients a second later.
 const BACKLOG: i32 = 4096;
 /// File descriptors kept for everything but client connections.
 const SPARE_FDS: u64 = 64;
@@ -73,6 +76,11 @@ pub fn start(mut config: Config) -> Result<Reactor, StartError> {
     }
 
     let store = open_store(&config)?;
+    let membership = match &config.postgresql {
+        None => None,
+        Some(pg) => Some(elect(pg.postgres(), &config)?),
+    };
+    let role = membership.as_ref().map_or(Role::Standalone, |m| m.role);
     let assets = store.load_assets().map_err(StartError::Store)?;
     if assets.is_empty() {
         return Err(StartError::NoAssets);
@@ -86,13 +94,22 @@ pub fn start(mut config: Config) -> Result<Reactor, StartError> {
     let warmed = market.warm(&stored, now);
 
     let mut initial_writes: Vec<Point> = Vec::new();
+    let mut backfilled = 0;
     let (feed, feed_text): (Arc<dyn Feed>, String) = match &config.feed {
         FeedSource::Simulated => {
             let seed = config.simulated_seed.unwrap_or_else(|| fastrand::u64(1..));
             let simulated = Arc::new(SimulatedFeed::new(seed));
-            if config.simulated_backfill && stored.is_empty() {
-                initial_writes = simulated.backfill(&assets, window_start, now);
-                market.warm(&initial_writes, now);
+            // Only the instance that polls the feed invents a past; a follower gets
+            // the leader's.
+            if config.simulated_backfill && stored.is_empty() && role != Role::Follower {
+                let backfill = simulated.backfill(&assets, window_start, now);
+                market.warm(&backfill, now);
+                // Written before anyone can subscribe, and not published: it is history.
+                if let Err(e) = store.import_points(&backfill) {
+                    warn!("cannot store the backfill now ({e}); it is queued");
+                    initial_writes = backfill.clone();
+                }
+                backfilled = backfill.len();
             }
             (simulated, format!("simulated (seed {seed})"))
         }
@@ -112,17 +129,11 @@ pub fn start(mut config: Config) -> Result<Reactor, StartError> {
     };
 
     let addr = SocketAddr::new(config.host, config.port);
-    let listener = mio::net::TcpListener::bind(addr).map_err(|e| StartError::Bind(addr, e))?;
-    if let Err(e) = limits::set_backlog(&listener, BACKLOG) {
-        warn!("cannot raise the accept backlog: {e}");
-    }
-    let history = if initial_writes.is_empty() {
+    let listener = bind(addr, config.reuse_port).map_err(|e| StartError::Bind(addr, e))?;
+    let history = if backfilled == 0 {
         format!("{warmed} points of history loaded")
     } else {
-        format!(
-            "history backfilled with {} simulated points",
-            initial_writes.len()
-        )
+        format!("history backfilled with {backfilled} simulated points")
     };
     let store_text = match &config.postgresql {
         None => "memory (history does not survive a restart)".to_string(),
@@ -135,15 +146,54 @@ pub fn start(mut config: Config) -> Result<Reactor, StartError> {
         feed,
         store,
         initial_writes,
+        membership,
     })
     .map_err(StartError::Reactor)?;
     let bound = reactor.local_addr().map_err(StartError::Reactor)?;
+    let shared = if config.reuse_port {
+        ", port shared"
+    } else {
+        ""
+    };
     info!(
-        "listening on {bound} (store: {store_text}; feed: {feed_text}; {history}; \
-         max {} connections)",
+        "listening on {bound}{shared} (role: {}; store: {store_text}; feed: {feed_text}; \
+         {history}; max {} connections)",
+        role.label(),
         config.max_connections
     );
     Ok(reactor)
+}
+
+/// Binds the listener; with `reuse_port`, other processes may bind the same port and
+/// the kernel spreads new connections across them.
+fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<mio::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(mio::net::TcpListener::from_std(socket.into()))
+}
+
+/// Tries the leadership lock once on a connection of its own: the role this instance
+/// starts in, and what the reactor needs to keep competing.
+fn elect(pg: &::postgres::Config, config: &Config) -> Result<Membership, StartError> {
+    let mut lock_client = postgres::connect_client(pg, config.postgresql_startup_timeout)
+        .map_err(StartError::Store)?;
+    let leading = election::try_lead(&mut lock_client).map_err(StartError::Store)?;
+    Ok(Membership {
+        config: pg.clone(),
+        lock_client,
+        role: if leading {
+            Role::Leader
+        } else {
+            Role::Follower
+        },
+        window: config.history_seconds,
+    })
 }
 
 fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {

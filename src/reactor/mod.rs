@@ -9,13 +9,18 @@
 //! - [`ticks`]: the wall-clock second, the feed fetches and their results;
 //! - [`storage`]: the write-behind queue and retention jobs of the store;
 //! - [`ops`]: signals, shutdown and `/health`;
+//! - [`cluster`]: the role among several instances on one database, and the leader's
+//!   points as a follower hears them (the notifications source);
 //!
 //! plus the [`Market`] (history and subscribers) and the [`Metrics`], which the parts
 //! are lent for the call that needs them. A tick goes: [`ticks`] starts a fetch each
 //! second → a worker runs it → [`Reactor::deliver`] records each point in the market and
 //! has [`clients`] write its frame to the subscribers → [`storage`] queues the points.
+//! On a follower the points come from [`cluster`] (the leader's notifications) into the
+//! same `deliver`, and are not stored again.
 
 mod clients;
+mod cluster;
 mod jobs;
 mod ops;
 mod storage;
@@ -28,14 +33,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
-use mio::event::Event;
+use mio::event::Event as Readiness;
 use mio::net::TcpListener;
 use mio::{Events, Poll, Token, Waker};
 
 use crate::asset::{Asset, Point};
 use crate::clock::{epoch_now, epoch_second};
+use crate::cluster::{self as members, Event, Membership, Role};
 use crate::config::Config;
-use crate::feed::{Feed, Quote};
+use crate::feed::Feed;
 use crate::http;
 use crate::limits;
 use crate::logsink;
@@ -45,6 +51,7 @@ use crate::store::Store;
 use crate::workers::Workers;
 
 use clients::{Asked, Clients};
+use cluster::Cluster;
 use jobs::Done;
 use ops::{HealthFacts, Ops, Signal};
 use storage::StoreJobs;
@@ -72,6 +79,8 @@ pub struct Parts {
     pub store: Arc<dyn Store>,
     /// Points to write before the first tick (e.g. a backfill).
     pub initial_writes: Vec<Point>,
+    /// With a database: the role won at start-up and what the cluster threads need.
+    pub membership: Option<Membership>,
 }
 
 /// How the loop ended.
@@ -95,6 +104,7 @@ pub struct Reactor {
     ticks: Ticks,
     store: StoreJobs,
     ops: Ops,
+    cluster: Cluster,
 }
 
 impl Reactor {
@@ -107,11 +117,20 @@ impl Reactor {
             feed,
             store,
             initial_writes,
+            membership,
         } = parts;
         let config = Rc::new(config);
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let workers = Workers::start(config.worker_threads, waker)?;
+        let workers = Workers::start(config.worker_threads, Arc::clone(&waker))?;
+        let cluster = match membership {
+            None => Cluster::standalone(),
+            Some(membership) => {
+                let role = membership.role;
+                let events = members::start(membership, waker)?;
+                Cluster::member(role, events, config.follower_fallback)
+            }
+        };
         let clients = Clients::new(
             poll.registry().try_clone()?,
             listener,
@@ -134,6 +153,7 @@ impl Reactor {
             ticks,
             store,
             ops,
+            cluster,
         })
     }
 
@@ -212,7 +232,7 @@ impl Reactor {
     // ---- event handlers ----------------------------------------------------------
 
     /// A connection's socket is ready.
-    fn on_client(&mut self, key: usize, event: &Event, now: Instant) {
+    fn on_client(&mut self, key: usize, event: &Readiness, now: Instant) {
         if event.is_readable() || event.is_read_closed() || event.is_error() {
             let asked = self
                 .clients
@@ -253,7 +273,10 @@ impl Reactor {
         self.store.start(now, self.ops.stopping(), &self.workers);
         if let Some(second) = self.ticks.new_second(now, &mut self.metrics) {
             self.market.trim(second);
-            if !self.ops.stopping() {
+            if !self.ops.stopping() && self.cluster.polls_feed(now) {
+                if self.cluster.in_fallback() {
+                    self.metrics.fallback_polling_seconds_total += 1;
+                }
                 self.ticks
                     .start_fetch(second, &self.workers, &mut self.metrics);
             }
@@ -265,15 +288,26 @@ impl Reactor {
         self.end_doomed(now);
     }
 
-    /// Takes every finished worker job.
+    /// Takes every finished worker job and every cluster event.
     fn take_results(&mut self, now: Instant) {
+        while let Some(event) = self.cluster.next_event() {
+            self.on_cluster_event(event, now);
+        }
         while let Some(done) = self.workers.try_recv() {
             match done {
                 Done::Feed(fetch) => {
                     if let Some((time, quotes)) =
                         self.ticks.on_fetched(fetch, now, &mut self.metrics)
                     {
-                        self.deliver(time, quotes, now);
+                        let points = quotes
+                            .into_iter()
+                            .map(|q| Point {
+                                asset_id: q.asset_id,
+                                time,
+                                value: q.value,
+                            })
+                            .collect();
+                        self.deliver(time, points, now);
                     }
                 }
                 Done::Write(write) => {
@@ -285,19 +319,62 @@ impl Reactor {
         }
     }
 
-    /// Records one second's quotes in the market, writes each new point's frame to its
-    /// subscribers, and queues the points for the store.
-    fn deliver(&mut self, time: i64, quotes: Vec<Quote>, now: Instant) {
+    /// What the cluster threads report: role changes, the listen connection, and on a
+    /// follower the leader's points.
+    fn on_cluster_event(&mut self, event: Event, now: Instant) {
+        let following = self.cluster.role() == Role::Follower;
+        match event {
+            Event::Role(role) => {
+                if self.cluster.set_role(role, now) {
+                    self.metrics.leader_changes_total += 1;
+                }
+            }
+            Event::Listening => self.cluster.set_listening(true),
+            Event::ListenLost(why) => {
+                warn!("not listening for the leader's points: {why}; reconnecting");
+                self.cluster.set_listening(false);
+            }
+            Event::CatchUp(points) if following => self.catch_up(points, now),
+            Event::Notified { time, points } => {
+                self.metrics.notifications_received_total += 1;
+                if following {
+                    self.cluster.heard(now);
+                    let lag = epoch_now().saturating_sub(Duration::from_secs(time.max(0) as u64));
+                    self.metrics.follower_lag_seconds.observe(lag);
+                    self.deliver(time, points, now);
+                }
+            }
+            Event::CatchUp(_) => {}
+        }
+    }
+
+    /// A follower's catch-up after (re)connecting: stored points it already has a later
+    /// second of go into the history (the stored value wins), the rest are delivered
+    /// live, second by second in order.
+    fn catch_up(&mut self, points: Vec<Point>, now: Instant) {
+        let mut live: Vec<Point> = points
+            .into_iter()
+            .filter(|p| !self.market.merge(*p))
+            .collect();
+        live.sort_by_key(|p| (p.time, p.asset_id));
+        let mut rest = live.as_slice();
+        while let Some(first) = rest.first() {
+            let same = rest.iter().take_while(|p| p.time == first.time).count();
+            let (second, after) = rest.split_at(same);
+            self.deliver(first.time, second.to_vec(), now);
+            rest = after;
+        }
+    }
+
+    /// Records one second's points in the market, writes each new point's frame to its
+    /// subscribers, and (unless a follower, whose leader stores them) queues the new
+    /// points for the store.
+    fn deliver(&mut self, time: i64, candidates: Vec<Point>, now: Instant) {
         let delay = epoch_now().saturating_sub(Duration::from_secs(time.max(0) as u64));
         self.metrics.tick_delay_seconds.observe(delay);
         let fanout_started = Instant::now();
-        let mut points = Vec::with_capacity(quotes.len());
-        for quote in quotes {
-            let point = Point {
-                asset_id: quote.asset_id,
-                time,
-                value: quote.value,
-            };
+        let mut points = Vec::with_capacity(candidates.len());
+        for point in candidates {
             if let Some((index, frame)) = self.market.record(point) {
                 points.push(point);
                 self.clients
@@ -314,8 +391,10 @@ impl Reactor {
         self.metrics.ticks_total.add(TickOutcome::Ok);
         self.metrics.points_total += points.len() as u64;
         self.ticks.recorded(time);
-        self.store.queue(&points, now, &mut self.metrics);
-        self.store.start(now, self.ops.stopping(), &self.workers);
+        if self.cluster.role() != Role::Follower {
+            self.store.queue(&points, now, &mut self.metrics);
+            self.store.start(now, self.ops.stopping(), &self.workers);
+        }
     }
 
     /// Answers `/health` or `/metrics` from the state of every part.
@@ -324,6 +403,9 @@ impl Reactor {
         let (key, head_only, response) = match asked {
             Asked::Health { key, head_only } => {
                 let facts = HealthFacts {
+                    role: self.cluster.role(),
+                    listening: (self.cluster.role() != Role::Standalone)
+                        .then(|| self.cluster.listening()),
                     store: self.store.kind(),
                     feed: self.ticks.describe_feed(),
                     max_tick_age: self.config.health_max_tick_age,
@@ -359,6 +441,7 @@ impl Reactor {
             last_tick_time: self.ticks.last_point_time(),
             store_up: self.store.is_up(),
             log_lines_dropped: logsink::lines_dropped(),
+            role: Some(self.cluster.role()),
         }
     }
 

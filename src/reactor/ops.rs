@@ -8,6 +8,7 @@ use mio::{Interest, Registry, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
+use crate::cluster::Role;
 use crate::metrics::Gauges;
 use crate::store::StoreKind;
 
@@ -34,6 +35,10 @@ pub struct Ops {
 
 /// What `/health` reports besides the gauges.
 pub struct HealthFacts {
+    /// The instance's role.
+    pub role: Role,
+    /// With a database: whether the connection listening for the leader's points is up.
+    pub listening: Option<bool>,
     /// The store: a database must be reachable to be healthy.
     pub store: StoreKind,
     /// The feed, described.
@@ -118,6 +123,8 @@ impl Ops {
         let subscribed: usize = gauges.subscriptions.iter().map(|(_, n)| n).sum();
         let body = serde_json::json!({
             "status": if problems.is_empty() { "ok" } else { "unavailable" },
+            "role": facts.role.label(),
+            "listening": facts.listening,
             "uptime_seconds": uptime,
             "clients": gauges.connections,
             "subscribed_clients": subscribed,

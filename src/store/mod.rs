@@ -8,6 +8,7 @@ pub mod memory;
 pub mod migrate;
 pub mod pgerror;
 pub mod postgres;
+pub mod publish;
 
 use std::fmt;
 
@@ -70,7 +71,15 @@ pub trait Store: Send + Sync {
     fn load_points_since(&self, since: i64) -> Result<Vec<Point>, StoreError>;
 
     /// Writes a batch of points; a point already stored (same asset and time) is ignored.
+    /// A database shared by several instances also publishes them to the followers,
+    /// in the same transaction.
     fn write_points(&self, points: &[Point]) -> Result<(), StoreError>;
+
+    /// Writes points that are history, not news (a start-up backfill): like
+    /// [`Store::write_points`], but never published to followers.
+    fn import_points(&self, points: &[Point]) -> Result<(), StoreError> {
+        self.write_points(points)
+    }
 
     /// Deletes up to `limit` points with `time < before`; returns how many were deleted.
     fn delete_points_before(&self, before: i64, limit: u32) -> Result<u64, StoreError>;

@@ -19,6 +19,7 @@ use r2d2_postgres::PostgresConnectionManager;
 use super::dsn::{redacted, with_service_defaults};
 use super::migrate::{self, Applied};
 use super::pgerror::{classify, error_text};
+use super::publish::{self, CHANNEL};
 use super::{Store, StoreError, StoreKind};
 use crate::asset::{Asset, Point};
 
@@ -53,6 +54,21 @@ FROM unnest($1::int4[], $2::int8[], $3::float8[]) WITH ORDINALITY AS u (asset_id
 WHERE EXISTS (SELECT 1 FROM assets a WHERE a.id = u.asset_id)
 ORDER BY u.n
 ON CONFLICT DO NOTHING";
+
+/// [`WRITE_POINTS`], publishing each second's points on [`CHANNEL`] in the same
+/// statement: a notification is delivered on commit, so no follower hears of a point
+/// the table lacks.
+const WRITE_AND_PUBLISH_POINTS: &str = "\
+WITH written AS (
+    INSERT INTO points (asset_id, time, value)
+    SELECT u.asset_id, to_timestamp(u.time), u.value
+    FROM unnest($1::int4[], $2::int8[], $3::float8[]) WITH ORDINALITY AS u (asset_id, time, value, n)
+    WHERE EXISTS (SELECT 1 FROM assets a WHERE a.id = u.asset_id)
+    ORDER BY u.n
+    ON CONFLICT DO NOTHING
+)
+SELECT count(pg_notify($4, p.payload))
+FROM (SELECT payload FROM unnest($5::text[]) WITH ORDINALITY AS t (payload, n) ORDER BY n) p";
 
 const LOAD_ASSETS: &str = "SELECT id, name FROM assets ORDER BY id";
 
@@ -156,32 +172,32 @@ impl Store for PostgresStore {
     }
 
     fn load_points_since(&self, since: i64) -> Result<Vec<Point>, StoreError> {
-        let rows = self
-            .conn()?
-            .client()?
-            .query(LOAD_POINTS_SINCE, &[&since])
-            .map_err(|e| classify(&e))?;
-        rows.iter()
-            .map(|row| {
-                Ok(Point {
-                    asset_id: row.try_get(0)?,
-                    time: row.try_get(1)?,
-                    value: row.try_get(2)?,
-                })
-            })
-            .collect::<Result<_, postgres::Error>>()
-            .map_err(|e| classify(&e))
+        points_since(self.conn()?.client()?, since)
     }
 
-    /// One statement per batch. Points of assets missing from `assets` are skipped
-    /// rather than failing the whole batch.
+    /// One statement per batch, publishing the points to followers. Points of assets
+    /// missing from `assets` are skipped rather than failing the whole batch.
     fn write_points(&self, points: &[Point]) -> Result<(), StoreError> {
         if points.is_empty() {
             return Ok(());
         }
-        let ids: Vec<i32> = points.iter().map(|p| p.asset_id).collect();
-        let times: Vec<i64> = points.iter().map(|p| p.time).collect();
-        let values: Vec<f64> = points.iter().map(|p| p.value).collect();
+        let (ids, times, values) = columns(points);
+        let payloads = publish::encode(points);
+        self.conn()?
+            .client()?
+            .execute(
+                WRITE_AND_PUBLISH_POINTS,
+                &[&ids, &times, &values, &CHANNEL, &payloads],
+            )
+            .map_err(|e| classify(&e))?;
+        Ok(())
+    }
+
+    fn import_points(&self, points: &[Point]) -> Result<(), StoreError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let (ids, times, values) = columns(points);
         self.conn()?
             .client()?
             .execute(WRITE_POINTS, &[&ids, &times, &values])
@@ -198,6 +214,32 @@ impl Store for PostgresStore {
             .execute(DELETE_POINTS_BEFORE, &[&before, &i64::from(limit)])
             .map_err(|e| classify(&e))
     }
+}
+
+/// Points as the three column arrays the write statements take.
+fn columns(points: &[Point]) -> (Vec<i32>, Vec<i64>, Vec<f64>) {
+    (
+        points.iter().map(|p| p.asset_id).collect(),
+        points.iter().map(|p| p.time).collect(),
+        points.iter().map(|p| p.value).collect(),
+    )
+}
+
+/// Points with `time >= since`, ordered by asset then time, read over `client`.
+pub fn points_since(client: &mut postgres::Client, since: i64) -> Result<Vec<Point>, StoreError> {
+    let rows = client
+        .query(LOAD_POINTS_SINCE, &[&since])
+        .map_err(|e| classify(&e))?;
+    rows.iter()
+        .map(|row| {
+            Ok(Point {
+                asset_id: row.try_get(0)?,
+                time: row.try_get(1)?,
+                value: row.try_get(2)?,
+            })
+        })
+        .collect::<Result<_, postgres::Error>>()
+        .map_err(|e| classify(&e))
 }
 
 /// `ws_assets migrate`: waits up to `timeout` for the database, then applies pending migrations.

@@ -1,0 +1,113 @@
+//! A follower's ear: `LISTEN` on a connection of its own, with a catch-up read of the
+//! points table whenever the connection (re)starts, since `NOTIFY` has no replay.
+
+use std::thread;
+use std::time::Duration;
+
+use log::{debug, info, warn};
+use postgres::fallible_iterator::FallibleIterator;
+
+use super::{Event, Reporter};
+use crate::clock::epoch_second;
+use crate::store::pgerror::classify;
+use crate::store::postgres::{connect_client, discard, points_since};
+use crate::store::publish::{self, CHANNEL};
+
+/// Pause before reconnecting a lost listen connection.
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+
+/// How long one connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Silence after which the connection is checked.
+const CHECK_AFTER: Duration = Duration::from_secs(1);
+
+/// How long that check may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Listens for the leader's points for the life of the process on a thread of its own;
+/// a catch-up covers `window` seconds of history.
+pub fn spawn(config: postgres::Config, window: u32, reporter: Reporter) -> std::io::Result<()> {
+    thread::Builder::new()
+        .name("listen".into())
+        .spawn(move || run(&config, window, &reporter))?;
+    Ok(())
+}
+
+fn run(config: &postgres::Config, window: u32, reporter: &Reporter) {
+    // A loss is reported once, until the connection has been up again.
+    let mut loss_reported = false;
+    loop {
+        let why = match connect_client(config, CONNECT_TIMEOUT) {
+            Ok(client) => match listen(client, window, reporter) {
+                Ended::Lost { why, was_up } => {
+                    loss_reported &= !was_up;
+                    why
+                }
+                Ended::ReactorGone => return,
+            },
+            Err(e) => e.to_string(),
+        };
+        if !loss_reported {
+            loss_reported = true;
+            if !reporter.report(Event::ListenLost(why)) {
+                return;
+            }
+        }
+        thread::sleep(RECONNECT_EVERY);
+    }
+}
+
+/// How a listen connection ended.
+enum Ended {
+    /// It failed; `was_up` if it had been listening.
+    Lost { why: String, was_up: bool },
+    /// The reactor no longer takes events.
+    ReactorGone,
+}
+
+/// Listens on `client` until it fails.
+fn listen(mut client: postgres::Client, window: u32, reporter: &Reporter) -> Ended {
+    let lost = |client: postgres::Client, why: String, was_up: bool| {
+        discard(client);
+        Ended::Lost { why, was_up }
+    };
+    if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")) {
+        return lost(client, classify(&e).to_string(), false);
+    }
+    info!("listening for the leader's points");
+    if !reporter.report(Event::Listening) {
+        return Ended::ReactorGone;
+    }
+    // What was stored while nobody listened, before anything heard from now on.
+    let since = epoch_second() - i64::from(window) + 1;
+    match points_since(&mut client, since) {
+        Ok(mut points) => {
+            points.sort_by_key(|p| (p.time, p.asset_id));
+            if !reporter.report(Event::CatchUp(points)) {
+                return Ended::ReactorGone;
+            }
+        }
+        Err(e) => return lost(client, e.to_string(), true),
+    }
+    loop {
+        let next = client.notifications().timeout_iter(CHECK_AFTER).next();
+        match next {
+            Ok(Some(notification)) => match publish::decode(notification.payload()) {
+                Ok((time, points)) => {
+                    if !reporter.report(Event::Notified { time, points }) {
+                        return Ended::ReactorGone;
+                    }
+                }
+                Err(e) => warn!("{e}"),
+            },
+            Ok(None) => {
+                if let Err(e) = client.is_valid(CHECK_TIMEOUT) {
+                    debug!("listen connection check failed: {e}");
+                    return lost(client, e.to_string(), true);
+                }
+            }
+            Err(e) => return lost(client, classify(&e).to_string(), true),
+        }
+    }
+}
