@@ -12,6 +12,7 @@ use std::time::Duration;
 use log::LevelFilter;
 
 use crate::feed::{FeedSource, SIMULATED};
+use crate::http::Origins;
 use crate::store::dsn::PgSettings;
 
 /// Every environment variable starts with this.
@@ -74,6 +75,10 @@ pub struct Config {
     pub follower_fallback: Duration,
     /// Bind the listener with `SO_REUSEPORT`, so instances on one host share the port.
     pub reuse_port: bool,
+    /// Which browser pages may open a WebSocket.
+    pub allowed_origins: Origins,
+    /// Connections one source address may hold; 0 is no limit.
+    pub max_connections_per_ip: usize,
 }
 
 /// One environment variable: its name (without the prefix), default, meaning and parser.
@@ -280,6 +285,20 @@ pub const VARS: &[Var] = &[
         accepts: BOOL,
         apply: |c, v| boolean(v).map(|b| c.reuse_port = b),
     },
+    Var {
+        name: "ALLOWED_ORIGINS",
+        default: "",
+        help: "browser origins allowed to open a WebSocket, comma-separated (https://app.example.com); * or empty allows any; the test page's own origin is always allowed and requests without Origin are not checked",
+        accepts: "empty, *, or comma-separated http(s)://host[:port] origins",
+        apply: |c, v| origins(v).map(|o| c.allowed_origins = o),
+    },
+    Var {
+        name: "MAX_CONNECTIONS_PER_IP",
+        default: "0",
+        help: "connections one source address may hold; beyond it 503 and close; 0 is no limit (behind a load balancer every client has its address)",
+        accepts: "an integer 0..=10000000",
+        apply: |c, v| int(v, 0, 10_000_000).map(|n| c.max_connections_per_ip = n),
+    },
 ];
 
 const BOOL: &str = "TRUE, FALSE, 1, 0, yes or no, in any case";
@@ -399,6 +418,8 @@ impl Config {
             health_max_tick_age: Duration::ZERO,
             follower_fallback: Duration::ZERO,
             reuse_port: false,
+            allowed_origins: Origins::Any,
+            max_connections_per_ip: 0,
         }
     }
 }
@@ -502,6 +523,10 @@ fn feed(v: &str) -> Result<FeedSource, Refused> {
 
 /// Empty: no database. Otherwise the DSN; a refused one is not repeated (it may hold a
 /// password), and the parser's reason never contains the password.
+fn origins(v: &str) -> Result<Origins, Refused> {
+    Ok(Origins::parse(v)?)
+}
+
 fn database(v: &str) -> Result<Option<PgSettings>, Refused> {
     if v.is_empty() {
         return Ok(None);

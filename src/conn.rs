@@ -6,7 +6,7 @@
 //! [`Outbox`], so shared frames and control frames stay in order.
 
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::net::{IpAddr, Shutdown};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -151,6 +151,8 @@ pub struct Conn {
     pub ping_sent: Option<Instant>,
     /// Accepted beyond the connection limit: only `/health` and `/metrics` are served.
     pub ops_only: bool,
+    /// The client's address, for the per-address connection limit.
+    pub peer: Option<IpAddr>,
 }
 
 impl Conn {
@@ -173,6 +175,7 @@ impl Conn {
             last_heard: now,
             ping_sent: None,
             ops_only: false,
+            peer: None,
         }
     }
 

@@ -23,6 +23,12 @@ pub struct RequestHead {
     pub path: String,
     /// What the head asks for regarding WebSocket.
     pub upgrade: Upgrade,
+    /// Whether the request is HTTP/1.1 (which requires `Host`).
+    pub http11: bool,
+    /// The `Host` header, if any.
+    pub host: Option<String>,
+    /// The `Origin` header, if any (browsers send it with every WebSocket upgrade).
+    pub origin: Option<String>,
     /// Bytes of the buffer taken by the head; what follows belongs to the next protocol.
     pub len: usize,
 }
@@ -83,6 +89,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         method: method.to_string(),
         path,
         upgrade,
+        http11: request.version == Some(1),
+        host: header("host").map(str::to_string),
+        origin: header("origin").map(str::to_string),
         len,
     }))
 }
@@ -109,8 +118,94 @@ fn websocket_upgrade<'h>(
         return Upgrade::WrongVersion;
     }
     match header("sec-websocket-key") {
-        Some(key) if key.len() == 24 && key.ends_with("==") => Upgrade::WebSocket(key.to_string()),
-        _ => Upgrade::Invalid("a WebSocket upgrade needs a valid Sec-WebSocket-Key"),
+        Some(key) if is_websocket_key(key) => Upgrade::WebSocket(key.to_string()),
+        _ => Upgrade::Invalid(
+            "a WebSocket upgrade needs a Sec-WebSocket-Key of 16 bytes in base64 (RFC 6455 4.1)",
+        ),
+    }
+}
+
+/// Whether `key` is 16 bytes in canonical base64: 22 characters of the alphabet, the
+/// last carrying no stray bits, and `==`.
+fn is_websocket_key(key: &str) -> bool {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = key.as_bytes();
+    let [data @ .., last, b'=', b'='] = bytes else {
+        return false;
+    };
+    data.len() == 21
+        && data.iter().all(|b| ALPHABET.contains(b))
+        && ALPHABET
+            .iter()
+            .position(|b| b == last)
+            .is_some_and(|sextet| sextet & 0x0F == 0)
+}
+
+/// An entry of `WS_ASSETS_ALLOWED_ORIGINS` that is not an origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadOrigin(pub String);
+
+impl std::fmt::Display for BadOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?} is not an origin like https://app.example.com",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for BadOrigin {}
+
+/// Which browser pages may open a WebSocket (`WS_ASSETS_ALLOWED_ORIGINS`).
+///
+/// A request without `Origin` (not a browser) is always allowed, and so is the test
+/// page's own origin: an `Origin` naming the host the request was sent to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origins {
+    /// No check (the original service had none).
+    Any,
+    /// Only these origins (`scheme://host[:port]`, lowercase, no trailing slash).
+    Only(Vec<String>),
+}
+
+impl Origins {
+    /// Parses the comma-separated list: empty or `*` for any, else origins.
+    pub fn parse(list: &str) -> Result<Origins, BadOrigin> {
+        let mut origins = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if item == "*" {
+                return Ok(Origins::Any);
+            }
+            let normal = item.trim_end_matches('/').to_ascii_lowercase();
+            let rest = normal
+                .strip_prefix("https://")
+                .or_else(|| normal.strip_prefix("http://"));
+            match rest {
+                Some(authority) if !authority.is_empty() && !authority.contains('/') => {
+                    origins.push(normal);
+                }
+                _ => return Err(BadOrigin(item.to_string())),
+            }
+        }
+        Ok(if origins.is_empty() {
+            Origins::Any
+        } else {
+            Origins::Only(origins)
+        })
+    }
+
+    /// Whether an upgrade with this `Origin`, sent to this `Host`, is allowed.
+    pub fn allow(&self, origin: Option<&str>, host: Option<&str>) -> bool {
+        let (Origins::Only(allowed), Some(origin)) = (self, origin) else {
+            return true;
+        };
+        let origin = origin.trim_end_matches('/').to_ascii_lowercase();
+        let authority = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        let same_host = authority.is_some_and(|a| host.is_some_and(|h| a.eq_ignore_ascii_case(h)));
+        same_host || allowed.contains(&origin)
     }
 }
 
@@ -131,6 +226,12 @@ pub enum Route {
 
 /// Routes a request head. `ui` says whether the test page is served.
 pub fn route(head: &RequestHead, ui: bool) -> Route {
+    if head.http11 && head.host.is_none() {
+        return Route::Error(
+            400,
+            "an HTTP/1.1 request needs a Host header (RFC 9112 3.2)",
+        );
+    }
     let websocket_path = matches!(head.path.as_str(), "/" | "/api/v1/websocket");
     match &head.upgrade {
         Upgrade::WebSocket(key) if websocket_path => return Route::WebSocket(key.clone()),
@@ -207,6 +308,7 @@ fn reason(status: u16) -> &'static str {
         101 => "Switching Protocols",
         200 => "OK",
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
@@ -276,7 +378,7 @@ mod tests {
 
     #[test]
     fn broken_upgrades_are_explained() {
-        let no_key = "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        let no_key = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n";
         assert!(
             matches!(route(&head(no_key), true), Route::Error(400, why) if why.contains("Key"))
         );
@@ -290,7 +392,7 @@ mod tests {
 
     #[test]
     fn plain_routes() {
-        let get = |path: &str| head(&format!("GET {path} HTTP/1.1\r\n\r\n"));
+        let get = |path: &str| head(&format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
         assert_eq!(route(&get("/"), true), Route::Page);
         assert_eq!(route(&get("/"), false), Route::Error(404, "not found"));
         assert_eq!(route(&get("/health"), true), Route::Health);
@@ -300,10 +402,80 @@ mod tests {
             route(&get("/api/v1/websocket"), true),
             Route::Error(426, _)
         ));
-        let delete = head("DELETE /health HTTP/1.1\r\n\r\n");
+        let delete = head("DELETE /health HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(matches!(route(&delete, true), Route::Error(405, _)));
         let head_req = head("HEAD / HTTP/1.0\r\n\r\n");
         assert_eq!(route(&head_req, true), Route::Page);
+    }
+
+    #[test]
+    fn http11_without_host_is_refused_and_http10_needs_none() {
+        let no_host = head("GET /health HTTP/1.1\r\n\r\n");
+        assert!(matches!(route(&no_host, true), Route::Error(400, why) if why.contains("Host")));
+        let upgrade = upgrade_request("/").replace("Host: x\r\n", "");
+        assert!(
+            matches!(route(&head(&upgrade), true), Route::Error(400, why) if why.contains("Host"))
+        );
+        assert_eq!(
+            route(&head("GET /health HTTP/1.0\r\n\r\n"), true),
+            Route::Health
+        );
+    }
+
+    #[test]
+    fn websocket_keys_must_be_16_bytes_of_base64() {
+        assert!(is_websocket_key(KEY));
+        assert!(is_websocket_key("AAAAAAAAAAAAAAAAAAAAAA=="));
+        for bad in [
+            "",
+            "dGhlIHNhbXBsZSBub25jZQ",
+            "dGhlIHNhbXBsZSBub25jZQ=",
+            "dGhlIHNhbXBsZSBub25jZR==",
+            "dGhlIHNhbXBsZSBub25j*Q==",
+            "dGhlIHNhbXBsZSBub25jZQ==x",
+            "dGhlIHNhbXBsZSBub25jZSBs",
+            "ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ",
+        ] {
+            assert!(!is_websocket_key(bad), "{bad:?}");
+            let text = upgrade_request("/").replace(KEY, bad);
+            assert!(
+                matches!(route(&head(&text), true), Route::Error(400, _)),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn origins_allow_the_listed_the_own_and_non_browsers() {
+        let only = Origins::parse(" https://App.example.com/ , http://localhost:3000").unwrap();
+        assert!(only.allow(Some("https://app.example.com"), Some("ws.example.com")));
+        assert!(only.allow(Some("http://localhost:3000"), Some("ws.example.com")));
+        assert!(!only.allow(Some("https://evil.example"), Some("ws.example.com")));
+        assert!(!only.allow(Some("null"), Some("ws.example.com")));
+        assert!(only.allow(None, Some("ws.example.com")), "not a browser");
+        assert!(
+            only.allow(
+                Some("http://ws.example.com:8080"),
+                Some("ws.example.com:8080")
+            ),
+            "the test page's own origin"
+        );
+        assert!(!only.allow(
+            Some("http://ws.example.com:9999"),
+            Some("ws.example.com:8080")
+        ));
+        for any in ["", "*", " , ", "https://a.example, *"] {
+            assert_eq!(Origins::parse(any), Ok(Origins::Any), "{any:?}");
+            assert!(Origins::Any.allow(Some("https://evil.example"), None));
+        }
+        for bad in [
+            "app.example.com",
+            "ftp://x",
+            "https://",
+            "https://a.example/path",
+        ] {
+            assert!(Origins::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

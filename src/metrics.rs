@@ -74,6 +74,10 @@ pub enum DropReason {
     HandshakeTimeout,
     /// The connection limit was reached when it connected.
     ConnectionLimit,
+    /// Its address already held `WS_ASSETS_MAX_CONNECTIONS_PER_IP` connections.
+    AddressLimit,
+    /// A browser page whose origin is not allowed asked for a WebSocket.
+    OriginRefused,
 }
 
 impl Label for DropReason {
@@ -85,6 +89,8 @@ impl Label for DropReason {
         DropReason::ProtocolError,
         DropReason::HandshakeTimeout,
         DropReason::ConnectionLimit,
+        DropReason::AddressLimit,
+        DropReason::OriginRefused,
     ];
 
     fn label(self) -> &'static str {
@@ -95,6 +101,8 @@ impl Label for DropReason {
             DropReason::ProtocolError => "protocol_error",
             DropReason::HandshakeTimeout => "handshake_timeout",
             DropReason::ConnectionLimit => "connection_limit",
+            DropReason::AddressLimit => "address_limit",
+            DropReason::OriginRefused => "origin_refused",
         }
     }
 }

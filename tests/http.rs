@@ -19,7 +19,7 @@ fn unknown_paths_methods_and_garbage() {
     let server = Server::start(&[]);
     assert_eq!(server.get("/nothing-here").0, 404);
     assert_eq!(server.get("/static/missing.js").0, 404);
-    let (status, _) = server.http("POST /health HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    let (status, _) = server.http("POST /health HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
     assert_eq!(status, 405);
     let (status, _) = http_request(server.addr, "\x16\x03\x01 garbage\r\n\r\n");
     assert_eq!(status, 400);
@@ -46,7 +46,7 @@ fn head_requests_get_headers_only() {
 fn a_bad_upgrade_is_answered_400() {
     let server = Server::start(&[]);
     let (status, body) = server.http(
-        "GET /api/v1/websocket HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET /api/v1/websocket HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Version: 13\r\n\r\n",
     );
     assert_eq!(status, 400);

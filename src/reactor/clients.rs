@@ -5,8 +5,9 @@
 //! decided first and carried out by [`Clients::end_doomed`] after the step, so that no
 //! loop over connections removes one under its own feet.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -115,6 +116,8 @@ pub struct Clients {
     slow_log: Throttle,
     /// Most connections open since memory was last given back.
     peak: usize,
+    /// Open connections per source address, kept when that is limited.
+    per_ip: HashMap<IpAddr, usize>,
 }
 
 impl Clients {
@@ -145,6 +148,7 @@ impl Clients {
             accept_log: Throttle::new(LOG_EVERY),
             slow_log: Throttle::new(LOG_EVERY),
             peak: 0,
+            per_ip: HashMap::new(),
         })
     }
 
@@ -225,6 +229,22 @@ impl Clients {
                 debug!("refused {addr}: connection limit reached");
                 continue;
             }
+            let per_ip_limit = self.config.max_connections_per_ip;
+            if per_ip_limit > 0 {
+                let held = self.per_ip.entry(addr.ip()).or_default();
+                if *held >= per_ip_limit {
+                    metrics.clients_dropped_total.add(DropReason::AddressLimit);
+                    let busy = http::error_response(
+                        503,
+                        "connection limit of this address reached",
+                        false,
+                    );
+                    let _ = io::Write::write(&mut stream, &busy);
+                    debug!("refused {addr}: connection limit of its address reached");
+                    continue;
+                }
+                *held += 1;
+            }
             let _ = stream.set_nodelay(true);
             let entry = self.conns.vacant_entry();
             let key = entry.key();
@@ -243,6 +263,7 @@ impl Clients {
             };
             let mut conn = Conn::new(stream, now, now + deadline);
             conn.ops_only = reserved;
+            conn.peer = (per_ip_limit > 0).then_some(addr.ip());
             entry.insert(conn);
             self.peak = self.peak.max(self.conns.len());
             debug!("connection {key} from {addr}");
@@ -321,6 +342,16 @@ impl Clients {
                     .clients_dropped_total
                     .add(DropReason::ConnectionLimit);
                 Route::Error(503, "connection limit reached")
+            }
+            Route::WebSocket(_)
+                if !self
+                    .config
+                    .allowed_origins
+                    .allow(head.origin.as_deref(), head.host.as_deref()) =>
+            {
+                metrics.clients_dropped_total.add(DropReason::OriginRefused);
+                debug!("connection {key}: origin {:?} is not allowed", head.origin);
+                Route::Error(403, "this origin may not open a WebSocket here")
             }
             route => route,
         };
@@ -628,6 +659,14 @@ impl Clients {
                     self.unsubscribe(key, market);
                     let mut conn = self.conns.remove(key);
                     let _ = self.registry.deregister(&mut conn.socket.tcp);
+                    if let Some(ip) = conn.peer
+                        && let Some(held) = self.per_ip.get_mut(&ip)
+                    {
+                        *held -= 1;
+                        if *held == 0 {
+                            self.per_ip.remove(&ip);
+                        }
+                    }
                     debug!("connection {key} closed");
                 }
             }
