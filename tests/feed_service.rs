@@ -16,7 +16,7 @@
 mod common;
 mod fakefeed;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use common::{Client, Server};
@@ -274,19 +274,6 @@ fn ticks(server: &Server, outcome: &str) -> f64 {
     server.metric_value(&series("ticks_total", "outcome", outcome))
 }
 
-/// Every series of one `/metrics` answer, by name with labels.
-fn snapshot(server: &Server) -> HashMap<String, f64> {
-    let (status, body) = server.get("/metrics");
-    assert_eq!(status, 200, "{body}");
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            Some((name.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
-
 fn assert_assets_answer(client: &mut Client) {
     client.send_text(r#"{"action":"assets","message":{}}"#);
     let answer = client.recv_action("assets");
@@ -439,7 +426,7 @@ fn an_answer_past_the_timeout_leaves_exactly_its_second_empty() {
     assert_eq!(ticks(&server, "failed"), 2.0);
     assert_eq!(ticks(&server, "late"), 0.0);
     // Every finished fetch is timed; the two abandoned ones waited out the timeout.
-    let m = snapshot(&server);
+    let m = server.metrics();
     let fetches = m["ws_assets_feed_fetch_duration_seconds_count"];
     let finished: f64 = ["ok", "empty", "failed", "late"]
         .iter()
@@ -447,7 +434,7 @@ fn an_answer_past_the_timeout_leaves_exactly_its_second_empty() {
         .sum();
     assert_eq!(fetches, finished);
     let within_half_a_second = m["ws_assets_feed_fetch_duration_seconds_bucket{le=\"0.5\"}"];
-    assert!(fetches - within_half_a_second >= 2.0, "{m:?}");
+    assert!(fetches - within_half_a_second >= 2.0, "{m:#?}");
     // Closed clients let the server stop at once.
     drop((client, other));
     let log = server.stop_and_log();
