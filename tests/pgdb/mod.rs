@@ -1,11 +1,13 @@
-//! Test harness for the real PostgreSQL: a throwaway database per test, and a TCP proxy
-//! that can cut or black-hole the connection to simulate an outage.
+//! Test harness for the real PostgreSQL: a throwaway database per test with the queries
+//! tests make of it (`execute`, `scalar`, `table_exists`, the stored points), and a TCP
+//! proxy that can cut or black-hole the connection to simulate an outage.
 //!
 //! The admin DSN comes from `WS_ASSETS_TEST_POSTGRESQL_DSN` (default
 //! `postgresql://postgres@127.0.0.1:5432/postgres`); `.ci/start-postgres` provides it.
 //! Shared by several test crates, each using part of it.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -146,6 +148,56 @@ impl TestDb {
     /// The server's TCP address, for [`Proxy::start`].
     pub fn server_addr(&self) -> SocketAddr {
         server_addr(&self.admin)
+    }
+
+    /// Runs `sql` (one or more statements); a failure fails the test.
+    pub fn execute(&self, sql: &str) {
+        self.client()
+            .batch_execute(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {}", dsn::error_text(&e)));
+    }
+
+    /// The `int8` in the first column of the one row `sql` returns, e.g. a `count(*)`.
+    pub fn scalar(&self, sql: &str) -> i64 {
+        self.client()
+            .query_one(sql, &[])
+            .and_then(|row| row.try_get(0))
+            .unwrap_or_else(|e| panic!("{sql}: {}", dsn::error_text(&e)))
+    }
+
+    /// Whether a table (or other relation) of that name exists.
+    pub fn table_exists(&self, table: &str) -> bool {
+        self.client()
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+            .and_then(|row| row.try_get(0))
+            .unwrap_or_else(|e| panic!("to_regclass({table}): {}", dsn::error_text(&e)))
+    }
+
+    /// `(time, value)` of every stored point of an asset, oldest first.
+    pub fn stored(&self, asset_id: i32) -> Vec<(i64, f64)> {
+        let sql = "SELECT floor(extract(epoch FROM time))::int8, value FROM points \
+                   WHERE asset_id = $1 ORDER BY time";
+        self.client()
+            .query(sql, &[&asset_id])
+            .unwrap_or_else(|e| panic!("{sql}: {}", dsn::error_text(&e)))
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect()
+    }
+
+    /// Stored times per asset id, oldest first.
+    pub fn stored_times(&self) -> BTreeMap<i32, Vec<i64>> {
+        let sql = "SELECT asset_id, floor(extract(epoch FROM time))::int8 FROM points \
+                   ORDER BY asset_id, time";
+        let mut times: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+        for row in self
+            .client()
+            .query(sql, &[])
+            .unwrap_or_else(|e| panic!("{sql}: {}", dsn::error_text(&e)))
+        {
+            times.entry(row.get(0)).or_default().push(row.get(1));
+        }
+        times
     }
 }
 
