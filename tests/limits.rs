@@ -1,5 +1,6 @@
-//! Limits that protect the service and its other clients: message size, slow
-//! consumers, ping timeouts, handshake deadlines and the connection cap.
+//! Limits that protect the service and its other clients: message size, frames that
+//! break the protocol, slow consumers, ping timeouts, handshake deadlines and the
+//! connection cap.
 
 mod common;
 
@@ -7,14 +8,15 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Client, Server, masked_text, read_until_closed, time_of, wait_until};
+use common::{
+    Client, Ended, Server, masked_frame, masked_text, read_until_closed, server_frames, time_of,
+    wait_until,
+};
 use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
 
-/// Whether the server ends `stream` within `within`.
-fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
-    read_until_closed(stream, Instant::now(), within).is_some()
-}
+/// The opcode of a ping frame.
+const PING: u8 = 0x9;
 
 /// Checks that `client` keeps receiving consecutive live points.
 fn keeps_receiving(client: &mut Client, points: usize) {
@@ -96,7 +98,9 @@ fn a_client_that_ignores_pings_is_dropped_and_one_that_answers_is_kept() {
         ("WS_ASSETS_PING_INTERVAL_SECONDS", "1"),
         ("WS_ASSETS_PONG_TIMEOUT_SECONDS", "1"),
     ]);
-    let mut silent = server.raw_websocket();
+    let connecting = Instant::now();
+    let silent = server.raw_websocket();
+    let silent = watch_until_closed(silent, connecting);
     let mut lively = server.client();
     let started = Instant::now();
     let mut pings = 0;
@@ -108,10 +112,11 @@ fn a_client_that_ignores_pings_is_dropped_and_one_that_answers_is_kept() {
         }
     }
     assert!(pings >= 1, "the server pings quiet clients");
-    assert!(
-        closed_within(&mut silent, Duration::from_secs(10)),
-        "a client that never answers is dropped"
-    );
+    let ended = silent
+        .join()
+        .unwrap()
+        .expect("a client that never answers is dropped");
+    assert_dropped_for_silence(&server, &ended, Duration::from_secs(1 + 1));
     lively.send_text(r#"{"action":"assets","message":{}}"#);
     assert_eq!(lively.recv_action("assets")["action"], "assets");
 }
@@ -122,12 +127,14 @@ fn subscribers_get_pings_with_their_points_and_are_dropped_if_they_never_answer(
         ("WS_ASSETS_PING_INTERVAL_SECONDS", "1"),
         ("WS_ASSETS_PONG_TIMEOUT_SECONDS", "2"),
     ]);
+    let connecting = Instant::now();
     let mut silent = server.raw_websocket();
     silent
         .write_all(&masked_text(
             br#"{"action":"subscribe","message":{"assetId":1}}"#,
         ))
         .unwrap();
+    let silent = watch_until_closed(silent, connecting);
     let mut lively = server.client();
     lively.subscribe_history(1);
     let started = Instant::now();
@@ -147,7 +154,36 @@ fn subscribers_get_pings_with_their_points_and_are_dropped_if_they_never_answer(
         points >= 4,
         "{points} points: an answering subscriber keeps receiving"
     );
-    assert!(closed_within(&mut silent, Duration::from_secs(10)));
+    let ended = silent
+        .join()
+        .unwrap()
+        .expect("a subscriber that never answers is dropped");
+    assert_dropped_for_silence(&server, &ended, Duration::from_secs(1 + 2));
+}
+
+/// Reads a raw client's connection on a thread until the server ends it (at most 15 s
+/// after `since`), as a client that reads but never answers a ping.
+fn watch_until_closed(
+    mut stream: TcpStream,
+    since: Instant,
+) -> std::thread::JoinHandle<Option<Ended>> {
+    std::thread::spawn(move || read_until_closed(&mut stream, since, Duration::from_secs(15)))
+}
+
+/// Checks that a client was dropped for not answering a ping: it was pinged, it was not
+/// dropped before `at_least` (the ping interval plus the pong timeout) had passed since
+/// it connected, and the drop is counted as a pong timeout.
+fn assert_dropped_for_silence(server: &Server, ended: &Ended, at_least: Duration) {
+    let frames = server_frames(&ended.bytes);
+    assert!(
+        frames.iter().any(|f| f.opcode == PING),
+        "dropped without a ping first: {frames:?}"
+    );
+    assert!(
+        ended.after >= at_least,
+        "dropped {:?} after connecting, before the ping interval and pong timeout ({at_least:?}) had passed",
+        ended.after
+    );
     assert_eq!(
         server.metric_value(r#"ws_assets_clients_dropped_total{reason="pong_timeout"}"#),
         1.0
@@ -189,9 +225,20 @@ fn a_flooding_client_neither_stalls_others_nor_grows_without_bound() {
 #[test]
 fn an_unfinished_request_head_is_dropped_after_the_handshake_timeout() {
     let server = Server::start(&[("WS_ASSETS_HANDSHAKE_TIMEOUT_SECONDS", "1")]);
+    let connecting = Instant::now();
     let mut stream = TcpStream::connect(server.addr).unwrap();
     stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
-    assert!(closed_within(&mut stream, Duration::from_secs(10)));
+    let ended = read_until_closed(&mut stream, connecting, Duration::from_secs(10))
+        .expect("an unfinished head is dropped");
+    assert!(
+        ended.after >= Duration::from_secs(1),
+        "dropped {:?} after connecting, before the 1 s handshake timeout",
+        ended.after
+    );
+    assert_eq!(
+        server.metric_value(r#"ws_assets_clients_dropped_total{reason="handshake_timeout"}"#),
+        1.0
+    );
 }
 
 #[test]
@@ -223,4 +270,36 @@ fn invalid_utf8_text_closes_with_1007() {
     stream.write_all(&masked_text(&[0xff, 0xfe, b'{'])).unwrap();
     let mut client = Client::from_raw(stream);
     assert_eq!(client.recv_close(), Some(CloseCode::Invalid));
+}
+
+#[test]
+fn a_protocol_violation_closes_only_that_client_with_1002() {
+    let server = Server::start(&[]);
+    let mut bystander = server.client();
+    bystander.subscribe_history(1);
+    let request = br#"{"action":"assets","message":{}}"#;
+    let unmasked = [&[0x81, request.len() as u8][..], &request[..]].concat();
+    let violations = [
+        ("an unmasked frame", unmasked),
+        ("a reserved bit set", masked_frame(0x81 | 0x40, request)),
+        ("a reserved opcode", masked_frame(0x83, request)),
+        (
+            "a continuation with nothing to continue",
+            masked_frame(0x80, request),
+        ),
+        ("a fragmented ping", masked_frame(0x09, b"ping")),
+    ];
+    for (what, bytes) in &violations {
+        let mut stream = server.raw_websocket();
+        stream.write_all(bytes).unwrap();
+        let mut offender = Client::from_raw(stream);
+        assert_eq!(offender.recv_close(), Some(CloseCode::Protocol), "{what}");
+    }
+    keeps_receiving(&mut bystander, 2);
+    bystander.send_text(r#"{"action":"assets","message":{}}"#);
+    assert_eq!(bystander.recv_action("assets")["action"], "assets");
+    assert_eq!(
+        server.metric_value(r#"ws_assets_clients_dropped_total{reason="protocol_error"}"#),
+        violations.len() as f64
+    );
 }
