@@ -111,3 +111,18 @@ fn a_second_signal_exits_at_once() {
     assert_eq!(server.wait_exit(Duration::from_secs(2)), Some(1));
     assert!(server.log().contains("second signal"));
 }
+
+#[test]
+fn sigint_closes_every_client_with_1001_and_exits_0() {
+    let mut server = Server::start(&[]);
+    let mut clients: Vec<_> = (0..3).map(|_| server.client()).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.subscribe_history(1 + i as i64);
+    }
+    server.interrupt();
+    for client in &mut clients {
+        assert_eq!(client.recv_close(), Some(CloseCode::Away));
+    }
+    assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(server.log().contains("shutting down"), "{}", server.log());
+}
