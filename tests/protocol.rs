@@ -69,6 +69,64 @@ fn history_is_the_window_oldest_first_with_the_points_shape() {
 }
 
 #[test]
+fn history_seconds_sets_the_backfilled_window() {
+    let server = Server::start(&[("WS_ASSETS_HISTORY_SECONDS", "120")]);
+    let mut client = server.client();
+    let points = client.subscribe_history(4);
+    assert!(
+        (119..=120).contains(&points.len()),
+        "a backfilled 120 s window holds 120 points, got {}",
+        points.len()
+    );
+    for pair in points.windows(2) {
+        assert_eq!(
+            time_of(&pair[1]),
+            time_of(&pair[0]) + 1,
+            "one point per second"
+        );
+    }
+    let now = common::epoch_now();
+    let last = time_of(points.last().unwrap());
+    assert!(now - last <= 2, "history ends now: {last} vs {now}");
+}
+
+#[test]
+fn a_short_history_window_keeps_only_its_last_seconds() {
+    const WINDOW: i64 = 4;
+    let server = Server::start(&[
+        ("WS_ASSETS_HISTORY_SECONDS", "4"),
+        ("WS_ASSETS_SIMULATED_BACKFILL", "false"),
+    ]);
+    // A watcher records every point of asset 2 until there are more than the window holds.
+    let mut watcher = server.client();
+    let mut recorded = watcher.subscribe_history(2);
+    while recorded.len() < WINDOW as usize + 2 {
+        recorded.push(watcher.recv_point());
+    }
+    let mut client = server.client();
+    let history = client.subscribe_history(2);
+    let last = time_of(history.last().expect("a history"));
+    while time_of(recorded.last().unwrap()) < last {
+        recorded.push(watcher.recv_point());
+    }
+    // The window ends at the current second, which may not have its point yet.
+    let first = time_of(&history[0]);
+    assert!(
+        first > last - WINDOW,
+        "a {WINDOW} s window holds {first}..={last}"
+    );
+    let expected: Vec<Value> = recorded
+        .into_iter()
+        .filter(|p| (first..=last).contains(&time_of(p)))
+        .collect();
+    assert_eq!(history, expected, "the window's points, all of them");
+    assert!(
+        first <= last - (WINDOW - 2),
+        "a {WINDOW} s window holds only {first}..={last}"
+    );
+}
+
+#[test]
 fn live_points_follow_history_with_an_exact_seam() {
     let server = Server::start(&[]);
     let mut client = server.client();
