@@ -560,6 +560,49 @@ fn a_database_outage_mid_run_loses_no_point_and_is_logged_once() {
 }
 
 #[test]
+fn health_is_503_while_the_database_is_failing_and_200_once_it_is_back() {
+    let db = TestDb::create();
+    let proxy = Proxy::start(db.server_addr());
+    let dsn = db.dsn_via(&proxy);
+    let mut server = Server::start(&[dsn_var(&dsn), NO_BACKFILL]);
+    let mut client = server.client();
+    client.subscribe_history(1);
+    let first = time_of(&client.recv_point());
+    wait_stored_through(&db, first, first);
+    let (status, health) = server.health();
+    assert_eq!(status, 200, "{health}");
+
+    proxy.cut();
+    let health = wait_until(SOON, "/health 503 during the outage", || {
+        match server.health() {
+            (503, health) => Ok(health),
+            (status, health) => Err(format!("{status} {health}")),
+        }
+    });
+    assert_eq!(health["status"], "unavailable", "{health}");
+    assert_eq!(health["store"]["up"], false, "{health}");
+    assert!(
+        health["problems"]
+            .to_string()
+            .contains("database unreachable"),
+        "{health}"
+    );
+    // Live points keep coming all the while.
+    client.recv_point();
+
+    proxy.restore();
+    let health = wait_until(SOON, "/health 200 after the outage", || {
+        match server.health() {
+            (200, health) => Ok(health),
+            (status, health) => Err(format!("{status} {health}")),
+        }
+    });
+    assert_eq!(health["store"]["up"], true, "{health}");
+    drop(client);
+    stop(&mut server);
+}
+
+#[test]
 fn an_unreachable_database_at_start_up_fails_in_time_naming_it_without_the_password() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
     let port = closed.local_addr().expect("local address").port();
