@@ -602,6 +602,101 @@ fn health_is_503_while_the_database_is_failing_and_200_once_it_is_back() {
     stop(&mut server);
 }
 
+/// Adds assets `6..=last` to a migrated database, so each tick has `last` points.
+fn add_assets_through(db: &TestDb, last: i32) {
+    db.execute(&format!(
+        "INSERT INTO assets (id, name) SELECT n, 'SIM' || n FROM generate_series(6, {last}) n"
+    ));
+}
+
+#[test]
+fn past_the_write_queue_bound_the_oldest_points_are_dropped_logged_and_counted() {
+    // The smallest bound (1000 points) takes 200 ticks to fill with 5 assets; with 500
+    // it takes 2. The database is cut at the first INSERT of points, before it has seen
+    // any: every tick from the first on waits in the queue, the earliest go first.
+    const ASSETS: i32 = 500;
+    let db = TestDb::create();
+    migrate_with_the_binary(&db);
+    add_assets_through(&db, ASSETS);
+    let proxy = Proxy::start(db.server_addr());
+    proxy.cut_when_sent("INSERT INTO points");
+    let dsn = db.dsn_via(&proxy);
+    let mut server = Server::start(&[
+        dsn_var(&dsn),
+        NO_BACKFILL,
+        ("WS_ASSETS_WRITE_QUEUE_POINTS", "1000"),
+        ("WS_ASSETS_HISTORY_SECONDS", "600"),
+    ]);
+    // Every tick, as the service recorded it: this client's history starts with the first.
+    let mut client = server.client();
+    let mut ticks: Vec<i64> = client.subscribe_history(1).iter().map(time_of).collect();
+
+    let dropped = wait_until(SOON, "points dropped from the write queue", || match server
+        .metric("ws_assets_points_dropped_total")
+    {
+        Some(n) if n > 0.0 => Ok(n),
+        other => Err(format!("points_dropped_total {other:?}")),
+    });
+    assert!(
+        server.wait_for_log("store write queue full: dropped the", SOON),
+        "{}",
+        server.log()
+    );
+    assert_eq!(db.scalar("SELECT count(*) FROM points"), 0, "the cut held");
+    proxy.restore();
+
+    // Once the queue has drained, a tick recorded after that is stored, and with it
+    // everything before it that was kept: the count is final.
+    wait_until(SOON, "the write queue drained", || {
+        match server.metric("ws_assets_store_write_queue_points") {
+            Some(n) if n < f64::from(ASSETS) => Ok(()),
+            other => Err(format!("store_write_queue_points {other:?}")),
+        }
+    });
+    let drained_at = epoch_now();
+    let after = loop {
+        let time = time_of(&client.recv_point());
+        ticks.push(time);
+        if time > drained_at {
+            break time;
+        }
+    };
+    let stored_at_after = format!("SELECT count(*) FROM points WHERE time = to_timestamp({after})");
+    wait_until(SOON, &format!("tick {after} stored"), || {
+        match db.scalar(&stored_at_after) {
+            n if n == i64::from(ASSETS) => Ok(()),
+            n => Err(format!("{n} points")),
+        }
+    });
+    let dropped_total = server.metric_value("ws_assets_points_dropped_total");
+    assert!(dropped_total >= dropped);
+
+    // Every tick is stored whole or not at all, and the ones missing are the first ones.
+    let stored = db.stored_times();
+    let kept: Vec<i64> = stored[&1].iter().copied().filter(|&t| t <= after).collect();
+    for id in 2..=ASSETS {
+        let times: Vec<i64> = stored
+            .get(&id)
+            .map(|t| t.iter().copied().filter(|&t| t <= after).collect())
+            .unwrap_or_default();
+        assert_eq!(times, kept, "asset {id} has other seconds than asset 1");
+    }
+    let lost = ticks.len() - kept.len();
+    assert!(lost > 0);
+    assert_eq!(
+        kept,
+        ticks[lost..],
+        "the oldest ticks are the ones missing: ticks {ticks:?}, stored {kept:?}"
+    );
+    assert_eq!(
+        dropped_total,
+        (lost * ASSETS as usize) as f64,
+        "every missing point is counted as dropped, and only those"
+    );
+    drop(client);
+    stop(&mut server);
+}
+
 #[test]
 fn an_unreachable_database_at_start_up_fails_in_time_naming_it_without_the_password() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
