@@ -698,6 +698,49 @@ fn past_the_write_queue_bound_the_oldest_points_are_dropped_logged_and_counted()
 }
 
 #[test]
+#[ignore = "bug: a start-up backfill larger than WS_ASSETS_WRITE_QUEUE_POINTS loses its oldest \
+            points without counting or logging them (Reactor::new ignores WriteBehind::push's \
+            dropped count)"]
+fn a_backfill_larger_than_the_write_queue_is_stored_or_counted_as_dropped() {
+    let db = TestDb::create();
+    let dsn = db.dsn();
+    // 300 s of 5 assets: 1500 points for a queue of 1000, with the database up.
+    let server = Server::start(&[
+        dsn_var(&dsn),
+        ("WS_ASSETS_HISTORY_SECONDS", "300"),
+        ("WS_ASSETS_WRITE_QUEUE_POINTS", "1000"),
+    ]);
+    assert!(
+        server
+            .log()
+            .contains("history backfilled with 1500 simulated points"),
+        "{}",
+        server.log()
+    );
+    let mut client = server.client();
+    let history = client.subscribe_history(1);
+    let live = time_of(&client.recv_point());
+    wait_stored_through(&db, live, live);
+
+    let stored = db.stored(1);
+    let missing: Vec<i64> = history
+        .iter()
+        .map(time_value)
+        .filter(|point| !stored.contains(point))
+        .map(|(time, _)| time)
+        .collect();
+    let dropped = server.metric_value("ws_assets_points_dropped_total");
+    assert!(
+        missing.is_empty()
+            || (dropped >= (5 * missing.len()) as f64
+                && server.log().contains("store write queue full")),
+        "{} points of asset 1's history are neither stored nor counted as dropped \
+         ({dropped} dropped): {missing:?}",
+        missing.len()
+    );
+}
+
+#[test]
 fn an_unreachable_database_at_start_up_fails_in_time_naming_it_without_the_password() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
     let port = closed.local_addr().expect("local address").port();
