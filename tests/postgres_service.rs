@@ -904,3 +904,47 @@ fn sigterm_writes_the_queued_points_before_exiting() {
     let sent: Vec<(i64, f64)> = seen.iter().map(time_value).collect();
     assert_eq!(rows, sent, "stored rows are the points clients got");
 }
+
+#[test]
+fn the_final_flush_waits_at_most_5_seconds_for_a_database_that_hangs() {
+    let db = TestDb::create();
+    let proxy = Proxy::start(db.server_addr());
+    let dsn = db.dsn_via(&proxy);
+    let mut server = Server::start(&[dsn_var(&dsn), NO_BACKFILL]);
+    let mut client = server.client();
+    client.subscribe_history(1);
+    let first = time_of(&client.recv_point());
+    wait_stored_through(&db, first, first);
+
+    // Points pile up behind writes that get no answer.
+    proxy.blackhole();
+    wait_until(
+        SOON,
+        "points queued behind the hung database",
+        || match server.metric("ws_assets_store_write_queue_points") {
+            Some(n) if n >= 10.0 => Ok(()),
+            other => Err(format!("store_write_queue_points {other:?}")),
+        },
+    );
+    drop(client);
+    let signalled = Instant::now();
+    server.terminate();
+    let code = server.wait_exit(EXIT_LIMIT);
+    let took = signalled.elapsed();
+    assert_eq!(code, Some(0), "exit after SIGTERM; log:\n{}", server.log());
+    assert!(
+        server.wait_for_log("points not written to the store", Duration::from_secs(5)),
+        "the points left behind are reported:\n{}",
+        server.log()
+    );
+    // It waited for the database up to the cap, and not (much) longer: 1.5 s is for the
+    // process to end on a busy machine.
+    assert!(
+        took >= Duration::from_millis(4900),
+        "gave up on the queued points after {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(6500),
+        "exited {took:?} after SIGTERM with the database hung"
+    );
+}
