@@ -1,7 +1,8 @@
 //! The real server binary on the real PostgreSQL, one throwaway database per test:
 //! migrations at start-up and by `ws_assets migrate`, points persisted every second,
-//! history across a restart, assets from the database, an outage mid-run, an unreachable
-//! database at start-up, retention and the final flush on SIGTERM.
+//! history across a restart, assets from the database; an outage mid-run, `/health`
+//! during it, and the write queue's bound; an unreachable database at start-up;
+//! retention (and 0 keeping everything); the final flush on SIGTERM and its 5 s cap.
 
 mod common;
 mod pgdb;
@@ -841,6 +842,70 @@ fn retention_deletes_old_rows_only() {
     wait_stored_through(&db, live, live);
     drop(ws);
     stop(&mut server);
+}
+
+#[test]
+fn retention_0_keeps_the_rows_a_30_day_retention_deletes() {
+    let expiring = TestDb::create();
+    let keeping = TestDb::create();
+    let now = epoch_now();
+    let mut rows = 0;
+    for db in [&expiring, &keeping] {
+        migrate_with_the_binary(db);
+        rows =
+            insert_aged_points(db, now, &OLD_POINTS) + insert_aged_points(db, now, &RECENT_POINTS);
+    }
+    let (expiring_dsn, keeping_dsn) = (expiring.dsn(), keeping.dsn());
+    let mut thirty = Server::start(&[
+        dsn_var(&expiring_dsn),
+        NO_BACKFILL,
+        ("WS_ASSETS_RETENTION_DAYS", "30"),
+    ]);
+    let mut zero = Server::start(&[
+        dsn_var(&keeping_dsn),
+        NO_BACKFILL,
+        ("WS_ASSETS_RETENTION_DAYS", "0"),
+    ]);
+    wait_until(
+        SOON,
+        "the 30-day retention deleting old rows",
+        || match expiring.scalar(COUNT_OLDER_THAN_30_DAYS) {
+            0 => Ok(()),
+            n => Err(format!("{n} old rows left")),
+        },
+    );
+    // Started after the other, the server keeping everything has run as long as the
+    // other needed to delete, and a second more.
+    let uptime = |server: &Server| server.health().1["uptime_seconds"].as_u64().unwrap_or(0);
+    let needed = uptime(&thirty);
+    wait_until(
+        SOON,
+        "the server keeping everything up as long",
+        || match uptime(&zero) {
+            up if up > needed => Ok(()),
+            up => Err(format!("up {up} s, the other needed {needed} s")),
+        },
+    );
+    // It does store, and it keeps every old row.
+    let mut ws = zero.client();
+    ws.subscribe_history(1);
+    let live = time_of(&ws.recv_point());
+    wait_stored_through(&keeping, live, live);
+    assert_eq!(
+        keeping.scalar(COUNT_OLDER_THAN_30_DAYS),
+        OLD_POINTS.iter().map(|p| i64::from(p.2)).sum::<i64>()
+    );
+    assert_eq!(
+        keeping.scalar(&format!(
+            "SELECT count(*) FROM points WHERE time < to_timestamp({})",
+            now - 60
+        )),
+        rows
+    );
+    assert_eq!(zero.metric("ws_assets_points_expired_total"), Some(0.0));
+    drop(ws);
+    stop(&mut zero);
+    stop(&mut thirty);
 }
 
 #[test]
