@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cdp::{Chromium, Page};
-use common::{Server, http_exchange};
+use common::Server;
 use serde_json::Value;
 
 /// A test failure, printed as plain text (a boxed error's `Debug` would escape the
@@ -402,21 +402,12 @@ fn page_reconnects_and_subscribes_again() -> TestResult {
     )
 }
 
-/// One plain HTTP/1.1 GET; returns the status code, the head and the body.
-fn http_get(server: &Server, path: &str) -> (u16, String, Vec<u8>) {
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-        server.addr
-    );
-    let response = http_exchange(server.addr, request.as_bytes(), SOON);
-    (response.status, response.head, response.body)
-}
-
 /// `GET /` serves the embedded page when the UI is on, and 404 when it is off.
 #[test]
 fn root_serves_the_embedded_page_only_when_the_ui_is_enabled() -> TestResult {
     let on = Server::try_start_on(0, &[("WS_ASSETS_ENABLE_UI", "true")])?;
-    let (status, head, body) = http_get(&on, "/");
+    let page = on.request("GET / HTTP/1.1\r\nHost: test\r\n\r\n");
+    let (status, head, body) = (page.status, page.head, page.body);
     if status != 200 {
         return Err(format!("GET / with the UI on answered {status}:\n{head}").into());
     }
@@ -431,7 +422,8 @@ fn root_serves_the_embedded_page_only_when_the_ui_is_enabled() -> TestResult {
     }
 
     let off = Server::try_start_on(0, &[("WS_ASSETS_ENABLE_UI", "false")])?;
-    let (status, head, _) = http_get(&off, "/");
+    let page = off.request("GET / HTTP/1.1\r\nHost: test\r\n\r\n");
+    let (status, head) = (page.status, page.head);
     if status != 404 {
         return Err(
             format!("GET / with the UI off answered {status}, expected 404:\n{head}").into(),

@@ -1,5 +1,5 @@
 //! The real server binary with `WS_ASSETS_RATES_URL` pointing at a fake FXCM feed run
-//! inside the test (SPEC §1 and §3, end to end).
+//! inside the test: the quote feed and the points clients get from it, end to end.
 //!
 //! Every request the fake feed answers normally carries prices unique to that request
 //! (see [`quote`]), so each point a client receives names the request it came from.

@@ -124,11 +124,6 @@ impl Server {
         format!("http://{}{path}", self.addr)
     }
 
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     // ---- clients ---------------------------------------------------------------------
 
     /// Connects a WebSocket client to `/api/v1/websocket`.
