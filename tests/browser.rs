@@ -6,18 +6,14 @@
 //! Needs Chromium: run `.ci/install-chromium` once (as root).
 
 mod cdp;
+mod common;
 
 use std::fmt;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::Duration;
 
 use cdp::{Chromium, Page};
+use common::Server;
 use serde_json::Value;
 
 /// A test failure, printed as plain text (a boxed error's `Debug` would escape the
@@ -38,108 +34,10 @@ impl<E: fmt::Display> From<E> for Failure {
 
 type TestResult = Result<(), Failure>;
 
-/// How long the server may take to log its address.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Deadline for anything the page should show "soon" (a reply, a few ticks).
 const SOON: Duration = Duration::from_secs(15);
 /// The five assets of the protocol, in id order.
 const ASSETS: [&str; 5] = ["EURUSD", "USDJPY", "GBPUSD", "AUDUSD", "USDCAD"];
-
-/// The server binary running on a free loopback port; killed (by its own handle)
-/// when dropped, so a failing test leaves nothing behind.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    /// Starts the binary with `WS_ASSETS_PORT=0` plus `env`, and waits for the
-    /// `listening on ADDR` log line.
-    fn start(env: &[(&str, &str)]) -> Result<Server, Failure> {
-        Server::start_on("0", env)
-    }
-
-    /// Like `start`, on a given port (to restart a server where the page expects it).
-    fn start_on(port: &str, env: &[(&str, &str)]) -> Result<Server, Failure> {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ws_assets"));
-        command
-            .env("WS_ASSETS_HOST", "127.0.0.1")
-            .env("WS_ASSETS_PORT", port)
-            .env("WS_ASSETS_LOG_LEVEL", "info")
-            .env_remove("WS_ASSETS_POSTGRESQL_DSN")
-            .env_remove("WS_ASSETS_RATES_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let mut child = command.spawn()?;
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, addr_rx) = mpsc::channel();
-        if let Some(stderr) = child.stderr.take() {
-            let log = Arc::clone(&log);
-            // Drains stderr for the server's whole life so it never blocks on a full pipe.
-            thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let Some(addr) = listening_addr(&line) {
-                        let _ = addr_tx.send(addr);
-                    }
-                    if let Ok(mut log) = log.lock() {
-                        log.push(line);
-                    }
-                }
-            });
-        }
-        let mut server = Server {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            log,
-        };
-        match addr_rx.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => server.addr = addr,
-            Err(_) => {
-                return Err(format!(
-                    "the server logged no \"listening on ADDR\" line within {START_TIMEOUT:?}; its log:\n{}",
-                    server.log_text()
-                )
-                .into());
-            }
-        }
-        Ok(server)
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/", self.addr)
-    }
-
-    fn log_text(&self) -> String {
-        self.log
-            .lock()
-            .map(|log| log.join("\n"))
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The address after `listening on ` in a log line, if the line has one.
-fn listening_addr(line: &str) -> Option<SocketAddr> {
-    let at = line.find("listening on ")?;
-    let rest = &line[at + "listening on ".len()..];
-    let rest = rest.strip_prefix("http://").unwrap_or(rest);
-    let token: String = rest
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']'))
-        .collect();
-    token.parse().ok()
-}
 
 /// Where screenshots go: `test-output/browser/` at the crate root (git-ignored).
 fn output_dir() -> PathBuf {
@@ -154,12 +52,12 @@ fn with_page(
     env: &[(&str, &str)],
     body: impl FnOnce(&mut Server, &mut Page) -> TestResult,
 ) -> TestResult {
-    let mut server = Server::start(env)?;
+    let mut server = Server::try_start_on(0, env)?;
     let chromium = Chromium::launch()?;
     let mut page = chromium.open_page()?;
     page.set_viewport(1280, 900, 1.0, false)?;
     let outcome = page
-        .navigate(&server.url())
+        .navigate(&server.url("/"))
         .map_err(Into::into)
         .and_then(|()| body(&mut server, &mut page));
     if let Err(error) = outcome {
@@ -171,7 +69,7 @@ fn with_page(
         let console = page.console_errors().unwrap_or_default();
         return Err(format!(
             "{error:?}\n{saved}\nconsole errors: {console:#?}\nserver log:\n{}\nchromium stderr:\n{}",
-            server.log_text(),
+            server.log(),
             chromium.stderr_tail()
         )
         .into());
@@ -467,18 +365,17 @@ fn page_reconnects_and_subscribes_again() -> TestResult {
             )?;
             page.click("[data-testid=\"asset\"][data-asset-id=\"4\"]")?;
             wait_chart_at_least(page, "live", 1)?;
-            let port = server.addr.port().to_string();
+            let port = server.addr.port();
 
-            // Stop the server (its Drop kills it by its own handle) and watch the page notice.
-            let _ = server.child.kill();
-            let _ = server.child.wait();
+            // Stop the server and watch the page notice.
+            server.kill();
             page.wait_for(
                 "the page to show it is disconnected",
                 "document.querySelector('[data-testid=\"conn-state\"]').dataset.state !== 'open'",
                 SOON,
             )?;
 
-            *server = Server::start_on(&port, &[("WS_ASSETS_SIMULATED_BACKFILL", "false")])?;
+            *server = Server::try_start_on(port, &[("WS_ASSETS_SIMULATED_BACKFILL", "false")])?;
             page.wait_for(
                 "the page to reconnect",
                 "document.querySelector('[data-testid=\"conn-state\"]').dataset.state === 'open'",
@@ -505,63 +402,12 @@ fn page_reconnects_and_subscribes_again() -> TestResult {
     )
 }
 
-/// One plain HTTP/1.1 GET; returns the status code, the head and the body.
-fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String, Vec<u8>), Failure> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(SOON))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut answer = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        match stream.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => answer.extend_from_slice(&chunk[..n]),
-            // A head without Content-Length on a connection left open: take what came.
-            Err(_) if split_head(&answer).is_some() => break,
-            Err(e) => return Err(e.into()),
-        }
-        // Stop once a full Content-Length body is in, in case the server keeps the connection.
-        if let Some((head, body)) = split_head(&answer)
-            && let Some(length) = content_length(&head)
-            && body.len() >= length
-        {
-            break;
-        }
-    }
-    let (head, body) = split_head(&answer).ok_or("the answer has no complete HTTP head")?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("no status code in {head:?}"))?;
-    Ok((status, head, body.to_vec()))
-}
-
-fn split_head(answer: &[u8]) -> Option<(String, &[u8])> {
-    let end = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
-    Some((
-        String::from_utf8_lossy(&answer[..end]).into_owned(),
-        &answer[end + 4..],
-    ))
-}
-
-fn content_length(head: &str) -> Option<usize> {
-    head.lines().find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.eq_ignore_ascii_case("content-length")
-            .then(|| value.trim().parse().ok())
-            .flatten()
-    })
-}
-
 /// `GET /` serves the embedded page when the UI is on, and 404 when it is off.
 #[test]
 fn root_serves_the_embedded_page_only_when_the_ui_is_enabled() -> TestResult {
-    let on = Server::start(&[("WS_ASSETS_ENABLE_UI", "true")])?;
-    let (status, head, body) = http_get(on.addr, "/")?;
+    let on = Server::try_start_on(0, &[("WS_ASSETS_ENABLE_UI", "true")])?;
+    let page = on.request("GET / HTTP/1.1\r\nHost: test\r\n\r\n");
+    let (status, head, body) = (page.status, page.head, page.body);
     if status != 200 {
         return Err(format!("GET / with the UI on answered {status}:\n{head}").into());
     }
@@ -575,8 +421,9 @@ fn root_serves_the_embedded_page_only_when_the_ui_is_enabled() -> TestResult {
         return Err("GET / does not serve static/index.html as embedded".into());
     }
 
-    let off = Server::start(&[("WS_ASSETS_ENABLE_UI", "false")])?;
-    let (status, head, _) = http_get(off.addr, "/")?;
+    let off = Server::try_start_on(0, &[("WS_ASSETS_ENABLE_UI", "false")])?;
+    let page = off.request("GET / HTTP/1.1\r\nHost: test\r\n\r\n");
+    let (status, head) = (page.status, page.head);
     if status != 404 {
         return Err(
             format!("GET / with the UI off answered {status}, expected 404:\n{head}").into(),
@@ -611,15 +458,4 @@ fn page_is_small_and_self_contained() -> TestResult {
         }
     }
     Ok(())
-}
-
-#[test]
-fn listening_line_parsing() {
-    let addr = listening_addr("2026-01-01 INFO listening on 127.0.0.1:41234 (ws, http)");
-    assert_eq!(addr, Some(SocketAddr::from(([127, 0, 0, 1], 41234))));
-    assert_eq!(
-        listening_addr("listening on [::1]:8080"),
-        "[::1]:8080".parse().ok()
-    );
-    assert_eq!(listening_addr("starting up"), None);
 }

@@ -1,5 +1,5 @@
 //! The real server binary with `WS_ASSETS_RATES_URL` pointing at a fake FXCM feed run
-//! inside the test (SPEC §1 and §3, end to end).
+//! inside the test: the quote feed and the points clients get from it, end to end.
 //!
 //! Every request the fake feed answers normally carries prices unique to that request
 //! (see [`quote`]), so each point a client receives names the request it came from.
@@ -16,7 +16,7 @@
 mod common;
 mod fakefeed;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use common::{Client, Server};
@@ -274,19 +274,6 @@ fn ticks(server: &Server, outcome: &str) -> f64 {
     server.metric_value(&series("ticks_total", "outcome", outcome))
 }
 
-/// Every series of one `/metrics` answer, by name with labels.
-fn snapshot(server: &Server) -> HashMap<String, f64> {
-    let (status, body) = server.get("/metrics");
-    assert_eq!(status, 200, "{body}");
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            Some((name.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
-
 fn assert_assets_answer(client: &mut Client) {
     client.send_text(r#"{"action":"assets","message":{}}"#);
     let answer = client.recv_action("assets");
@@ -439,7 +426,7 @@ fn an_answer_past_the_timeout_leaves_exactly_its_second_empty() {
     assert_eq!(ticks(&server, "failed"), 2.0);
     assert_eq!(ticks(&server, "late"), 0.0);
     // Every finished fetch is timed; the two abandoned ones waited out the timeout.
-    let m = snapshot(&server);
+    let m = server.metrics();
     let fetches = m["ws_assets_feed_fetch_duration_seconds_count"];
     let finished: f64 = ["ok", "empty", "failed", "late"]
         .iter()
@@ -447,7 +434,7 @@ fn an_answer_past_the_timeout_leaves_exactly_its_second_empty() {
         .sum();
     assert_eq!(fetches, finished);
     let within_half_a_second = m["ws_assets_feed_fetch_duration_seconds_bucket{le=\"0.5\"}"];
-    assert!(fetches - within_half_a_second >= 2.0, "{m:?}");
+    assert!(fetches - within_half_a_second >= 2.0, "{m:#?}");
     // Closed clients let the server stop at once.
     drop((client, other));
     let log = server.stop_and_log();
@@ -498,6 +485,67 @@ fn answers_slower_than_a_tick_keep_their_second_or_are_dropped_if_overtaken() {
     // Requests 5, 6, 7 and 8 have points one second apart: the slow answers did not
     // delay the ticks after them, nor shift their own.
     assert_spacing(&trace, skipped_ticks(&log));
+}
+
+// ---- every fetch slot busy -------------------------------------------------------------
+
+/// How long every answer takes in the busy-slots test: 2.5 ticks.
+const TWO_AND_A_HALF_TICKS: Duration = Duration::from_millis(2500);
+
+fn plan_all_slow(n: usize) -> (Reply, &'static [i64]) {
+    (Reply::Slow(TWO_AND_A_HALF_TICKS, jsonp(n, ALL)), ALL)
+}
+
+#[test]
+fn a_tick_that_finds_every_fetch_slot_busy_is_skipped_and_counted() {
+    // Answers take 2.5 s and are waited for. With 2 fetches allowed at once, the ticks
+    // of seconds 0 and 1 fetch, second 2 finds both still busy, seconds 3 and 4 fetch
+    // again (0 and 1 have answered), second 5 finds both busy, and so on.
+    let (feed, mut server) = start_with_timeout(
+        plan_all_slow,
+        4000,
+        &[("WS_ASSETS_RATES_MAX_IN_FLIGHT", "2")],
+    );
+    let mut client = server.client();
+    let mut points = client.subscribe_history(1);
+    collect_until(
+        &mut client,
+        &mut points,
+        "request 3, after two skipped ticks",
+        |p| {
+            has_point_of(p, 3, 1)
+                && server
+                    .metric(&series("ticks_total", "outcome", "skipped"))
+                    .is_some_and(|v| v >= 2.0)
+        },
+    );
+    assert_eq!(
+        feed.most_in_flight(),
+        2,
+        "at most RATES_MAX_IN_FLIGHT requests at once, and that many when answers are slow"
+    );
+    assert_eq!(ticks(&server, "failed"), 0.0, "nothing timed out");
+    drop(client);
+    let log = server.stop_and_log();
+    assert!(log.contains("skipped: 2 fetches in flight"), "{log}");
+
+    // Every point is its request's; a skipped tick made no request and left its second
+    // without a point (the spacing allows exactly the skipped ticks).
+    let skipped = skipped_ticks(&log);
+    assert!(skipped >= 2, "{log}");
+    let trace = trace(&points, 1, &served(&feed, |_| ALL, 0));
+    let last = trace.last().expect("points").0;
+    assert_eq!(
+        requests_of(&trace),
+        expected_requests(plan_all_slow, 1, last)
+    );
+    assert_spacing(&trace, skipped);
+    let seconds = trace.last().expect("points").1 - trace[0].1 + 1;
+    assert!(
+        (trace.len() as i64) < seconds,
+        "{} points in {seconds} s: no second was skipped",
+        trace.len()
+    );
 }
 
 // ---- failed answers ------------------------------------------------------------------

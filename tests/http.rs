@@ -2,7 +2,9 @@
 
 mod common;
 
-use common::{Server, http_request};
+use std::time::Duration;
+
+use common::{Server, http_exchange, http_request};
 
 #[test]
 fn the_page_is_served_on_root_and_404_when_the_ui_is_off() {
@@ -51,4 +53,64 @@ fn a_bad_upgrade_is_answered_400() {
     );
     assert_eq!(status, 400);
     assert!(body.contains("Sec-WebSocket-Key"), "{body}");
+}
+
+#[test]
+fn every_http_response_closes_its_connection() {
+    let server = Server::start(&[]);
+    let huge_head = format!(
+        "GET / HTTP/1.1\r\nConnection: keep-alive\r\nX: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let requests = [
+        ("GET /", 200),
+        ("HEAD /", 200),
+        ("GET /health", 200),
+        ("GET /metrics", 200),
+        ("GET /nothing-here", 404),
+        ("POST /health", 405),
+        ("GET /api/v1/websocket", 426),
+    ]
+    .map(|(line, status)| {
+        let request = format!(
+            "{line} HTTP/1.1\r\nHost: t\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"
+        );
+        (request, status)
+    });
+    let malformed = [
+        ("\x16\x03\x01 garbage\r\n\r\n".to_string(), 400),
+        (huge_head, 431),
+        (
+            "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n"
+                .to_string(),
+            400,
+        ),
+    ];
+    for (request, status) in requests.iter().chain(&malformed) {
+        let response = http_exchange(server.addr, request.as_bytes(), Duration::from_secs(5));
+        let line = request.lines().next().unwrap_or_default();
+        assert_eq!(response.status, *status, "{line}: {response:?}");
+        assert!(
+            response.closed,
+            "{line}: the connection is still open 5 s after the response"
+        );
+        assert_eq!(
+            response.header("connection"),
+            Some("close"),
+            "{line}: {}",
+            response.head
+        );
+    }
+
+    // Turned away at the connection limit: a 503, then the connection is closed too.
+    let full = Server::start(&[("WS_ASSETS_MAX_CONNECTIONS", "1")]);
+    let _only = full.client();
+    let response = http_exchange(
+        full.addr,
+        b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: keep-alive\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert_eq!(response.status, 503, "{response:?}");
+    assert!(response.closed, "the 503 leaves its connection open");
 }

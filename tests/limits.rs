@@ -1,76 +1,22 @@
-//! Limits that protect the service and its other clients: message size, slow
-//! consumers, ping timeouts, handshake deadlines and the connection cap.
+//! Limits that protect the service and its other clients: message size, frames that
+//! break the protocol, slow consumers, ping timeouts, handshake deadlines and the
+//! connection cap.
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Client, Server, time_of};
+use common::{
+    Client, Ended, Server, masked_frame, masked_text, read_until_closed, server_frames, time_of,
+    wait_until,
+};
 use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
 
-/// A client that completes the handshake by hand and then does nothing unless told.
-fn raw_websocket(server: &Server) -> TcpStream {
-    let mut stream = TcpStream::connect(server.addr).unwrap();
-    stream
-        .write_all(
-            b"GET /api/v1/websocket HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n\
-              Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        )
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
-    stream
-}
-
-/// A masked client text frame carrying `payload`.
-fn masked_text(payload: &[u8]) -> Vec<u8> {
-    let mut frame = vec![0x81];
-    let len = payload.len();
-    if len < 126 {
-        frame.push(0x80 | len as u8);
-    } else if len <= 65535 {
-        frame.push(0x80 | 126);
-        frame.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        frame.push(0x80 | 127);
-        frame.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    let mask = [1u8, 2, 3, 4];
-    frame.extend_from_slice(&mask);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    frame
-}
-
-/// Reads until EOF; returns whether it came within `within`.
-fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
-    stream
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let deadline = Instant::now() + within;
-    let mut buf = [0u8; 65536];
-    while Instant::now() < deadline {
-        match stream.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return true,
-        }
-    }
-    false
-}
+/// The opcode of a ping frame.
+const PING: u8 = 0x9;
 
 /// Checks that `client` keeps receiving consecutive live points.
 fn keeps_receiving(client: &mut Client, points: usize) {
@@ -124,7 +70,7 @@ fn a_client_that_never_reads_is_dropped_as_a_slow_consumer() {
 
     // Each subscribe queues a full history (~100 KB); never reading, the client's
     // kernel buffers fill and then the server's queue passes the limit.
-    let mut hog = raw_websocket(&server);
+    let mut hog = server.raw_websocket();
     let subscribe = masked_text(br#"{"action":"subscribe","message":{"assetId":1}}"#);
     for _ in 0..400 {
         if hog.write_all(&subscribe).is_err() {
@@ -138,25 +84,11 @@ fn a_client_that_never_reads_is_dropped_as_a_slow_consumer() {
     );
     keeps_receiving(&mut bystander, 2);
     // Reading now, the hog finds the close frame (1008) after what was already sent.
-    let mut hog = Client {
-        ws: tungstenite::WebSocket::from_raw_socket(hog, tungstenite::protocol::Role::Client, None),
-    };
-    hog.ws
-        .get_ref()
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let code = loop {
-        match hog.ws.read() {
-            Ok(Message::Close(frame)) => break frame.map(|f| f.code),
-            Ok(_) => continue,
-            Err(e) => panic!("no close frame: {e}"),
-        }
-    };
-    assert_eq!(code, Some(CloseCode::Policy));
-    let (_, metrics) = server.get("/metrics");
-    assert!(
-        metrics.contains("ws_assets_clients_dropped_total{reason=\"slow_consumer\"} 1"),
-        "{metrics}"
+    let mut hog = Client::from_raw(hog);
+    assert_eq!(hog.recv_close(), Some(CloseCode::Policy));
+    assert_eq!(
+        server.metric_value(r#"ws_assets_clients_dropped_total{reason="slow_consumer"}"#),
+        1.0
     );
 }
 
@@ -166,7 +98,9 @@ fn a_client_that_ignores_pings_is_dropped_and_one_that_answers_is_kept() {
         ("WS_ASSETS_PING_INTERVAL_SECONDS", "1"),
         ("WS_ASSETS_PONG_TIMEOUT_SECONDS", "1"),
     ]);
-    let mut silent = raw_websocket(&server);
+    let connecting = Instant::now();
+    let silent = server.raw_websocket();
+    let silent = watch_until_closed(silent, connecting);
     let mut lively = server.client();
     let started = Instant::now();
     let mut pings = 0;
@@ -178,10 +112,11 @@ fn a_client_that_ignores_pings_is_dropped_and_one_that_answers_is_kept() {
         }
     }
     assert!(pings >= 1, "the server pings quiet clients");
-    assert!(
-        closed_within(&mut silent, Duration::from_secs(10)),
-        "a client that never answers is dropped"
-    );
+    let ended = silent
+        .join()
+        .unwrap()
+        .expect("a client that never answers is dropped");
+    assert_dropped_for_silence(&server, &ended, Duration::from_secs(1 + 1));
     lively.send_text(r#"{"action":"assets","message":{}}"#);
     assert_eq!(lively.recv_action("assets")["action"], "assets");
 }
@@ -192,12 +127,14 @@ fn subscribers_get_pings_with_their_points_and_are_dropped_if_they_never_answer(
         ("WS_ASSETS_PING_INTERVAL_SECONDS", "1"),
         ("WS_ASSETS_PONG_TIMEOUT_SECONDS", "2"),
     ]);
-    let mut silent = raw_websocket(&server);
+    let connecting = Instant::now();
+    let mut silent = server.raw_websocket();
     silent
         .write_all(&masked_text(
             br#"{"action":"subscribe","message":{"assetId":1}}"#,
         ))
         .unwrap();
+    let silent = watch_until_closed(silent, connecting);
     let mut lively = server.client();
     lively.subscribe_history(1);
     let started = Instant::now();
@@ -217,11 +154,39 @@ fn subscribers_get_pings_with_their_points_and_are_dropped_if_they_never_answer(
         points >= 4,
         "{points} points: an answering subscriber keeps receiving"
     );
-    assert!(closed_within(&mut silent, Duration::from_secs(10)));
-    let (_, metrics) = server.get("/metrics");
+    let ended = silent
+        .join()
+        .unwrap()
+        .expect("a subscriber that never answers is dropped");
+    assert_dropped_for_silence(&server, &ended, Duration::from_secs(1 + 2));
+}
+
+/// Reads a raw client's connection on a thread until the server ends it (at most 15 s
+/// after `since`), as a client that reads but never answers a ping.
+fn watch_until_closed(
+    mut stream: TcpStream,
+    since: Instant,
+) -> std::thread::JoinHandle<Option<Ended>> {
+    std::thread::spawn(move || read_until_closed(&mut stream, since, Duration::from_secs(15)))
+}
+
+/// Checks that a client was dropped for not answering a ping: it was pinged, it was not
+/// dropped before `at_least` (the ping interval plus the pong timeout) had passed since
+/// it connected, and the drop is counted as a pong timeout.
+fn assert_dropped_for_silence(server: &Server, ended: &Ended, at_least: Duration) {
+    let frames = server_frames(&ended.bytes);
     assert!(
-        metrics.contains("ws_assets_clients_dropped_total{reason=\"pong_timeout\"} 1"),
-        "{metrics}"
+        frames.iter().any(|f| f.opcode == PING),
+        "dropped without a ping first: {frames:?}"
+    );
+    assert!(
+        ended.after >= at_least,
+        "dropped {:?} after connecting, before the ping interval and pong timeout ({at_least:?}) had passed",
+        ended.after
+    );
+    assert_eq!(
+        server.metric_value(r#"ws_assets_clients_dropped_total{reason="pong_timeout"}"#),
+        1.0
     );
 }
 
@@ -230,7 +195,7 @@ fn a_flooding_client_neither_stalls_others_nor_grows_without_bound() {
     let server = Server::start(&[("WS_ASSETS_CLIENT_QUEUE_BYTES", "65536")]);
     let mut bystander = server.client();
     bystander.subscribe_history(3);
-    let mut flood = raw_websocket(&server);
+    let mut flood = server.raw_websocket();
     let ping = {
         // A masked ping with a 4-byte payload.
         let mut frame = vec![0x89, 0x84, 9, 9, 9, 9];
@@ -260,9 +225,20 @@ fn a_flooding_client_neither_stalls_others_nor_grows_without_bound() {
 #[test]
 fn an_unfinished_request_head_is_dropped_after_the_handshake_timeout() {
     let server = Server::start(&[("WS_ASSETS_HANDSHAKE_TIMEOUT_SECONDS", "1")]);
+    let connecting = Instant::now();
     let mut stream = TcpStream::connect(server.addr).unwrap();
     stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
-    assert!(closed_within(&mut stream, Duration::from_secs(10)));
+    let ended = read_until_closed(&mut stream, connecting, Duration::from_secs(10))
+        .expect("an unfinished head is dropped");
+    assert!(
+        ended.after >= Duration::from_secs(1),
+        "dropped {:?} after connecting, before the 1 s handshake timeout",
+        ended.after
+    );
+    assert_eq!(
+        server.metric_value(r#"ws_assets_clients_dropped_total{reason="handshake_timeout"}"#),
+        1.0
+    );
 }
 
 #[test]
@@ -287,27 +263,53 @@ fn connections_over_the_limit_are_turned_away_and_others_keep_working() {
         assert_eq!(client.recv()["action"], "assets");
     }
     drop(kept);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.get("/health").0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "slots are freed when clients leave"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(10),
+        "slots are freed when clients leave",
+        || match server.get("/health") {
+            (200, _) => Ok(()),
+            (status, body) => Err(format!("{status} {body}")),
+        },
+    );
 }
 
 #[test]
 fn invalid_utf8_text_closes_with_1007() {
     let server = Server::start(&[]);
-    let mut stream = raw_websocket(&server);
+    let mut stream = server.raw_websocket();
     stream.write_all(&masked_text(&[0xff, 0xfe, b'{'])).unwrap();
-    let mut client = Client {
-        ws: tungstenite::WebSocket::from_raw_socket(
-            stream,
-            tungstenite::protocol::Role::Client,
-            None,
-        ),
-    };
+    let mut client = Client::from_raw(stream);
     assert_eq!(client.recv_close(), Some(CloseCode::Invalid));
+}
+
+#[test]
+fn a_protocol_violation_closes_only_that_client_with_1002() {
+    let server = Server::start(&[]);
+    let mut bystander = server.client();
+    bystander.subscribe_history(1);
+    let request = br#"{"action":"assets","message":{}}"#;
+    let unmasked = [&[0x81, request.len() as u8][..], &request[..]].concat();
+    let violations = [
+        ("an unmasked frame", unmasked),
+        ("a reserved bit set", masked_frame(0x81 | 0x40, request)),
+        ("a reserved opcode", masked_frame(0x83, request)),
+        (
+            "a continuation with nothing to continue",
+            masked_frame(0x80, request),
+        ),
+        ("a fragmented ping", masked_frame(0x09, b"ping")),
+    ];
+    for (what, bytes) in &violations {
+        let mut stream = server.raw_websocket();
+        stream.write_all(bytes).unwrap();
+        let mut offender = Client::from_raw(stream);
+        assert_eq!(offender.recv_close(), Some(CloseCode::Protocol), "{what}");
+    }
+    keeps_receiving(&mut bystander, 2);
+    bystander.send_text(r#"{"action":"assets","message":{}}"#);
+    assert_eq!(bystander.recv_action("assets")["action"], "assets");
+    assert_eq!(
+        server.metric_value(r#"ws_assets_clients_dropped_total{reason="protocol_error"}"#),
+        violations.len() as f64
+    );
 }

@@ -2,28 +2,21 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{Server, try_http_exchange, wait_until};
 use serde_json::Value;
 use tungstenite::protocol::frame::coding::CloseCode;
 
 #[test]
 fn health_reports_ok_with_its_fields() {
     let server = Server::start(&[]);
-    let _client = server.client();
-    // The first live tick sets last_tick; poll until it has happened.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let health = loop {
-        let (status, body) = server.get("/health");
-        assert_eq!(status, 200, "{body}");
-        let health: Value = serde_json::from_str(&body).unwrap();
-        if health["feed"]["last_tick"].is_i64() || Instant::now() > deadline {
-            break health;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let mut client = server.client();
+    // The first live tick sets last_tick.
+    client.subscribe_history(1);
+    client.recv_point();
+    let (status, health) = server.health();
+    assert_eq!(status, 200, "{health}");
     assert_eq!(health["status"], "ok");
     assert!(health["uptime_seconds"].is_u64());
     assert!(health["clients"].as_u64().unwrap() >= 1);
@@ -44,86 +37,32 @@ fn health_is_503_while_the_feed_records_nothing() {
         ("WS_ASSETS_RATES_URL", &url),
         ("WS_ASSETS_HEALTH_MAX_TICK_AGE_SECONDS", "1"),
     ]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, body) = server.get("/health");
-        if status == 503 {
-            let health: Value = serde_json::from_str(&body).unwrap();
-            assert_eq!(health["status"], "unavailable");
-            let problems = health["problems"].to_string();
-            assert!(problems.contains("no quote recorded"), "{problems}");
-            break;
+    let health = wait_until(Duration::from_secs(10), "/health 503", || {
+        match server.health() {
+            (503, health) => Ok(health),
+            (status, health) => Err(format!("{status} {health}")),
         }
-        assert!(Instant::now() < deadline, "still {status}: {body}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    });
+    assert_eq!(health["status"], "unavailable");
+    let problems = health["problems"].to_string();
+    assert!(problems.contains("no quote recorded"), "{problems}");
     // Serving goes on regardless.
     let mut client = server.client();
     client.send_text(r#"{"action":"assets","message":{}}"#);
     assert_eq!(client.recv()["action"], "assets");
 }
 
-/// Parses Prometheus text: every line is a comment or `name{labels} value`, and every
-/// sample belongs to a family declared with `# HELP` and `# TYPE`.
-fn parse_metrics(text: &str) -> HashMap<String, f64> {
-    let mut helped = Vec::new();
-    let mut typed = Vec::new();
-    let mut samples = HashMap::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            helped.push(rest.split(' ').next().unwrap().to_string());
-        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let mut parts = rest.split(' ');
-            let name = parts.next().unwrap().to_string();
-            let kind = parts.next().unwrap();
-            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
-            if kind == "counter" {
-                assert!(
-                    name.ends_with("_total"),
-                    "counter {name} must end in _total"
-                );
-            }
-            typed.push(name);
-        } else {
-            assert!(!line.starts_with('#'), "unknown comment {line}");
-            let (series, value) = line.rsplit_once(' ').expect("sample line");
-            let value: f64 = value.parse().unwrap_or_else(|_| panic!("value in {line}"));
-            let name = series.split('{').next().unwrap();
-            assert!(name.starts_with("ws_assets_"), "{name}");
-            if let Some(labels) = series.strip_prefix(name)
-                && !labels.is_empty()
-            {
-                assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
-            }
-            let family = ["_bucket", "_sum", "_count"]
-                .iter()
-                .find_map(|s| {
-                    name.strip_suffix(s)
-                        .filter(|f| typed.iter().any(|t| t == f))
-                })
-                .unwrap_or(name);
-            assert!(typed.iter().any(|t| t == family), "no # TYPE for {line}");
-            assert!(helped.iter().any(|h| h == family), "no # HELP for {line}");
-            samples.insert(series.to_string(), value);
-        }
-    }
-    samples
-}
-
 #[test]
 fn metrics_parse_and_move_with_clients() {
     let server = Server::start(&[]);
-    let (status, before) = server.get("/metrics");
-    assert_eq!(status, 200);
-    let before = parse_metrics(&before);
+    let before = server.metrics();
     let mut client = server.client();
     client.subscribe_history(3);
     client.recv_action("point");
     client.send_text("nonsense");
     client.recv_action("error");
-    let (_, after) = server.get("/metrics");
-    let after = parse_metrics(&after);
-    let moved = |key: &str| after[key] - before.get(key).copied().unwrap_or(0.0);
+    let after = server.metrics();
+    let moved = |key: &str| after.moved_since(&before, key);
     assert!(moved("ws_assets_connections_total") >= 1.0);
     assert!(
         moved("ws_assets_messages_sent_total") >= 3.0,
@@ -166,17 +105,55 @@ fn sigterm_closes_every_client_with_1001_and_exits_0() {
 fn a_second_signal_exits_at_once() {
     let mut server = Server::start(&[]);
     // A client that never completes the close handshake keeps the first shutdown waiting.
-    let mut stubborn = std::net::TcpStream::connect(server.addr).unwrap();
-    std::io::Write::write_all(
-        &mut stubborn,
-        b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .unwrap();
-    assert!(server.wait_for_log("upgraded to WebSocket", Duration::from_secs(10)));
+    let _stubborn = server.raw_websocket();
     server.terminate();
     assert!(server.wait_for_log("shutting down", Duration::from_secs(10)));
     server.terminate();
     assert_eq!(server.wait_exit(Duration::from_secs(2)), Some(1));
     assert!(server.log().contains("second signal"));
+}
+
+#[test]
+fn sigint_closes_every_client_with_1001_and_exits_0() {
+    let mut server = Server::start(&[]);
+    let mut clients: Vec<_> = (0..3).map(|_| server.client()).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.subscribe_history(1 + i as i64);
+    }
+    server.interrupt();
+    for client in &mut clients {
+        assert_eq!(client.recv_close(), Some(CloseCode::Away));
+    }
+    assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(server.log().contains("shutting down"), "{}", server.log());
+}
+
+#[test]
+#[ignore = "bug: on the first signal the listener is closed and unanswered HTTP connections \
+            are dropped, so /health can never answer its documented 503 while shutting down"]
+fn health_is_503_while_shutting_down() {
+    let server = Server::start(&[]);
+    // A client that never answers the close keeps the shutdown going for seconds.
+    let _stubborn = server.raw_websocket();
+    server.terminate();
+    assert!(server.wait_for_log("shutting down", Duration::from_secs(10)));
+    let asked = Instant::now();
+    let probe = try_http_exchange(
+        server.addr,
+        b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "the probe was answered only after {:?}; the shutdown may have ended",
+        asked.elapsed()
+    );
+    let response = probe.unwrap_or_else(|e| panic!("/health during the shutdown: {e}"));
+    assert_eq!(response.status, 503, "{response:?}");
+    let health: Value = serde_json::from_slice(&response.body).unwrap();
+    assert_eq!(health["status"], "unavailable");
+    assert!(
+        health["problems"].to_string().contains("shutting down"),
+        "{health}"
+    );
 }

@@ -22,20 +22,6 @@ fn store(db: &TestDb) -> PostgresStore {
     open(&db.config(), true).unwrap_or_else(|e| panic!("connect: {e}"))
 }
 
-fn count(db: &TestDb, sql: &str) -> i64 {
-    db.client()
-        .query_one(sql, &[])
-        .and_then(|row| row.try_get(0))
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
-fn exists(db: &TestDb, table: &str) -> bool {
-    db.client()
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
-        .and_then(|row| row.try_get(0))
-        .unwrap_or_else(|e| panic!("to_regclass({table}): {e}"))
-}
-
 fn point(asset_id: i32, time: i64, value: f64) -> Point {
     Point {
         asset_id,
@@ -149,8 +135,11 @@ fn auto_apply_off_on_an_empty_database_reports_the_pending_migrations() {
         other => panic!("expected SchemaBehind, got {other:?}"),
     }
     assert!(err.to_string().contains("ws_assets migrate"), "{err}");
-    assert!(!exists(&db, "assets"), "the check must not create tables");
-    assert!(!exists(&db, "schema_migrations"));
+    assert!(
+        !db.table_exists("assets"),
+        "the check must not create tables"
+    );
+    assert!(!db.table_exists("schema_migrations"));
 }
 
 #[test]
@@ -199,8 +188,8 @@ fn two_concurrent_applies_both_succeed_and_record_each_migration_once() {
             name: "0001_init"
         }]
     );
-    assert_eq!(count(&db, "SELECT count(*) FROM schema_migrations"), 1);
-    assert_eq!(count(&db, "SELECT count(*) FROM assets"), 5);
+    assert_eq!(db.scalar("SELECT count(*) FROM schema_migrations"), 1);
+    assert_eq!(db.scalar("SELECT count(*) FROM assets"), 5);
 }
 
 #[test]
@@ -235,10 +224,10 @@ fn migrations_apply_in_order_and_a_failing_one_leaves_nothing_behind() {
         }
         other => panic!("expected a Migration error, got {other:?}"),
     }
-    assert_eq!(count(&db, "SELECT count(*) FROM schema_migrations"), 2);
-    assert_eq!(count(&db, "SELECT count(*) FROM t"), 2);
+    assert_eq!(db.scalar("SELECT count(*) FROM schema_migrations"), 2);
+    assert_eq!(db.scalar("SELECT count(*) FROM t"), 2);
     assert!(
-        !exists(&db, "u"),
+        !db.table_exists("u"),
         "the failed migration was not rolled back"
     );
 
@@ -258,7 +247,7 @@ fn migrations_apply_in_order_and_a_failing_one_leaves_nothing_behind() {
             name: "0003_fixed"
         }]
     );
-    assert_eq!(count(&db, "SELECT sum(n) FROM t"), 6);
+    assert_eq!(db.scalar("SELECT sum(n) FROM t"), 6);
     assert_eq!(migrate::check_set(&mut client, &[ONE, TWO, FIXED]), Ok(()));
 }
 
@@ -292,7 +281,7 @@ fn points_round_trip_in_asset_then_time_order_and_duplicates_are_ignored() {
             point(3, t0 + 3, 1.27),
         ]
     );
-    assert_eq!(count(&db, "SELECT count(*) FROM points"), 6);
+    assert_eq!(db.scalar("SELECT count(*) FROM points"), 6);
     assert_eq!(
         s.load_points_since(t0 + 4).map(|p| p.len()),
         Ok(0),
@@ -326,10 +315,7 @@ fn retention_deletes_only_old_rows_oldest_first_and_at_most_the_limit() {
     assert_eq!(s.delete_points_before(cutoff, 0), Ok(0));
     assert_eq!(s.delete_points_before(cutoff, 4), Ok(4));
     assert_eq!(
-        count(
-            &db,
-            "SELECT count(*) FROM points WHERE time < to_timestamp(1700000000 - 6)"
-        ),
+        db.scalar("SELECT count(*) FROM points WHERE time < to_timestamp(1700000000 - 6)"),
         0,
         "the oldest rows go first"
     );
@@ -438,7 +424,7 @@ fn startup_waits_for_a_database_that_comes_back() {
     });
     let _ = reopener.join();
     assert_eq!(result, Ok(()));
-    assert_eq!(count(&db, "SELECT count(*) FROM schema_migrations"), 1);
+    assert_eq!(db.scalar("SELECT count(*) FROM schema_migrations"), 1);
 }
 
 #[test]
@@ -535,7 +521,7 @@ fn a_write_to_a_hung_server_is_unavailable_instead_of_blocking() {
         );
         thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(count(&db, "SELECT count(*) FROM points"), 2);
+    assert_eq!(db.scalar("SELECT count(*) FROM points"), 2);
 }
 
 #[test]

@@ -1,12 +1,17 @@
-//! The wire protocol of SPEC §1, against the real server.
+//! The wire protocol, against the real server: the assets list, history then live
+//! points with an exact seam, switching and dropping subscriptions, errors that keep the
+//! connection, pings, and requests however they are framed.
 
 mod common;
 
-use std::time::Duration;
+use std::io::Write;
+use std::time::{Duration, Instant};
 
-use common::{Client, Server, time_of};
+use common::{Client, Server, masked_text, time_of};
 use serde_json::{Value, json};
 use tungstenite::Message;
+use tungstenite::protocol::frame::Frame;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 #[test]
 fn assets_are_listed_in_id_order() {
@@ -64,6 +69,64 @@ fn history_is_the_window_oldest_first_with_the_points_shape() {
 }
 
 #[test]
+fn history_seconds_sets_the_backfilled_window() {
+    let server = Server::start(&[("WS_ASSETS_HISTORY_SECONDS", "120")]);
+    let mut client = server.client();
+    let points = client.subscribe_history(4);
+    assert!(
+        (119..=120).contains(&points.len()),
+        "a backfilled 120 s window holds 120 points, got {}",
+        points.len()
+    );
+    for pair in points.windows(2) {
+        assert_eq!(
+            time_of(&pair[1]),
+            time_of(&pair[0]) + 1,
+            "one point per second"
+        );
+    }
+    let now = common::epoch_now();
+    let last = time_of(points.last().unwrap());
+    assert!(now - last <= 2, "history ends now: {last} vs {now}");
+}
+
+#[test]
+fn a_short_history_window_keeps_only_its_last_seconds() {
+    const WINDOW: i64 = 4;
+    let server = Server::start(&[
+        ("WS_ASSETS_HISTORY_SECONDS", "4"),
+        ("WS_ASSETS_SIMULATED_BACKFILL", "false"),
+    ]);
+    // A watcher records every point of asset 2 until there are more than the window holds.
+    let mut watcher = server.client();
+    let mut recorded = watcher.subscribe_history(2);
+    while recorded.len() < WINDOW as usize + 2 {
+        recorded.push(watcher.recv_point());
+    }
+    let mut client = server.client();
+    let history = client.subscribe_history(2);
+    let last = time_of(history.last().expect("a history"));
+    while time_of(recorded.last().unwrap()) < last {
+        recorded.push(watcher.recv_point());
+    }
+    // The window ends at the current second, which may not have its point yet.
+    let first = time_of(&history[0]);
+    assert!(
+        first > last - WINDOW,
+        "a {WINDOW} s window holds {first}..={last}"
+    );
+    let expected: Vec<Value> = recorded
+        .into_iter()
+        .filter(|p| (first..=last).contains(&time_of(p)))
+        .collect();
+    assert_eq!(history, expected, "the window's points, all of them");
+    assert!(
+        first <= last - (WINDOW - 2),
+        "a {WINDOW} s window holds only {first}..={last}"
+    );
+}
+
+#[test]
 fn live_points_follow_history_with_an_exact_seam() {
     let server = Server::start(&[]);
     let mut client = server.client();
@@ -82,20 +145,34 @@ fn live_points_follow_history_with_an_exact_seam() {
 
 #[test]
 fn history_without_backfill_still_seams_exactly() {
+    let launched = Instant::now();
     let server = Server::start(&[("WS_ASSETS_SIMULATED_BACKFILL", "false")]);
+    // A watcher records asset 3 from the start; the client subscribes once a tick has
+    // recorded a point, so its history is not empty.
+    let mut watcher = server.client();
+    let mut recorded = watcher.subscribe_history(3);
+    recorded.push(watcher.recv_point());
     let mut client = server.client();
-    std::thread::sleep(Duration::from_millis(2500));
     let history = client.subscribe_history(3);
+    let last = time_of(
+        history
+            .last()
+            .expect("a point was recorded before subscribing"),
+    );
+    while time_of(recorded.last().unwrap()) < last {
+        recorded.push(watcher.recv_point());
+    }
+    recorded.retain(|p| time_of(p) <= last);
+    assert_eq!(history, recorded, "the history is what was recorded live");
+    // Nothing was invented for the time before the start.
+    let seconds_up = launched.elapsed().as_secs() as usize + 1;
     assert!(
-        !history.is_empty() && history.len() <= 4,
-        "{}",
+        history.len() <= seconds_up,
+        "{} points in a history {seconds_up} s after the start",
         history.len()
     );
     let next = client.recv_action("point");
-    assert_eq!(
-        time_of(&next["message"]),
-        time_of(history.last().unwrap()) + 1
-    );
+    assert_eq!(time_of(&next["message"]), last + 1);
 }
 
 #[test]
@@ -312,7 +389,48 @@ fn pings_are_answered_with_pongs() {
 #[test]
 fn requests_split_across_frames_and_pipelined_requests_work() {
     let server = Server::start(&[]);
+    let request = r#"{"action":"assets","message":{}}"#;
+
+    // One request in three frames (a text frame and two continuations, none valid JSON
+    // by itself), with a ping between them, as RFC 6455 allows.
     let mut client = server.client();
+    let (first, rest) = request.split_at(10);
+    let (second, third) = rest.split_at(10);
+    for frame in [
+        Frame::message(first.to_string(), OpCode::Data(Data::Text), false),
+        Frame::ping(b"between fragments".to_vec()),
+        Frame::message(second.to_string(), OpCode::Data(Data::Continue), false),
+        Frame::message(third.to_string(), OpCode::Data(Data::Continue), true),
+    ] {
+        client.ws.write(Message::Frame(frame)).unwrap();
+    }
+    client.ws.flush().unwrap();
+    let (mut pong, mut reply) = (false, None);
+    while !pong || reply.is_none() {
+        match client.ws.read().unwrap() {
+            Message::Pong(payload) => {
+                assert_eq!(&payload[..], b"between fragments");
+                pong = true;
+            }
+            Message::Text(text) => {
+                assert!(reply.is_none(), "one request, one reply; then {text}");
+                reply = Some(serde_json::from_str::<Value>(text.as_str()).unwrap());
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(reply.unwrap()["action"], "assets");
+
+    // One frame trickling in, a few bytes per TCP segment (the header split too).
+    let mut stream = server.raw_websocket();
+    stream.set_nodelay(true).unwrap();
+    for piece in masked_text(request.as_bytes()).chunks(3) {
+        stream.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut trickled = Client::from_raw(stream);
+    assert_eq!(trickled.recv()["action"], "assets");
+
     // Three requests written back to back before reading any reply.
     for _ in 0..3 {
         client

@@ -74,3 +74,17 @@ fn port_zero_logs_the_bound_address() {
     assert!(server.log().contains("store: memory"));
     assert!(server.log().contains("feed: simulated"));
 }
+
+/// The harness reads the address from this line (see `common::listening_addr`).
+#[test]
+fn the_listening_line_is_read_as_an_address() {
+    use common::listening_addr;
+    use std::net::SocketAddr;
+    let addr = listening_addr("2026-01-01 INFO listening on 127.0.0.1:41234 (ws, http)");
+    assert_eq!(addr, Some(SocketAddr::from(([127, 0, 0, 1], 41234))));
+    assert_eq!(
+        listening_addr("listening on [::1]:8080"),
+        "[::1]:8080".parse().ok()
+    );
+    assert_eq!(listening_addr("starting up"), None);
+}

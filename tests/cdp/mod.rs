@@ -8,17 +8,17 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use tungstenite::{Message, WebSocket};
+
+use crate::common::drain_lines;
 
 /// How long Chromium may take to print its DevTools address.
 const LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -150,25 +150,22 @@ impl Chromium {
         let (found_tx, found_rx) = mpsc::channel();
         if let Some(stderr) = child.stderr.take() {
             let tail = Arc::clone(&stderr_tail);
-            // Drains stderr for Chromium's whole life so it never blocks on a full pipe.
-            thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let Some(at) = line.find("DevTools listening on ") {
-                        let url = line[at + "DevTools listening on ".len()..]
-                            .trim()
-                            .to_string();
-                        let _ = found_tx.send(url);
+            drain_lines(stderr, move |line| {
+                if let Some(at) = line.find("DevTools listening on ") {
+                    let url = line[at + "DevTools listening on ".len()..]
+                        .trim()
+                        .to_string();
+                    let _ = found_tx.send(url);
+                }
+                // Chromium's complaints about a missing D-Bus are noise in a container.
+                if line.contains("dbus") {
+                    return;
+                }
+                if let Ok(mut tail) = tail.lock() {
+                    if tail.len() == STDERR_TAIL {
+                        tail.pop_front();
                     }
-                    // Chromium's complaints about a missing D-Bus are noise in a container.
-                    if line.contains("dbus") {
-                        continue;
-                    }
-                    if let Ok(mut tail) = tail.lock() {
-                        if tail.len() == STDERR_TAIL {
-                            tail.pop_front();
-                        }
-                        tail.push_back(line);
-                    }
+                    tail.push_back(line);
                 }
             });
         }
@@ -267,7 +264,7 @@ impl Chromium {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return true;
             }
-            thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(50));
         }
         false
     }

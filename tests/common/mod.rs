@@ -1,379 +1,60 @@
-//! Shared helpers for black-box tests: start the real server binary on port 0 and talk
-//! to it with a real WebSocket client.
-#![allow(dead_code)]
+//! The harness of the black-box tests: the real server binary on a free port, a real
+//! WebSocket client, plain HTTP, raw frames for what a well-behaved client never sends,
+//! and `/metrics` read as Prometheus text.
+//!
+//! - [`Server`] starts the binary (`start`, `start_on`), reads its log, signals it and
+//!   stops it; [`run_to_exit`] runs it to its end (refused start-ups, `migrate`).
+//! - [`Client`] speaks WebSocket through tungstenite; [`raw_websocket`], [`masked_frame`]
+//!   and [`read_until_closed`] work below it.
+//! - [`http_exchange`] sends one raw request and reports whether the server closed.
+//! - [`Metrics`] is one `/metrics` answer, checked for format as it is parsed.
+//! - [`wait_until`] polls for an event with a deadline, for what has no event to block on.
+//!
+//! Shared by every test crate, each using part of it.
+#![allow(dead_code, unused_imports)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod http;
+mod metrics;
+mod process;
+mod server;
+mod websocket;
 
-use serde_json::Value;
-use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::{Message, WebSocket};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// The server under test; killed when dropped.
-pub struct Server {
-    child: Child,
-    /// The address it listens on.
-    pub addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
+pub use http::{HttpResponse, http_exchange, http_request, try_http_exchange};
+pub use metrics::Metrics;
+pub use process::{Exited, drain_lines, run_to_exit};
+pub use server::{Server, listening_addr};
+pub use websocket::{
+    Client, Ended, ServerFrame, masked_frame, masked_text, raw_websocket, read_until_closed,
+    server_frames, time_of,
+};
 
-impl Server {
-    /// Starts the server with the embedded defaults plus `env`, on 127.0.0.1 port 0.
-    pub fn start(env: &[(&str, &str)]) -> Server {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ws_assets"));
-        command
-            .env_clear()
-            .env("WS_ASSETS_HOST", "127.0.0.1")
-            .env("WS_ASSETS_PORT", "0")
-            .env("WS_ASSETS_LOG_LEVEL", "debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let mut child = command.spawn().expect("spawn ws_assets");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send(addr);
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(addr) => addr.parse().expect("address in the log"),
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "server did not start; log:\n{}",
-                    log.lock().unwrap().join("\n")
-                );
-            }
+/// Polls `probe` every 100 ms until it answers `Ok`, and returns that; panics with the
+/// last `Err` once `within` has passed. For states with no event to wait on (a row in a
+/// table, a value in `/metrics`).
+pub fn wait_until<T>(
+    within: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        let why = match probe() {
+            Ok(value) => return value,
+            Err(why) => why,
         };
-        Server { child, addr, log }
-    }
-
-    /// Connects a WebSocket client to `/api/v1/websocket`.
-    pub fn client(&self) -> Client {
-        Client::connect(self.addr, "/api/v1/websocket")
-    }
-
-    /// The server's log so far.
-    pub fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    /// Waits until a log line contains `needle`.
-    pub fn wait_for_log(&self, needle: &str, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if self.log().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if Instant::now() >= deadline {
+            panic!("{what}: not within {within:?}; last seen: {why}");
         }
-        false
-    }
-
-    /// Sends SIGTERM to the server.
-    pub fn terminate(&self) {
-        // SAFETY: kill() with a pid we spawned and still own.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-    }
-
-    /// Waits for the server to exit and returns its exit code.
-    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    /// One plain HTTP request; returns (status, body).
-    pub fn http(&self, request: &str) -> (u16, String) {
-        http_request(self.addr, request)
-    }
-
-    /// `GET path` over plain HTTP; returns (status, body).
-    pub fn get(&self, path: &str) -> (u16, String) {
-        self.http(&format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n"))
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
-/// Helpers added for the feed service tests.
-impl Server {
-    /// The value of one series in `/metrics`, named with its labels exactly as
-    /// rendered (e.g. `ws_assets_feed_errors_total{kind="status"}`); `None` if absent.
-    pub fn metric(&self, series: &str) -> Option<f64> {
-        let (status, body) = self.get("/metrics");
-        if status != 200 {
-            return None;
-        }
-        body.lines().find_map(|line| {
-            let value = line.strip_prefix(series)?.strip_prefix(' ')?;
-            value.trim().parse().ok()
-        })
-    }
-
-    /// Like [`Server::metric`], but a missing series fails the test.
-    pub fn metric_value(&self, series: &str) -> f64 {
-        match self.metric(series) {
-            Some(v) => v,
-            None => panic!("no {series} in /metrics:\n{}", self.get("/metrics").1),
-        }
-    }
-
-    /// Stops the server with SIGTERM and returns its whole log, once it has exited.
-    pub fn stop_and_log(&mut self) -> String {
-        self.terminate();
-        let code = self.wait_exit(Duration::from_secs(15));
-        assert_eq!(code, Some(0), "clean exit; log:\n{}", self.log());
-        // The log is read by another thread; its last line is "stopped".
-        self.wait_for_log("stopped", Duration::from_secs(5));
-        self.log()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Sends raw bytes and reads the whole answer (the server closes after one response).
-pub fn http_request(addr: SocketAddr, request: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    let text = String::from_utf8_lossy(&answer).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// A blocking WebSocket client with a read timeout.
-pub struct Client {
-    /// The underlying socket, for tests that need raw frames.
-    pub ws: WebSocket<TcpStream>,
-}
-
-impl Client {
-    /// Connects and completes the handshake on `path`.
-    pub fn connect(addr: SocketAddr, path: &str) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let url = format!("ws://{addr}{path}");
-        let (ws, _) = tungstenite::client(url.as_str(), stream).expect("handshake");
-        Client { ws }
-    }
-
-    /// Sends a text frame.
-    pub fn send_text(&mut self, text: &str) {
-        self.ws.send(Message::text(text)).expect("send");
-    }
-
-    /// Sends `{"action":"subscribe","message":{"assetId":id}}`.
-    pub fn subscribe(&mut self, asset_id: i64) {
-        self.send_text(&format!(
-            r#"{{"action":"subscribe","message":{{"assetId":{asset_id}}}}}"#
-        ));
-    }
-
-    /// The next JSON text message (control frames are skipped).
-    pub fn recv(&mut self) -> Value {
-        loop {
-            match self.ws.read().expect("read") {
-                Message::Text(text) => {
-                    return serde_json::from_str(text.as_str()).expect("server sent JSON");
-                }
-                Message::Ping(_) | Message::Pong(_) => continue,
-                other => panic!("unexpected message {other:?}"),
-            }
-        }
-    }
-
-    /// The next message whose action is `action`, skipping others (e.g. points).
-    pub fn recv_action(&mut self, action: &str) -> Value {
-        loop {
-            let msg = self.recv();
-            if msg["action"] == action {
-                return msg;
-            }
-        }
-    }
-
-    /// Subscribes and returns the history's points.
-    pub fn subscribe_history(&mut self, asset_id: i64) -> Vec<Value> {
-        self.subscribe(asset_id);
-        let history = self.recv_action("asset_history");
-        history["message"]["points"]
-            .as_array()
-            .expect("points array")
-            .clone()
-    }
-
-    /// Reads until the server's close frame; returns its code.
-    pub fn recv_close(&mut self) -> Option<CloseCode> {
-        loop {
-            match self.ws.read() {
-                Ok(Message::Close(frame)) => {
-                    // Complete the close handshake like a well-behaved client.
-                    let _ = self.ws.flush();
-                    return frame.map(|f| f.code);
-                }
-                Ok(_) => continue,
-                Err(e) => panic!("connection ended without a close frame: {e}"),
-            }
-        }
-    }
-
-    /// The next JSON text message if one arrives within `wait` (control frames
-    /// are skipped).
-    pub fn recv_within(&mut self, wait: Duration) -> Option<Value> {
-        self.silent_for(wait).err()
-    }
-
-    /// Whether nothing but control frames arrives within `wait`.
-    pub fn silent_for(&mut self, wait: Duration) -> Result<(), Value> {
-        self.ws.get_ref().set_read_timeout(Some(wait)).unwrap();
-        let result = loop {
-            match self.ws.read() {
-                Ok(Message::Text(text)) => {
-                    break Err(serde_json::from_str(text.as_str()).unwrap());
-                }
-                Ok(_) => continue,
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    break Ok(());
-                }
-                Err(e) => panic!("read failed: {e}"),
-            }
-        };
-        self.ws
-            .get_ref()
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        result
-    }
-}
-
-/// The `time` of a point value.
-pub fn time_of(point: &Value) -> i64 {
-    point["time"].as_i64().expect("integer time")
-}
-
-/// Helpers added for the PostgreSQL service tests.
-impl Client {
-    /// The message of the next `point`, skipping other actions.
-    pub fn recv_point(&mut self) -> Value {
-        self.recv_action("point")["message"].clone()
-    }
-}
-
-/// How a run of the binary ended.
-pub struct Exited {
-    /// The exit code; `None` when a signal ended it.
-    pub code: Option<i32>,
-    /// Everything written to standard output.
-    pub stdout: String,
-    /// Everything written to standard error (the log).
-    pub stderr: String,
-    /// How long it ran.
-    pub took: Duration,
-}
-
-/// Runs the binary with `args` on the embedded defaults plus `env` (127.0.0.1, port 0,
-/// debug log) and waits for it to exit; kills it and panics when it runs past `within`.
-/// For runs expected to end by themselves: failed start-ups, `migrate`.
-pub fn run_to_exit(args: &[&str], env: &[(&str, &str)], within: Duration) -> Exited {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ws_assets"));
-    command
-        .args(args)
-        .env_clear()
-        .env("WS_ASSETS_HOST", "127.0.0.1")
-        .env("WS_ASSETS_PORT", "0")
-        .env("WS_ASSETS_LOG_LEVEL", "debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let started = Instant::now();
-    let mut child = command.spawn().expect("spawn ws_assets");
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut pipe) = pipe {
-                let mut bytes = Vec::new();
-                let _ = pipe.read_to_end(&mut bytes);
-                text = String::from_utf8_lossy(&bytes).into_owned();
-            }
-            text
-        })
-    };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for ws_assets") {
-            break status;
-        }
-        if started.elapsed() > within {
-            let _ = child.kill();
-            let _ = child.wait();
-            let log = stderr.join().unwrap_or_default();
-            panic!("ws_assets {args:?} still running after {within:?}; log:\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let took = started.elapsed();
-    Exited {
-        code: status.code(),
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-        took,
-    }
+/// The current Unix time in whole seconds.
+pub fn epoch_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }

@@ -51,6 +51,9 @@ struct Shared {
     /// Clones of the open connections, by connection number, so `stop` can cut them.
     streams: Mutex<Vec<(usize, TcpStream)>>,
     accepts: AtomicUsize,
+    /// Requests begun and not yet answered, and the most there ever were at once.
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
     stop: AtomicBool,
 }
 
@@ -99,6 +102,8 @@ impl FakeFeed {
             answered: Mutex::new(Vec::new()),
             streams: Mutex::new(Vec::new()),
             accepts: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            most_in_flight: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
         });
         let sh = Arc::clone(&shared);
@@ -171,6 +176,11 @@ impl FakeFeed {
         lock(&self.shared.arrivals).len()
     }
 
+    /// The most requests that were ever being served at once (begun, not yet answered).
+    pub fn most_in_flight(&self) -> usize {
+        self.shared.most_in_flight.load(Ordering::SeqCst)
+    }
+
     /// When request `n` began to arrive.
     pub fn arrival(&self, n: usize) -> Option<SystemTime> {
         lock(&self.shared.arrivals).get(n).copied()
@@ -220,22 +230,31 @@ fn serve(stream: &mut TcpStream, sh: &Shared) {
                 .unwrap_or_else(|| (sh.script)(n));
             (n, reply)
         };
+        let now_in_flight = sh.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        sh.most_in_flight.fetch_max(now_in_flight, Ordering::SeqCst);
+        let answered = || {
+            sh.in_flight.fetch_sub(1, Ordering::SeqCst);
+            lock(&sh.answered).push(n);
+        };
         if let Reply::Reset = reply {
             // Let the rest of the request arrive, then close with it unread.
             thread::sleep(Duration::from_millis(50));
-            lock(&sh.answered).push(n);
+            answered();
             return;
         }
         let mut chunk = [0u8; 1024];
         while !head.windows(4).any(|w| w == b"\r\n\r\n") {
             match stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => {
+                    answered();
+                    return;
+                }
                 Ok(n) => head.extend_from_slice(&chunk[..n]),
             }
         }
         lock(&sh.requests).push(String::from_utf8_lossy(&head).into_owned());
         let kept = answer(stream, reply, sh);
-        lock(&sh.answered).push(n);
+        answered();
         if kept.is_err() {
             return;
         }

@@ -1,11 +1,14 @@
-//! Test harness for the real PostgreSQL: a throwaway database per test, and a TCP proxy
-//! that can cut or black-hole the connection to simulate an outage.
+//! Test harness for the real PostgreSQL: a throwaway database per test with the queries
+//! tests make of it (`execute`, `scalar`, `table_exists`, the stored points), and a TCP
+//! proxy that can cut or black-hole the connection to simulate an outage, at once or at
+//! a given statement (`cut_when_sent`).
 //!
 //! The admin DSN comes from `WS_ASSETS_TEST_POSTGRESQL_DSN` (default
 //! `postgresql://postgres@127.0.0.1:5432/postgres`); `.ci/start-postgres` provides it.
 //! Shared by several test crates, each using part of it.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -147,6 +150,56 @@ impl TestDb {
     pub fn server_addr(&self) -> SocketAddr {
         server_addr(&self.admin)
     }
+
+    /// Runs `sql` (one or more statements); a failure fails the test.
+    pub fn execute(&self, sql: &str) {
+        self.client()
+            .batch_execute(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {}", dsn::error_text(&e)));
+    }
+
+    /// The `int8` in the first column of the one row `sql` returns, e.g. a `count(*)`.
+    pub fn scalar(&self, sql: &str) -> i64 {
+        self.client()
+            .query_one(sql, &[])
+            .and_then(|row| row.try_get(0))
+            .unwrap_or_else(|e| panic!("{sql}: {}", dsn::error_text(&e)))
+    }
+
+    /// Whether a table (or other relation) of that name exists.
+    pub fn table_exists(&self, table: &str) -> bool {
+        self.client()
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+            .and_then(|row| row.try_get(0))
+            .unwrap_or_else(|e| panic!("to_regclass({table}): {}", dsn::error_text(&e)))
+    }
+
+    /// `(time, value)` of every stored point of an asset, oldest first.
+    pub fn stored(&self, asset_id: i32) -> Vec<(i64, f64)> {
+        let sql = "SELECT floor(extract(epoch FROM time))::int8, value FROM points \
+                   WHERE asset_id = $1 ORDER BY time";
+        self.client()
+            .query(sql, &[&asset_id])
+            .unwrap_or_else(|e| panic!("{sql}: {}", dsn::error_text(&e)))
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect()
+    }
+
+    /// Stored times per asset id, oldest first.
+    pub fn stored_times(&self) -> BTreeMap<i32, Vec<i64>> {
+        let sql = "SELECT asset_id, floor(extract(epoch FROM time))::int8 FROM points \
+                   ORDER BY asset_id, time";
+        let mut times: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+        for row in self
+            .client()
+            .query(sql, &[])
+            .unwrap_or_else(|e| panic!("{sql}: {}", dsn::error_text(&e)))
+        {
+            times.entry(row.get(0)).or_default().push(row.get(1));
+        }
+        times
+    }
 }
 
 impl Drop for TestDb {
@@ -214,6 +267,8 @@ pub enum ProxyMode {
 struct ProxyShared {
     upstream: SocketAddr,
     mode: Mutex<ProxyMode>,
+    /// Bytes which, sent by a client, cut the proxy instead of reaching the server.
+    trip: Mutex<Option<Vec<u8>>>,
     /// Both ends of every forwarded connection, and every black-holed one.
     streams: Mutex<Vec<TcpStream>>,
     stopping: AtomicBool,
@@ -226,10 +281,30 @@ impl ProxyShared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    fn trip(&self) -> MutexGuard<'_, Option<Vec<u8>>> {
+        self.trip
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn streams(&self) -> MutexGuard<'_, Vec<TcpStream>> {
         self.streams
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Switches mode; every open connection is closed.
+    fn set_mode(&self, mode: ProxyMode) {
+        *self.trip() = None;
+        *self.mode() = mode;
+        self.close_all();
+    }
+
+    /// Whether `seen` (the tail of earlier bytes plus the new ones) trips the cut.
+    fn trips(&self, seen: &[u8]) -> bool {
+        self.trip()
+            .as_ref()
+            .is_some_and(|pattern| seen.windows(pattern.len()).any(|w| w == pattern.as_slice()))
     }
 
     fn close_all(&self) {
@@ -257,6 +332,7 @@ impl Proxy {
         let shared = Arc::new(ProxyShared {
             upstream,
             mode: Mutex::new(ProxyMode::Forward),
+            trip: Mutex::new(None),
             streams: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
         });
@@ -287,6 +363,14 @@ impl Proxy {
         self.set_mode(ProxyMode::Refuse);
     }
 
+    /// Forwards until a client sends bytes containing `pattern` (e.g. the text of a
+    /// statement), then cuts as [`Proxy::cut`] does, without passing those bytes on: the
+    /// database never sees that statement. A way to make an outage begin at an exact
+    /// point of the conversation.
+    pub fn cut_when_sent(&self, pattern: &str) {
+        *self.shared.trip() = Some(pattern.as_bytes().to_vec());
+    }
+
     /// Stops answering: open connections stay open but their bytes are dropped, and new
     /// ones are accepted and never answered, like a hung server.
     pub fn blackhole(&self) {
@@ -300,8 +384,7 @@ impl Proxy {
     }
 
     fn set_mode(&self, mode: ProxyMode) {
-        *self.shared.mode() = mode;
-        self.shared.close_all();
+        self.shared.set_mode(mode);
     }
 }
 
@@ -345,23 +428,45 @@ fn forward(client: TcpStream, shared: &Arc<ProxyShared>) -> io::Result<()> {
         streams.push(client.try_clone()?);
         streams.push(server.try_clone()?);
     }
-    pump(client.try_clone()?, server.try_clone()?, Arc::clone(shared))?;
-    pump(server, client, Arc::clone(shared))?;
+    pump(
+        client.try_clone()?,
+        server.try_clone()?,
+        Arc::clone(shared),
+        true,
+    )?;
+    pump(server, client, Arc::clone(shared), false)?;
     Ok(())
 }
 
 /// Copies `from` to `to` on its own thread, dropping the bytes while the proxy is a black
-/// hole; when either side ends, both are shut.
-fn pump(mut from: TcpStream, mut to: TcpStream, shared: Arc<ProxyShared>) -> io::Result<()> {
+/// hole; when either side ends, both are shut. What a client sends (`from_client`) is
+/// checked for the pattern of [`Proxy::cut_when_sent`].
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    shared: Arc<ProxyShared>,
+    from_client: bool,
+) -> io::Result<()> {
     thread::Builder::new()
         .name("pg-test-pump".to_string())
         .spawn(move || {
             let mut buf = [0u8; 16 * 1024];
+            // The end of the previous read, so a pattern split across reads is still seen.
+            let mut seen: Vec<u8> = Vec::new();
             loop {
                 let n = match from.read(&mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
+                if from_client {
+                    seen.extend_from_slice(&buf[..n]);
+                    if shared.trips(&seen) {
+                        shared.set_mode(ProxyMode::Refuse);
+                        break;
+                    }
+                    let keep = seen.len().min(256);
+                    seen.drain(..seen.len() - keep);
+                }
                 if *shared.mode() == ProxyMode::Blackhole {
                     continue;
                 }
