@@ -136,6 +136,17 @@ pub enum Ended {
     Io(io::Error),
 }
 
+/// Why a connection is served the operations endpoints only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpsOnly {
+    /// Every connection slot is taken.
+    Full,
+    /// Its address holds as many connections as it may.
+    AddressFull,
+    /// The service is shutting down.
+    Stopping,
+}
+
 /// One client.
 #[derive(Debug)]
 pub struct Conn {
@@ -149,8 +160,9 @@ pub struct Conn {
     pub last_heard: Instant,
     /// When an unanswered ping was sent.
     pub ping_sent: Option<Instant>,
-    /// Accepted beyond the connection limit: only `/health` and `/metrics` are served.
-    pub ops_only: bool,
+    /// Accepted beyond a limit (or while stopping): only `/health` and `/metrics` are
+    /// served, anything else gets 503 for this reason.
+    pub ops_only: Option<OpsOnly>,
     /// The client's address, for the per-address connection limit.
     pub peer: Option<IpAddr>,
 }
@@ -174,7 +186,7 @@ impl Conn {
             sub: None,
             last_heard: now,
             ping_sent: None,
-            ops_only: false,
+            ops_only: None,
             peer: None,
         }
     }

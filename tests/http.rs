@@ -103,12 +103,25 @@ fn every_http_response_closes_its_connection() {
         );
     }
 
-    // Turned away at the connection limit: a 503, then the connection is closed too.
+    // At the connection limit: a probe is answered from the reserve and a client turned
+    // away with a 503, and both connections are closed too.
     let full = Server::start(&[("WS_ASSETS_MAX_CONNECTIONS", "1")]);
     let _only = full.client();
-    let response = http_exchange(
+    let probe = http_exchange(
         full.addr,
         b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: keep-alive\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert_eq!(probe.status, 200, "{probe:?}");
+    assert!(
+        probe.closed,
+        "the probe's answer leaves its connection open"
+    );
+    let response = http_exchange(
+        full.addr,
+        b"GET /api/v1/websocket HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\n\
+          Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
         Duration::from_secs(5),
     );
     assert_eq!(response.status, 503, "{response:?}");

@@ -699,9 +699,6 @@ fn past_the_write_queue_bound_the_oldest_points_are_dropped_logged_and_counted()
 }
 
 #[test]
-#[ignore = "bug: a start-up backfill larger than WS_ASSETS_WRITE_QUEUE_POINTS loses its oldest \
-            points without counting or logging them (Reactor::new ignores WriteBehind::push's \
-            dropped count)"]
 fn a_backfill_larger_than_the_write_queue_is_stored_or_counted_as_dropped() {
     let db = TestDb::create();
     let dsn = db.dsn();

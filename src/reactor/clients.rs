@@ -20,7 +20,7 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::config::Config;
-use crate::conn::{Conn, Ended, Incoming, Phase};
+use crate::conn::{Conn, Ended, Incoming, OpsOnly, Phase};
 use crate::frame::text_frame;
 use crate::http::{self, Route};
 use crate::market::Market;
@@ -118,6 +118,8 @@ pub struct Clients {
     peak: usize,
     /// Open connections per source address, kept when that is limited.
     per_ip: HashMap<IpAddr, usize>,
+    /// The service is stopping: new connections are served `/health` and `/metrics` only.
+    stopping: bool,
 }
 
 impl Clients {
@@ -149,6 +151,7 @@ impl Clients {
             slow_log: Throttle::new(LOG_EVERY),
             peak: 0,
             per_ip: HashMap::new(),
+            stopping: false,
         })
     }
 
@@ -163,11 +166,6 @@ impl Clients {
     /// Open connections, in any phase.
     pub fn len(&self) -> usize {
         self.conns.len()
-    }
-
-    /// Whether no connection is open.
-    pub fn is_empty(&self) -> bool {
-        self.conns.is_empty()
     }
 
     /// Whether some client has input left over from its last turn.
@@ -218,7 +216,6 @@ impl Clients {
                 }
             };
             metrics.connections_total += 1;
-            let reserved = self.conns.len() >= self.config.max_connections;
             if self.conns.len() >= self.config.max_connections + OPS_RESERVE {
                 metrics
                     .clients_dropped_total
@@ -230,21 +227,16 @@ impl Clients {
                 continue;
             }
             let per_ip_limit = self.config.max_connections_per_ip;
-            if per_ip_limit > 0 {
-                let held = self.per_ip.entry(addr.ip()).or_default();
-                if *held >= per_ip_limit {
-                    metrics.clients_dropped_total.add(DropReason::AddressLimit);
-                    let busy = http::error_response(
-                        503,
-                        "connection limit of this address reached",
-                        false,
-                    );
-                    let _ = io::Write::write(&mut stream, &busy);
-                    debug!("refused {addr}: connection limit of its address reached");
-                    continue;
-                }
-                *held += 1;
-            }
+            let held = self.per_ip.get(&addr.ip()).copied().unwrap_or(0);
+            let ops_only = if self.stopping {
+                Some(OpsOnly::Stopping)
+            } else if self.conns.len() >= self.config.max_connections {
+                Some(OpsOnly::Full)
+            } else if per_ip_limit > 0 && held >= per_ip_limit {
+                Some(OpsOnly::AddressFull)
+            } else {
+                None
+            };
             let _ = stream.set_nodelay(true);
             let entry = self.conns.vacant_entry();
             let key = entry.key();
@@ -256,14 +248,18 @@ impl Clients {
                 warn!("cannot register connection from {addr}: {e}");
                 continue;
             }
-            let deadline = if reserved {
+            let deadline = if ops_only.is_some() {
                 OPS_RESERVE_DEADLINE.min(self.config.handshake_timeout)
             } else {
                 self.config.handshake_timeout
             };
             let mut conn = Conn::new(stream, now, now + deadline);
-            conn.ops_only = reserved;
-            conn.peer = (per_ip_limit > 0).then_some(addr.ip());
+            conn.ops_only = ops_only;
+            if per_ip_limit > 0 && ops_only.is_none() {
+                // Counted while it lives: given back in end_doomed.
+                *self.per_ip.entry(addr.ip()).or_default() += 1;
+                conn.peer = Some(addr.ip());
+            }
             entry.insert(conn);
             self.peak = self.peak.max(self.conns.len());
             debug!("connection {key} from {addr}");
@@ -275,13 +271,6 @@ impl Clients {
         if self.accept_paused_until.is_some_and(|at| now >= at) {
             self.accept_paused_until = None;
             self.accept(now, metrics);
-        }
-    }
-
-    /// Stops accepting for good (shutdown).
-    pub fn stop_accepting(&mut self) {
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.registry.deregister(&mut listener);
         }
     }
 
@@ -337,11 +326,19 @@ impl Clients {
         let head_only = head.method == "HEAD";
         let route = match http::route(&head, self.config.enable_ui) {
             route @ (Route::Health | Route::Metrics) => route,
-            _ if conn.ops_only => {
-                metrics
-                    .clients_dropped_total
-                    .add(DropReason::ConnectionLimit);
-                Route::Error(503, "connection limit reached")
+            _ if conn.ops_only.is_some() => {
+                let (reason, text) = match conn.ops_only {
+                    Some(OpsOnly::AddressFull) => (
+                        DropReason::AddressLimit,
+                        "connection limit of this address reached",
+                    ),
+                    Some(OpsOnly::Stopping) => {
+                        (DropReason::ConnectionLimit, "the service is shutting down")
+                    }
+                    _ => (DropReason::ConnectionLimit, "connection limit reached"),
+                };
+                metrics.clients_dropped_total.add(reason);
+                Route::Error(503, text)
             }
             Route::WebSocket(_)
                 if !self
@@ -614,16 +611,26 @@ impl Clients {
         }
     }
 
-    /// Closes every WebSocket client with 1001 and drops the rest (shutdown).
+    /// Starts the shutdown: every WebSocket client is closed with 1001, and from now on
+    /// connections are served `/health` (which then answers 503) and `/metrics` only, so
+    /// a load balancer sees the instance go down rather than vanish.
     pub fn close_all(&mut self) {
-        for (key, conn) in self.conns.iter() {
-            let doom = if conn.is_websocket() {
-                Doom::Close(CloseCode::Away, "server shutting down", false, None)
-            } else {
-                Doom::Drop(None)
-            };
-            self.doomed.push((key, doom));
+        self.stopping = true;
+        for (key, conn) in self.conns.iter_mut() {
+            match conn.phase {
+                Phase::WebSocket(_) => self.doomed.push((
+                    key,
+                    Doom::Close(CloseCode::Away, "server shutting down", false, None),
+                )),
+                Phase::Http { .. } => conn.ops_only = Some(OpsOnly::Stopping),
+                Phase::Closing { .. } => {}
+            }
         }
+    }
+
+    /// Whether only probes (`/health`, `/metrics`) are left: the shutdown may end.
+    pub fn only_probes_left(&self) -> bool {
+        self.conns.iter().all(|(_, conn)| conn.ops_only.is_some())
     }
 
     /// Carries out what was decided about connections during the last step.

@@ -14,7 +14,7 @@ pub struct Cluster {
     events: Option<Receiver<Event>>,
     /// Whether the listen connection is up.
     listening: bool,
-    /// When the leader was last heard (or the role last changed).
+    /// When a point was last delivered (or the role last changed).
     last_heard: Instant,
     /// Silence after which a follower polls the feed itself.
     fallback_after: Duration,
@@ -67,15 +67,25 @@ impl Cluster {
             Role::Follower => warn!("role: follower (the leadership lock was lost)"),
             Role::Standalone => {}
         }
+        let was_leader = self.role == Role::Leader;
         self.role = role;
-        self.last_heard = now;
         self.end_fallback(now);
+        if was_leader && !self.listening {
+            // Cut off from the database: nobody can be heard, and waiting would only
+            // leave this instance's clients without points.
+            self.start_fallback(now, "the database is unreachable");
+        }
         true
     }
 
     /// Notes whether the listen connection is up.
-    pub fn set_listening(&mut self, up: bool) {
+    pub fn set_listening(&mut self, up: bool, now: Instant) {
         self.listening = up;
+        let just_stepped_down = now.duration_since(self.last_heard) < self.fallback_after;
+        if !up && self.role == Role::Follower && just_stepped_down && self.fallback_since.is_none()
+        {
+            self.start_fallback(now, "the database is unreachable");
+        }
     }
 
     /// Whether the listen connection is up.
@@ -83,10 +93,13 @@ impl Cluster {
         self.listening
     }
 
-    /// The leader was heard: a follower polling on its own stops.
-    pub fn heard(&mut self, now: Instant) {
+    /// A second's points were delivered; `from_leader` if they were the leader's, which
+    /// ends a follower's polling on its own.
+    pub fn heard(&mut self, now: Instant, from_leader: bool) {
         self.last_heard = now;
-        self.end_fallback(now);
+        if from_leader {
+            self.end_fallback(now);
+        }
     }
 
     /// Whether this instance polls the feed this second: always, unless it is a
@@ -101,14 +114,18 @@ impl Cluster {
         if now.duration_since(self.last_heard) < self.fallback_after {
             return false;
         }
-        warn!(
-            "no point from the leader for {} s (listen connection {}): polling the feed \
-             until points come again",
+        let why = format!(
+            "no point from the leader for {} s, listen connection {}",
             self.fallback_after.as_secs(),
             if self.listening { "up" } else { "down" }
         );
-        self.fallback_since = Some(now);
+        self.start_fallback(now, &why);
         true
+    }
+
+    fn start_fallback(&mut self, now: Instant, why: &str) {
+        warn!("polling the feed on this instance until the leader's points come again ({why})");
+        self.fallback_since = Some(now);
     }
 
     /// Whether a follower is polling the feed on its own.

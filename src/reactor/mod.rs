@@ -83,6 +83,15 @@ pub struct Parts {
     pub membership: Option<Membership>,
 }
 
+/// Where a second's points come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// This instance's own feed fetch.
+    Feed,
+    /// The leader, through the database (a follower's notifications and catch-up).
+    Leader,
+}
+
 /// How the loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stopped {
@@ -197,7 +206,7 @@ impl Reactor {
             self.end_doomed(now);
             self.on_clock(now);
             if self.ops.stopping()
-                && ((self.clients.is_empty() && self.store.is_idle())
+                && ((self.clients.only_probes_left() && self.store.is_idle())
                     || self.ops.past_deadline(now))
             {
                 break Stopped::Clean;
@@ -257,7 +266,6 @@ impl Reactor {
                     self.clients.len(),
                     self.store.queued()
                 );
-                self.clients.stop_accepting();
                 self.clients.close_all();
             }
             Signal::Abandon => warn!("second signal: exiting at once"),
@@ -307,7 +315,7 @@ impl Reactor {
                                 value: q.value,
                             })
                             .collect();
-                        self.deliver(time, points, now);
+                        self.deliver(time, points, Source::Feed, now);
                     }
                 }
                 Done::Write(write) => {
@@ -329,29 +337,31 @@ impl Reactor {
                     self.metrics.leader_changes_total += 1;
                 }
             }
-            Event::Listening => self.cluster.set_listening(true),
+            Event::Listening => self.cluster.set_listening(true, now),
             Event::ListenLost(why) => {
                 warn!("not listening for the leader's points: {why}; reconnecting");
-                self.cluster.set_listening(false);
+                self.cluster.set_listening(false, now);
             }
-            Event::CatchUp(points) if following => self.catch_up(points, now),
+            Event::CatchUp(points) if following => self.hear(points, now),
             Event::Notified { time, points } => {
                 self.metrics.notifications_received_total += 1;
                 if following {
-                    self.cluster.heard(now);
                     let lag = epoch_now().saturating_sub(Duration::from_secs(time.max(0) as u64));
                     self.metrics.follower_lag_seconds.observe(lag);
-                    self.deliver(time, points, now);
+                    // The leader is alive: a follower polling on its own stops.
+                    self.cluster.heard(now, true);
+                    self.hear(points, now);
                 }
             }
             Event::CatchUp(_) => {}
         }
     }
 
-    /// A follower's catch-up after (re)connecting: stored points it already has a later
-    /// second of go into the history (the stored value wins), the rest are delivered
-    /// live, second by second in order.
-    fn catch_up(&mut self, points: Vec<Point>, now: Instant) {
+    /// A follower hears stored points (a notification, or the catch-up after
+    /// (re)connecting): those of seconds it already has, having polled the feed on its
+    /// own, go into the history, the stored value winning; the rest are delivered live,
+    /// second by second in order.
+    fn hear(&mut self, points: Vec<Point>, now: Instant) {
         let mut live: Vec<Point> = points
             .into_iter()
             .filter(|p| !self.market.merge(*p))
@@ -361,15 +371,16 @@ impl Reactor {
         while let Some(first) = rest.first() {
             let same = rest.iter().take_while(|p| p.time == first.time).count();
             let (second, after) = rest.split_at(same);
-            self.deliver(first.time, second.to_vec(), now);
+            self.deliver(first.time, second.to_vec(), Source::Leader, now);
             rest = after;
         }
     }
 
     /// Records one second's points in the market, writes each new point's frame to its
-    /// subscribers, and (unless a follower, whose leader stores them) queues the new
-    /// points for the store.
-    fn deliver(&mut self, time: i64, candidates: Vec<Point>, now: Instant) {
+    /// subscribers, and queues the new points for the store if this instance fetched
+    /// them itself (a follower polling on its own too: the table keeps whichever value
+    /// of a second reached it first).
+    fn deliver(&mut self, time: i64, candidates: Vec<Point>, source: Source, now: Instant) {
         let delay = epoch_now().saturating_sub(Duration::from_secs(time.max(0) as u64));
         self.metrics.tick_delay_seconds.observe(delay);
         let fanout_started = Instant::now();
@@ -391,7 +402,8 @@ impl Reactor {
         self.metrics.ticks_total.add(TickOutcome::Ok);
         self.metrics.points_total += points.len() as u64;
         self.ticks.recorded(time);
-        if self.cluster.role() != Role::Follower {
+        self.cluster.heard(now, source == Source::Leader);
+        if source == Source::Feed {
             self.store.queue(&points, now, &mut self.metrics);
             self.store.start(now, self.ops.stopping(), &self.workers);
         }

@@ -55,20 +55,36 @@ WHERE EXISTS (SELECT 1 FROM assets a WHERE a.id = u.asset_id)
 ORDER BY u.n
 ON CONFLICT DO NOTHING";
 
-/// [`WRITE_POINTS`], publishing each second's points on [`CHANNEL`] in the same
-/// statement: a notification is delivered on commit, so no follower hears of a point
-/// the table lacks.
+/// [`WRITE_POINTS`], publishing on [`CHANNEL`], in the same statement, the points it
+/// stored: a notification is delivered on commit, so no follower hears of a point the
+/// table lacks, nor of a value other than the stored one. `$5` holds each point's
+/// [`publish::entry`]; a second's entries go out in payloads of at most `$6`.
 const WRITE_AND_PUBLISH_POINTS: &str = "\
-WITH written AS (
+WITH input AS (
+    SELECT u.asset_id, u.time, u.value, u.entry, u.n
+    FROM unnest($1::int4[], $2::int8[], $3::float8[], $5::text[])
+        WITH ORDINALITY AS u (asset_id, time, value, entry, n)
+), written AS (
     INSERT INTO points (asset_id, time, value)
-    SELECT u.asset_id, to_timestamp(u.time), u.value
-    FROM unnest($1::int4[], $2::int8[], $3::float8[]) WITH ORDINALITY AS u (asset_id, time, value, n)
-    WHERE EXISTS (SELECT 1 FROM assets a WHERE a.id = u.asset_id)
-    ORDER BY u.n
+    SELECT i.asset_id, to_timestamp(i.time), i.value
+    FROM input i
+    WHERE EXISTS (SELECT 1 FROM assets a WHERE a.id = i.asset_id)
+    ORDER BY i.n
     ON CONFLICT DO NOTHING
+    RETURNING asset_id, time
+), stored AS (
+    SELECT i.time, i.asset_id, i.entry,
+        (row_number() OVER (PARTITION BY i.time ORDER BY i.asset_id) - 1) / $6::int8 AS part
+    FROM written w
+    JOIN input i ON i.asset_id = w.asset_id AND to_timestamp(i.time) = w.time
 )
 SELECT count(pg_notify($4, p.payload))
-FROM (SELECT payload FROM unnest($5::text[]) WITH ORDINALITY AS t (payload, n) ORDER BY n) p";
+FROM (
+    SELECT s.time, s.part, s.time::text || ' ' || string_agg(s.entry, ' ' ORDER BY s.asset_id) AS payload
+    FROM stored s
+    GROUP BY s.time, s.part
+    ORDER BY s.time, s.part
+) p";
 
 const LOAD_ASSETS: &str = "SELECT id, name FROM assets ORDER BY id";
 
@@ -182,12 +198,19 @@ impl Store for PostgresStore {
             return Ok(());
         }
         let (ids, times, values) = columns(points);
-        let payloads = publish::encode(points);
+        let entries: Vec<String> = points.iter().map(publish::entry).collect();
         self.conn()?
             .client()?
             .execute(
                 WRITE_AND_PUBLISH_POINTS,
-                &[&ids, &times, &values, &CHANNEL, &payloads],
+                &[
+                    &ids,
+                    &times,
+                    &values,
+                    &CHANNEL,
+                    &entries,
+                    &publish::ENTRIES_PER_PAYLOAD,
+                ],
             )
             .map_err(|e| classify(&e))?;
         Ok(())

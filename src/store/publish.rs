@@ -3,10 +3,9 @@
 //!
 //! One payload holds points of one second: `<time> <asset id>:<value> ...`, values in
 //! Rust's shortest round-trip form so a follower serves the very `f64` the leader
-//! stored. PostgreSQL refuses payloads of 8,000 bytes or more, so a second with many
-//! assets is split over several payloads.
-
-use std::fmt::Write as _;
+//! stored. Only points the write really stored are published (a second already in the
+//! table keeps its value, and nobody hears another). PostgreSQL refuses payloads of
+//! 8,000 bytes or more, so a second with many assets is split over several payloads.
 
 use crate::asset::Point;
 
@@ -16,30 +15,16 @@ pub const CHANNEL: &str = "ws_assets_points";
 /// Largest payload written, safely under PostgreSQL's 8,000-byte limit.
 pub const MAX_PAYLOAD_BYTES: usize = 7_900;
 
-/// Payloads for `points`, one or more per second, in the order of the seconds.
-pub fn encode(points: &[Point]) -> Vec<String> {
-    let mut sorted: Vec<&Point> = points.iter().collect();
-    sorted.sort_by_key(|p| (p.time, p.asset_id));
-    let mut payloads = Vec::new();
-    let mut current = String::new();
-    let mut current_time = None;
-    for point in sorted {
-        let mut entry = String::new();
-        let _ = write!(entry, " {}:{}", point.asset_id, point.value);
-        let same_second = current_time == Some(point.time);
-        if !same_second || current.len() + entry.len() > MAX_PAYLOAD_BYTES {
-            if !current.is_empty() {
-                payloads.push(std::mem::take(&mut current));
-            }
-            let _ = write!(current, "{}", point.time);
-            current_time = Some(point.time);
-        }
-        current.push_str(&entry);
-    }
-    if !current.is_empty() {
-        payloads.push(current);
-    }
-    payloads
+/// Entries of one payload at most: 200 entries of at most 36 bytes stay under
+/// [`MAX_PAYLOAD_BYTES`] with the second in front.
+pub const ENTRIES_PER_PAYLOAD: i64 = 200;
+
+/// One point's entry in a payload: `<asset id>:<value>`, the value in its shortest
+/// round-trip form with an exponent for very small or large numbers, so an entry is
+/// never longer than 36 bytes. The write statement joins the entries of the points it
+/// stored, second by second, behind the second.
+pub fn entry(point: &Point) -> String {
+    format!("{}:{:?}", point.asset_id, point.value)
 }
 
 /// Why a payload could not be read.
@@ -94,42 +79,37 @@ mod tests {
         }
     }
 
-    #[test]
-    fn round_trips_exact_values_per_second() {
-        let points = vec![
-            point(2, 11, 114.02),
-            point(1, 10, 1.110481),
-            point(1, 11, 0.1 + 0.2),
-            point(2, 10, 1e-7),
-        ];
-        let payloads = encode(&points);
-        assert_eq!(
-            payloads,
-            [
-                "10 1:1.110481 2:0.0000001",
-                "11 1:0.30000000000000004 2:114.02"
-            ]
-        );
-        let (time, back) = decode(&payloads[1]).unwrap();
-        assert_eq!(time, 11);
-        assert_eq!(back, [point(1, 11, 0.1 + 0.2), point(2, 11, 114.02)]);
+    /// A payload as the write statement builds it.
+    fn payload(time: i64, points: &[Point]) -> String {
+        let entries: Vec<String> = points.iter().map(entry).collect();
+        format!("{time} {}", entries.join(" "))
     }
 
     #[test]
-    fn a_second_with_many_assets_is_split_under_the_limit() {
-        let points: Vec<Point> = (1..=2000)
-            .map(|id| point(id, 5, 1.234567 * f64::from(id)))
-            .collect();
-        let payloads = encode(&points);
-        assert!(payloads.len() > 1);
-        let mut back = Vec::new();
-        for payload in &payloads {
-            assert!(payload.len() <= MAX_PAYLOAD_BYTES, "{}", payload.len());
-            let (time, points) = decode(payload).unwrap();
-            assert_eq!(time, 5);
-            back.extend(points);
+    fn entries_round_trip_exact_values() {
+        let points = [
+            point(1, 11, 0.1 + 0.2),
+            point(2, 11, 114.02),
+            point(3, 11, 1e-7),
+        ];
+        let text = payload(11, &points);
+        assert_eq!(text, "11 1:0.30000000000000004 2:114.02 3:1e-7");
+        assert_eq!(decode(&text).unwrap(), (11, points.to_vec()));
+    }
+
+    #[test]
+    fn a_full_payload_stays_under_the_limit() {
+        for value in [
+            f64::MIN_POSITIVE * 3.0,
+            -1.234_567_890_123_456_7e-300,
+            f64::MAX,
+        ] {
+            assert!(entry(&point(i32::MIN, 0, value)).len() <= 36, "{value:?}");
         }
-        assert_eq!(back, points);
+        let widest = point(i32::MIN, i64::MIN, -1.234_567_890_123_456_7e-300);
+        let points = vec![widest; ENTRIES_PER_PAYLOAD as usize];
+        let text = payload(i64::MIN, &points);
+        assert!(text.len() <= MAX_PAYLOAD_BYTES, "{}", text.len());
     }
 
     #[test]
