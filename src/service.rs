@@ -155,7 +155,7 @@ fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
         config.postgresql_startup_timeout.as_secs()
     );
     let store = PostgresStore::connect(
-        pg.postgres(),
+        pg,
         config.postgresql_pool_size,
         config.postgresql_startup_timeout,
         config.auto_apply_migrations,
@@ -171,5 +171,5 @@ pub fn migrate(config: &Config) -> Result<Vec<Applied>, StoreError> {
             "WS_ASSETS_POSTGRESQL_DSN is empty: there is no database to migrate".into(),
         ));
     };
-    postgres::migrate(pg.postgres(), config.postgresql_startup_timeout)
+    postgres::migrate(pg, config.postgresql_startup_timeout)
 }
