@@ -18,6 +18,7 @@ use crate::feed::{Feed, FeedSource};
 use crate::limits;
 use crate::market::Market;
 use crate::reactor::{Parts, Reactor};
+use crate::store::dsn::PgSettings;
 use crate::store::memory::MemoryStore;
 use crate::store::migrate::Applied;
 use crate::store::postgres::{self, PostgresStore};
@@ -78,7 +79,7 @@ pub fn start(mut config: Config) -> Result<Reactor, StartError> {
     let store = open_store(&config)?;
     let membership = match &config.postgresql {
         None => None,
-        Some(pg) => Some(elect(pg.postgres(), &config)?),
+        Some(pg) => Some(elect(pg, &config)?),
     };
     let role = membership.as_ref().map_or(Role::Standalone, |m| m.role);
     let assets = store.load_assets().map_err(StartError::Store)?;
@@ -180,7 +181,7 @@ fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<mio::net::TcpList
 
 /// Tries the leadership lock once on a connection of its own: the role this instance
 /// starts in, and what the reactor needs to keep competing.
-fn elect(pg: &::postgres::Config, config: &Config) -> Result<Membership, StartError> {
+fn elect(pg: &PgSettings, config: &Config) -> Result<Membership, StartError> {
     let mut lock_client = postgres::connect_client(pg, config.postgresql_startup_timeout)
         .map_err(StartError::Store)?;
     let leading = election::try_lead(&mut lock_client).map_err(StartError::Store)?;
@@ -207,7 +208,7 @@ fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
         config.postgresql_startup_timeout.as_secs()
     );
     let store = PostgresStore::connect(
-        pg.postgres(),
+        pg,
         config.postgresql_pool_size,
         config.postgresql_startup_timeout,
         config.auto_apply_migrations,
@@ -223,5 +224,5 @@ pub fn migrate(config: &Config) -> Result<Vec<Applied>, StoreError> {
             "WS_ASSETS_POSTGRESQL_DSN is empty: there is no database to migrate".into(),
         ));
     };
-    postgres::migrate(pg.postgres(), config.postgresql_startup_timeout)
+    postgres::migrate(pg, config.postgresql_startup_timeout)
 }

@@ -15,7 +15,7 @@ use ws_assets::store::{Store, StoreError, dsn};
 const STARTUP: Duration = Duration::from_secs(10);
 
 fn open(config: &postgres::Config, auto_apply: bool) -> Result<PostgresStore, StoreError> {
-    PostgresStore::connect(config, 2, STARTUP, auto_apply)
+    PostgresStore::connect(&config.clone().into(), 2, STARTUP, auto_apply)
 }
 
 fn store(db: &TestDb) -> PostgresStore {
@@ -145,7 +145,7 @@ fn auto_apply_off_on_an_empty_database_reports_the_pending_migrations() {
 #[test]
 fn migrate_entry_point_applies_then_has_nothing_to_do() {
     let db = TestDb::create();
-    let applied = pg::migrate(&db.config(), STARTUP).unwrap_or_else(|e| panic!("{e}"));
+    let applied = pg::migrate(&db.config().into(), STARTUP).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         applied,
         vec![Applied {
@@ -153,7 +153,7 @@ fn migrate_entry_point_applies_then_has_nothing_to_do() {
             name: "0001_init"
         }]
     );
-    let again = pg::migrate(&db.config(), STARTUP).unwrap_or_else(|e| panic!("{e}"));
+    let again = pg::migrate(&db.config().into(), STARTUP).unwrap_or_else(|e| panic!("{e}"));
     assert!(again.is_empty(), "{again:?}");
     let checked = open(&db.config(), false).map(|_| ());
     assert_eq!(checked, Ok(()));
@@ -353,7 +353,7 @@ fn an_unreachable_port_fails_within_the_startup_timeout_without_the_password() {
     let timeout = Duration::from_millis(1500);
     let started = Instant::now();
     let result = within(Duration::from_secs(30), "connect", move || {
-        PostgresStore::connect(&config, 2, timeout, true).map(|_| ())
+        PostgresStore::connect(&config.into(), 2, timeout, true).map(|_| ())
     });
     let elapsed = started.elapsed();
     let why = expect_unavailable(result, "connect to 127.0.0.1:1");
@@ -375,7 +375,7 @@ fn an_unreachable_port_fails_within_the_startup_timeout_without_the_password() {
     let config =
         dsn::parse("postgres://ws:s3cr3t-pw@127.0.0.1:1/quotes").unwrap_or_else(|e| panic!("{e}"));
     let why = expect_unavailable(
-        pg::migrate(&config, Duration::from_millis(300)),
+        pg::migrate(&config.into(), Duration::from_millis(300)),
         "migrate against 127.0.0.1:1",
     );
     assert!(
@@ -391,7 +391,7 @@ fn a_database_the_server_does_not_have_fails_at_once_instead_of_retrying() {
     config.dbname("ws_assets_no_such_database");
     let started = Instant::now();
     let result = within(Duration::from_secs(60), "connect", move || {
-        PostgresStore::connect(&config, 1, Duration::from_secs(30), true).map(|_| ())
+        PostgresStore::connect(&config.into(), 1, Duration::from_secs(30), true).map(|_| ())
     });
     match result {
         Err(StoreError::Query(why)) => {
@@ -420,7 +420,7 @@ fn startup_waits_for_a_database_that_comes_back() {
         })
     };
     let result = within(Duration::from_secs(60), "connect", move || {
-        PostgresStore::connect(&config, 1, Duration::from_secs(20), true).map(|_| ())
+        PostgresStore::connect(&config.into(), 1, Duration::from_secs(20), true).map(|_| ())
     });
     let _ = reopener.join();
     assert_eq!(result, Ok(()));
@@ -435,7 +435,7 @@ fn startup_against_a_hung_server_gives_up_in_time() {
     let config = db.config_via(&proxy);
     let port = proxy.addr().port();
     let result = within(Duration::from_secs(30), "connect", move || {
-        PostgresStore::connect(&config, 1, Duration::from_millis(1500), true).map(|_| ())
+        PostgresStore::connect(&config.into(), 1, Duration::from_millis(1500), true).map(|_| ())
     });
     let why = expect_unavailable(result, "connect to a hung server");
     assert!(why.contains(&format!("127.0.0.1:{port}/")), "{why}");
@@ -528,8 +528,8 @@ fn a_write_to_a_hung_server_is_unavailable_instead_of_blocking() {
 fn a_client_of_a_hung_server_can_be_discarded_without_blocking() {
     let db = TestDb::create();
     let proxy = Proxy::start(db.server_addr());
-    let mut client =
-        pg::connect_client(&db.config_via(&proxy), STARTUP).unwrap_or_else(|e| panic!("{e}"));
+    let mut client = pg::connect_client(&db.config_via(&proxy).into(), STARTUP)
+        .unwrap_or_else(|e| panic!("{e}"));
     proxy.blackhole();
     assert!(
         client.is_valid(Duration::from_millis(300)).is_err(),

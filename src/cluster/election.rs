@@ -11,6 +11,7 @@ use log::{info, warn};
 
 use super::{Event, LEADER_LOCK_KEY, Reporter, Role};
 use crate::store::StoreError;
+use crate::store::dsn::PgSettings;
 use crate::store::pgerror::classify;
 use crate::store::postgres::{connect_client, discard};
 
@@ -34,7 +35,7 @@ pub fn try_lead(client: &mut postgres::Client) -> Result<bool, StoreError> {
 /// Runs the election for the life of the process on a thread of its own, starting
 /// from `client` (already leader if `leading`).
 pub fn spawn(
-    config: postgres::Config,
+    config: PgSettings,
     client: postgres::Client,
     leading: bool,
     reporter: Reporter,
@@ -46,7 +47,7 @@ pub fn spawn(
 }
 
 fn run(
-    config: &postgres::Config,
+    config: &PgSettings,
     mut client: Option<postgres::Client>,
     mut leading: bool,
     reporter: &Reporter,

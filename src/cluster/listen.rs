@@ -9,6 +9,7 @@ use postgres::fallible_iterator::FallibleIterator;
 
 use super::{Event, Reporter};
 use crate::clock::epoch_second;
+use crate::store::dsn::PgSettings;
 use crate::store::pgerror::classify;
 use crate::store::postgres::{connect_client, discard, points_since};
 use crate::store::publish::{self, CHANNEL};
@@ -27,14 +28,14 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Listens for the leader's points for the life of the process on a thread of its own;
 /// a catch-up covers `window` seconds of history.
-pub fn spawn(config: postgres::Config, window: u32, reporter: Reporter) -> std::io::Result<()> {
+pub fn spawn(config: PgSettings, window: u32, reporter: Reporter) -> std::io::Result<()> {
     thread::Builder::new()
         .name("listen".into())
         .spawn(move || run(&config, window, &reporter))?;
     Ok(())
 }
 
-fn run(config: &postgres::Config, window: u32, reporter: &Reporter) {
+fn run(config: &PgSettings, window: u32, reporter: &Reporter) {
     // A loss is reported once, until the connection has been up again.
     let mut loss_reported = false;
     loop {

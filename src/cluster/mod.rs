@@ -18,6 +18,7 @@ use log::warn;
 use mio::Waker;
 
 use crate::asset::Point;
+use crate::store::dsn::PgSettings;
 
 /// The advisory-lock key of feed leadership (`ws_alead`), distinct from the
 /// migrations' lock.
@@ -96,7 +97,7 @@ pub fn channel(waker: Arc<Waker>) -> (Reporter, Receiver<Event>) {
 /// role won at start-up.
 pub struct Membership {
     /// The connection settings, for the election's and listener's connections.
-    pub config: postgres::Config,
+    pub config: PgSettings,
     /// The connection that tried the lock at start-up (and holds it for a leader).
     pub lock_client: postgres::Client,
     /// The role won at start-up.

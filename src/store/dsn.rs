@@ -3,11 +3,19 @@
 //! Accepted: `postgresql://`, `postgres://`, any `postgresql+driver://` (the original
 //! service used `postgresql+asyncpg://`), and libpq's `key=value` form. The rendered form
 //! for logs and error messages never carries the password.
+//!
+//! TLS follows libpq: `sslmode` is `disable`, `prefer` (the default), `require`,
+//! `verify-ca` or `verify-full`, and `sslrootcert` names a PEM file of trusted roots (or
+//! `system`). The driver knows only the first three modes and no `sslrootcert`, so both
+//! are taken out of the DSN here, before the driver parses the rest.
 
 use std::error::Error;
 use std::fmt;
+use std::ops::Range;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use percent_encoding::percent_decode_str;
 use postgres::config::Host;
 
 // Also reachable here, where callers that parse a DSN look for it.
@@ -55,63 +63,351 @@ impl fmt::Display for DsnError {
 
 impl Error for DsnError {}
 
+/// libpq's `sslmode`: whether to use TLS, and what to check of the server's certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// No TLS.
+    Disable,
+    /// TLS when the server offers it; the certificate is checked only against an
+    /// `sslrootcert` file, when one is named.
+    Prefer,
+    /// TLS always; the certificate is checked only against an `sslrootcert` file, when one
+    /// is named (libpq's rule: `require` with a root file behaves as `verify-ca`).
+    Require,
+    /// TLS, and the server's certificate must chain to a trusted root; its name is not checked.
+    VerifyCa,
+    /// TLS, the certificate must chain to a trusted root and name the host connected to.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// Every mode, in the order of increasing protection.
+    pub const ALL: [SslMode; 5] = [
+        SslMode::Disable,
+        SslMode::Prefer,
+        SslMode::Require,
+        SslMode::VerifyCa,
+        SslMode::VerifyFull,
+    ];
+
+    /// The DSN's spelling, e.g. `verify-full`.
+    pub fn label(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    fn parse(text: &str) -> Result<SslMode, DsnError> {
+        SslMode::ALL
+            .into_iter()
+            .find(|mode| mode.label() == text)
+            .ok_or_else(|| {
+                DsnError::Invalid(format!(
+                    "sslmode {text:?} is not supported; use disable, prefer, require, verify-ca or verify-full"
+                ))
+            })
+    }
+}
+
+/// Where the roots that may sign the server's certificate come from (`sslrootcert`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootCerts {
+    /// The system's trusted roots (`sslrootcert=system`, and what `verify-ca` and
+    /// `verify-full` use when no `sslrootcert` is given).
+    System,
+    /// The certificates in this PEM file.
+    File(PathBuf),
+}
+
+/// What the server's certificate must pass once TLS is up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verify {
+    /// Nothing: the session is encrypted, but the server is not authenticated.
+    Nothing,
+    /// The certificate chains to one of these roots; its name is not checked.
+    Chain(RootCerts),
+    /// The certificate chains to one of these roots and names the host connected to.
+    ChainAndHost(RootCerts),
+}
+
 /// `WS_ASSETS_POSTGRESQL_DSN`, parsed once: what every connection of the service opens with.
 #[derive(Debug, Clone)]
 pub struct PgSettings {
     postgres: postgres::Config,
+    ssl_mode: SslMode,
+    root_certs: Option<RootCerts>,
 }
 
 impl PgSettings {
-    /// Parses a DSN in any of the accepted forms (see [`parse`]).
+    /// Parses a DSN in any of the accepted forms, `sslmode` and `sslrootcert` included.
+    ///
+    /// A DSN without a host connects to `localhost` (or to its `hostaddr`, which then also
+    /// names the server for TLS); the port defaults to 5432 and the user to the
+    /// operating-system user, as with libpq.
     pub fn parse(dsn: &str) -> Result<PgSettings, DsnError> {
-        parse(dsn).map(PgSettings::from)
+        let dsn = dsn.trim();
+        if dsn.is_empty() {
+            return Err(DsnError::Empty);
+        }
+        let (normalized, is_url) = match url_scheme(dsn) {
+            Some((scheme, rest)) => {
+                let base = scheme
+                    .split_once('+')
+                    .map_or(scheme, |(base, _driver)| base);
+                if !base.eq_ignore_ascii_case("postgresql")
+                    && !base.eq_ignore_ascii_case("postgres")
+                {
+                    return Err(DsnError::UnsupportedScheme(scheme.to_string()));
+                }
+                (format!("postgresql://{rest}"), true)
+            }
+            None => (dsn.to_string(), false),
+        };
+        let (for_driver, tls) = take_tls_params(&normalized, is_url)?;
+        let mut postgres: postgres::Config = for_driver
+            .parse()
+            .map_err(|e: postgres::Error| DsnError::Invalid(error_text(&e)))?;
+        if postgres.get_hosts().is_empty() {
+            // The driver's TLS needs a name for the server: with only `hostaddr`, it is
+            // the address (which `verify-full` then checks against the certificate).
+            let addrs = postgres.get_hostaddrs().to_vec();
+            if addrs.is_empty() {
+                postgres.host("localhost");
+            }
+            for addr in addrs {
+                postgres.host(&addr.to_string());
+            }
+        }
+        // libpq: `sslrootcert=system` makes verify-full the default and refuses weaker modes,
+        // since trusting every public CA without checking the name would admit anyone.
+        let ssl_mode = match (tls.ssl_mode, &tls.root_certs) {
+            (None, Some(RootCerts::System)) => SslMode::VerifyFull,
+            (Some(mode), Some(RootCerts::System)) if mode != SslMode::VerifyFull => {
+                return Err(DsnError::Invalid(format!(
+                    "sslrootcert=system needs sslmode=verify-full (not {})",
+                    mode.label()
+                )));
+            }
+            (mode, _) => mode.unwrap_or(SslMode::Prefer),
+        };
+        postgres.ssl_mode(match ssl_mode {
+            SslMode::Disable => postgres::config::SslMode::Disable,
+            SslMode::Prefer => postgres::config::SslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+                postgres::config::SslMode::Require
+            }
+        });
+        Ok(PgSettings {
+            postgres,
+            ssl_mode,
+            root_certs: tls.root_certs,
+        })
     }
 
-    /// The driver's settings.
+    /// The driver's settings (its `sslmode` is only disable, prefer or require).
     pub fn postgres(&self) -> &postgres::Config {
         &self.postgres
     }
 
-    /// The connection target for logs, without the password; see [`redacted`].
+    /// The `sslmode` given, or `prefer`.
+    pub fn ssl_mode(&self) -> SslMode {
+        self.ssl_mode
+    }
+
+    /// What the server's certificate must pass, by libpq's rules: `verify-ca` checks the
+    /// chain and `verify-full` the name too, against `sslrootcert` or else the system's
+    /// roots; `prefer` and `require` check the chain only when `sslrootcert` names a file.
+    pub fn verify(&self) -> Verify {
+        let roots = || self.root_certs.clone().unwrap_or(RootCerts::System);
+        match (self.ssl_mode, &self.root_certs) {
+            (SslMode::VerifyFull, _) => Verify::ChainAndHost(roots()),
+            (SslMode::VerifyCa, _) => Verify::Chain(roots()),
+            (SslMode::Prefer | SslMode::Require, Some(RootCerts::File(path))) => {
+                Verify::Chain(RootCerts::File(path.clone()))
+            }
+            _ => Verify::Nothing,
+        }
+    }
+
+    /// The connection target for logs, without the password: see [`redacted`]; a TLS
+    /// setting other than the default follows as `?sslmode=...&sslrootcert=...`.
     pub fn redacted(&self) -> String {
-        redacted(&self.postgres)
+        let mut out = redacted(&self.postgres);
+        let mut params = Vec::new();
+        if self.ssl_mode != SslMode::Prefer {
+            params.push(format!("sslmode={}", self.ssl_mode.label()));
+        }
+        match &self.root_certs {
+            Some(RootCerts::File(path)) => params.push(format!("sslrootcert={}", path.display())),
+            Some(RootCerts::System) => params.push("sslrootcert=system".to_string()),
+            None => {}
+        }
+        if !params.is_empty() {
+            out.push('?');
+            out.push_str(&params.join("&"));
+        }
+        out
     }
 }
 
 impl From<postgres::Config> for PgSettings {
+    /// Settings from a driver config: its `sslmode`, and no `sslrootcert`.
     fn from(postgres: postgres::Config) -> PgSettings {
-        PgSettings { postgres }
+        let ssl_mode = match postgres.get_ssl_mode() {
+            postgres::config::SslMode::Disable => SslMode::Disable,
+            postgres::config::SslMode::Require => SslMode::Require,
+            _ => SslMode::Prefer,
+        };
+        PgSettings {
+            postgres,
+            ssl_mode,
+            root_certs: None,
+        }
     }
 }
 
-/// Parses a DSN into a `postgres::Config`, dropping any `+driver` part of the scheme.
-///
-/// A DSN without a host connects to `localhost`; the port defaults to 5432 and the user
-/// to the operating-system user, as with libpq.
+/// Parses a DSN and returns the driver's part of it (see [`PgSettings::parse`]); a
+/// `verify-ca` or `verify-full` mode shows there as `require`, and `sslrootcert` is dropped.
 pub fn parse(dsn: &str) -> Result<postgres::Config, DsnError> {
-    let dsn = dsn.trim();
-    if dsn.is_empty() {
-        return Err(DsnError::Empty);
-    }
-    let normalized = match url_scheme(dsn) {
-        Some((scheme, rest)) => {
-            let base = scheme
-                .split_once('+')
-                .map_or(scheme, |(base, _driver)| base);
-            if !base.eq_ignore_ascii_case("postgresql") && !base.eq_ignore_ascii_case("postgres") {
-                return Err(DsnError::UnsupportedScheme(scheme.to_string()));
+    PgSettings::parse(dsn).map(|settings| settings.postgres)
+}
+
+/// The TLS parameters taken out of a DSN.
+#[derive(Debug, Default, PartialEq)]
+struct TlsParams {
+    ssl_mode: Option<SslMode>,
+    root_certs: Option<RootCerts>,
+}
+
+impl TlsParams {
+    /// Records `key=value` if it is a TLS parameter; `false` for any other key.
+    fn take(&mut self, key: &str, value: &str) -> Result<bool, DsnError> {
+        match key {
+            "sslmode" => self.ssl_mode = Some(SslMode::parse(value)?),
+            "sslrootcert" => {
+                self.root_certs = match value {
+                    "" => None,
+                    "system" => Some(RootCerts::System),
+                    path => Some(RootCerts::File(PathBuf::from(path))),
+                }
             }
-            format!("postgresql://{rest}")
+            _ => return Ok(false),
         }
-        None => dsn.to_string(),
-    };
-    let mut config: postgres::Config = normalized
-        .parse()
-        .map_err(|e: postgres::Error| DsnError::Invalid(error_text(&e)))?;
-    if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
-        config.host("localhost");
+        Ok(true)
     }
-    Ok(config)
+}
+
+/// Splits a DSN into its text without `sslmode` and `sslrootcert`, and those two.
+/// The rest is left as written, for the driver to parse (and to report errors in).
+fn take_tls_params(dsn: &str, is_url: bool) -> Result<(String, TlsParams), DsnError> {
+    let mut tls = TlsParams::default();
+    if !is_url {
+        let mut cut = Vec::new();
+        for (key, value, range) in keyword_pairs(dsn) {
+            if tls.take(key, &value)? {
+                cut.push(range);
+            }
+        }
+        return Ok((remove(dsn, &cut), tls));
+    }
+    // As the driver reads a URL: credentials up to the first `@`, then the query after
+    // the first `?`, as `&`-separated, percent-encoded `key=value` pairs.
+    let after_credentials = dsn.find('@').map_or(0, |at| at + 1);
+    let Some((base, query)) = dsn[after_credentials..]
+        .split_once('?')
+        .map(|(head, query)| (&dsn[..after_credentials + head.len()], query))
+    else {
+        return Ok((dsn.to_string(), tls));
+    };
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if !tls.take(&decode(key)?, &decode(value)?)? {
+            kept.push(pair);
+        }
+    }
+    let rest = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((rest, tls))
+}
+
+fn decode(text: &str) -> Result<String, DsnError> {
+    percent_decode_str(text)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| DsnError::Invalid("a parameter is not valid percent-encoded UTF-8".into()))
+}
+
+/// `text` without the byte ranges in `cut` (ascending, not overlapping).
+fn remove(text: &str, cut: &[Range<usize>]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut from = 0;
+    for range in cut {
+        out.push_str(&text[from..range.start]);
+        from = range.end;
+    }
+    out.push_str(&text[from..]);
+    out
+}
+
+/// The `key = value` pairs of libpq's keyword form, each with the byte range it spans.
+/// Values may be single-quoted; a backslash escapes the next character. Parsing stops at
+/// the first malformed pair, which the driver then reports.
+fn keyword_pairs(text: &str) -> Vec<(&str, String, Range<usize>)> {
+    let mut pairs = Vec::new();
+    let mut chars = text.char_indices().peekable();
+    let skip_space = |chars: &mut std::iter::Peekable<std::str::CharIndices>| {
+        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+    };
+    loop {
+        skip_space(&mut chars);
+        let Some(&(start, _)) = chars.peek() else {
+            return pairs;
+        };
+        let mut key_end = start;
+        while let Some((i, c)) = chars.next_if(|(_, c)| !c.is_whitespace() && *c != '=') {
+            key_end = i + c.len_utf8();
+        }
+        skip_space(&mut chars);
+        if chars.next_if(|(_, c)| *c == '=').is_none() {
+            return pairs;
+        }
+        skip_space(&mut chars);
+        let quoted = chars.next_if(|(_, c)| *c == '\'').is_some();
+        let mut value = String::new();
+        let mut end = None;
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\'' if quoted => {
+                    end = Some(i + 1);
+                    break;
+                }
+                c if c.is_whitespace() && !quoted => {
+                    end = Some(i);
+                    break;
+                }
+                '\\' => {
+                    if let Some((_, escaped)) = chars.next() {
+                        value.push(escaped);
+                    }
+                }
+                c => value.push(c),
+            }
+        }
+        let end = match end {
+            Some(end) => end,
+            None if !quoted => text.len(),
+            None => return pairs,
+        };
+        pairs.push((&text[start..key_end], value, start..end));
+    }
 }
 
 /// Splits `scheme://rest` when the DSN is a URL; `None` for the `key=value` form.
@@ -334,5 +630,151 @@ mod tests {
         assert_eq!(chosen.get_tcp_user_timeout(), Some(&Duration::from_secs(2)));
         assert_eq!(chosen.get_keepalives_idle(), Duration::from_secs(3));
         assert_eq!(chosen.get_application_name(), Some("mine"));
+    }
+
+    fn settings(dsn: &str) -> PgSettings {
+        match PgSettings::parse(dsn) {
+            Ok(settings) => settings,
+            Err(e) => panic!("{dsn} should parse: {e}"),
+        }
+    }
+
+    fn file(path: &str) -> RootCerts {
+        RootCerts::File(PathBuf::from(path))
+    }
+
+    #[test]
+    fn prefer_is_the_default_and_checks_nothing() {
+        let s = settings("postgresql://u@h/db");
+        assert_eq!(s.ssl_mode(), SslMode::Prefer);
+        assert_eq!(s.verify(), Verify::Nothing);
+        assert_eq!(
+            s.postgres().get_ssl_mode(),
+            postgres::config::SslMode::Prefer
+        );
+        assert_eq!(s.redacted(), "postgresql://u@h:5432/db");
+    }
+
+    #[test]
+    fn every_sslmode_is_read_from_urls_and_keyword_pairs() {
+        use postgres::config::SslMode as Driver;
+        for (mode, driver, verify) in [
+            (SslMode::Disable, Driver::Disable, Verify::Nothing),
+            (SslMode::Prefer, Driver::Prefer, Verify::Nothing),
+            (SslMode::Require, Driver::Require, Verify::Nothing),
+            (
+                SslMode::VerifyCa,
+                Driver::Require,
+                Verify::Chain(RootCerts::System),
+            ),
+            (
+                SslMode::VerifyFull,
+                Driver::Require,
+                Verify::ChainAndHost(RootCerts::System),
+            ),
+        ] {
+            let label = mode.label();
+            for dsn in [
+                format!("postgresql+asyncpg://u:pw@h:6432/db?sslmode={label}"),
+                format!("host=h port=6432 user=u password=pw dbname=db sslmode={label}"),
+            ] {
+                let s = settings(&dsn);
+                assert_eq!(s.ssl_mode(), mode, "{dsn}");
+                assert_eq!(s.postgres().get_ssl_mode(), driver, "{dsn}");
+                assert_eq!(s.verify(), verify, "{dsn}");
+                assert_eq!(s.postgres().get_dbname(), Some("db"), "{dsn}");
+                assert_eq!(s.postgres().get_ports(), &[6432], "{dsn}");
+            }
+        }
+    }
+
+    #[test]
+    fn sslrootcert_names_the_roots_and_makes_require_check_the_chain() {
+        let s = settings("postgresql://u@h/db?sslmode=verify-full&sslrootcert=/etc/ca.pem");
+        assert_eq!(s.verify(), Verify::ChainAndHost(file("/etc/ca.pem")));
+        assert_eq!(
+            s.redacted(),
+            "postgresql://u@h:5432/db?sslmode=verify-full&sslrootcert=/etc/ca.pem"
+        );
+        // libpq: require (and prefer) with a root file check the chain, as verify-ca.
+        let s = settings("postgresql://u@h/db?sslrootcert=%2Fsrv%2Fmy%20ca.pem&sslmode=require");
+        assert_eq!(s.verify(), Verify::Chain(file("/srv/my ca.pem")));
+        let s = settings("host=h sslrootcert='/p q/ca.pem' dbname=d");
+        assert_eq!(s.ssl_mode(), SslMode::Prefer);
+        assert_eq!(s.verify(), Verify::Chain(file("/p q/ca.pem")));
+        assert_eq!(s.postgres().get_dbname(), Some("d"));
+        let s = settings(r"host=h sslmode = verify-ca sslrootcert=/a\ b.pem");
+        assert_eq!(s.verify(), Verify::Chain(file("/a b.pem")));
+    }
+
+    #[test]
+    fn sslrootcert_system_means_verify_full_as_in_libpq() {
+        let s = settings("postgresql://u@h/db?sslrootcert=system");
+        assert_eq!(s.ssl_mode(), SslMode::VerifyFull);
+        assert_eq!(s.verify(), Verify::ChainAndHost(RootCerts::System));
+        let err = refused("postgresql://u:hunter2@h/db?sslrootcert=system&sslmode=require");
+        let text = err.to_string();
+        assert!(
+            text.contains("verify-full") && !text.contains("hunter2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn other_parameters_stay_for_the_driver() {
+        let s = settings(
+            "postgresql://u@h/db?sslmode=verify-ca&application_name=mine&connect_timeout=3",
+        );
+        assert_eq!(s.postgres().get_application_name(), Some("mine"));
+        assert_eq!(
+            s.postgres().get_connect_timeout(),
+            Some(&Duration::from_secs(3))
+        );
+        let s = settings("postgresql://u@h/db?application_name=mine&sslmode=verify-ca");
+        assert_eq!(s.postgres().get_application_name(), Some("mine"));
+        let s = settings("application_name='a b' sslmode=disable host=h");
+        assert_eq!(s.postgres().get_application_name(), Some("a b"));
+        assert_eq!(s.ssl_mode(), SslMode::Disable);
+        // A password that looks like a parameter is left alone.
+        let s = settings("postgresql://u:x?sslmode=disable@h/db");
+        assert_eq!(s.postgres().get_password(), Some(&b"x?sslmode=disable"[..]));
+        assert_eq!(s.ssl_mode(), SslMode::Prefer);
+    }
+
+    #[test]
+    fn unknown_sslmodes_are_refused_naming_the_choices() {
+        for dsn in [
+            "postgresql://u:hunter2@h/db?sslmode=allow",
+            "host=h password=hunter2 sslmode=VERIFY-FULL",
+        ] {
+            let text = refused(dsn).to_string();
+            assert!(
+                text.contains("verify-full") && text.contains("disable"),
+                "{text}"
+            );
+            assert!(!text.contains("hunter2"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_driver_config_keeps_its_sslmode() {
+        let mut config = postgres::Config::new();
+        config
+            .host("h")
+            .ssl_mode(postgres::config::SslMode::Disable);
+        assert_eq!(PgSettings::from(config).ssl_mode(), SslMode::Disable);
+        assert_eq!(
+            parsed("postgresql://h/db?sslmode=verify-full").get_ssl_mode(),
+            postgres::config::SslMode::Require
+        );
+    }
+
+    #[test]
+    fn a_hostaddr_alone_also_names_the_server_for_tls() {
+        let s = settings("hostaddr=127.0.0.1 port=6000 dbname=q sslmode=require");
+        assert_eq!(s.postgres().get_hosts(), &[Host::Tcp("127.0.0.1".into())]);
+        assert_eq!(s.postgres().get_hostaddrs().len(), 1);
+        let s = settings("host=db.example hostaddr=10.0.0.5 dbname=q");
+        assert_eq!(s.postgres().get_hosts(), &[Host::Tcp("db.example".into())]);
     }
 }

@@ -9,6 +9,7 @@ pub mod migrate;
 pub mod pgerror;
 pub mod postgres;
 pub mod publish;
+pub mod tls;
 
 use std::fmt;
 
@@ -25,6 +26,8 @@ pub enum StoreError {
     Migration(String),
     /// The database answered with an error that retrying will not fix.
     Query(String),
+    /// The connection settings cannot be used (e.g. an unreadable `sslrootcert` file).
+    Settings(String),
 }
 
 impl fmt::Display for StoreError {
@@ -34,6 +37,7 @@ impl fmt::Display for StoreError {
             StoreError::SchemaBehind(e) => write!(f, "{e}; run `ws_assets migrate`"),
             StoreError::Migration(e) => write!(f, "migration failed: {e}"),
             StoreError::Query(e) => write!(f, "database error: {e}"),
+            StoreError::Settings(e) => write!(f, "unusable database settings: {e}"),
         }
     }
 }

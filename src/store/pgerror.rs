@@ -7,6 +7,7 @@
 use std::error::Error;
 
 use postgres::error::SqlState;
+use rustls::CertificateError;
 
 use super::StoreError;
 
@@ -28,7 +29,12 @@ pub fn error_text(error: &dyn Error) -> String {
 /// Maps a driver error: lost or refused connections and server states that pass
 /// (shutdown, overload, deadlock) become `Unavailable`; everything else is `Query`.
 pub fn classify(error: &postgres::Error) -> StoreError {
-    let text = error_text(error);
+    let mut text = error_text(error);
+    if let Some(hint) = certificate_hint(error) {
+        text.push_str(" (");
+        text.push_str(hint);
+        text.push(')');
+    }
     if is_unavailable(error) {
         StoreError::Unavailable(text)
     } else {
@@ -46,6 +52,14 @@ fn is_unavailable(error: &postgres::Error) -> bool {
     // The driver's error kinds are private; its text is the stable way to tell
     // connect, I/O and timeout failures from protocol or type errors.
     let head = error.to_string();
+    if head.starts_with("error performing TLS handshake") {
+        // A connection broken under the handshake is worth retrying; a refusal by rustls
+        // (a certificate that fails the check) or by the server (no TLS) is not.
+        return io_cause(error).is_some_and(|io| {
+            io.get_ref()
+                .is_none_or(|inner| !inner.is::<rustls::Error>())
+        });
+    }
     [
         "error connecting to server",
         "error communicating with the server",
@@ -54,6 +68,40 @@ fn is_unavailable(error: &postgres::Error) -> bool {
     ]
     .iter()
     .any(|prefix| head.starts_with(prefix))
+}
+
+/// The first `std::io::Error` among the causes of `error`.
+fn io_cause(error: &postgres::Error) -> Option<&std::io::Error> {
+    let mut source = error.source();
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        source = cause.source();
+    }
+    None
+}
+
+/// The rustls error behind a failed handshake (carried in an `io::Error`).
+fn rustls_cause(error: &postgres::Error) -> Option<&rustls::Error> {
+    io_cause(error)?.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
+/// What to do about a server certificate that failed the check `sslmode` asks for.
+fn certificate_hint(error: &postgres::Error) -> Option<&'static str> {
+    let rustls::Error::InvalidCertificate(problem) = rustls_cause(error)? else {
+        return None;
+    };
+    Some(match problem {
+        CertificateError::UnknownIssuer => {
+            "the server's certificate is not signed by a trusted root: name its CA with sslrootcert=PATH"
+        }
+        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+            "the server's certificate does not carry the host name connected to: \
+             connect by a name it carries, or use sslmode=verify-ca"
+        }
+        _ => "the server's certificate failed the check that sslmode asks for",
+    })
 }
 
 /// SQLSTATEs worth retrying: connection exceptions (08), insufficient resources (53),

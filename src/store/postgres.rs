@@ -12,14 +12,14 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use postgres::NoTls;
 use r2d2::{HandleError, ManageConnection, Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
 
-use super::dsn::{redacted, with_service_defaults};
+use super::dsn::{PgSettings, redacted, with_service_defaults};
 use super::migrate::{self, Applied};
 use super::pgerror::{classify, error_text};
 use super::publish::{self, CHANNEL};
+use super::tls::{self, Connector};
 use super::{Store, StoreError, StoreKind};
 use crate::asset::{Asset, Point};
 
@@ -114,10 +114,11 @@ impl PostgresStore {
     /// Waits up to `startup_timeout` for the database, applies (`auto_apply`) or checks the
     /// migrations, and opens a pool of at most `pool_size` connections.
     ///
-    /// Errors never contain the password; an unreachable database gives `Unavailable`
-    /// naming `host:port` and the last error.
+    /// Every connection uses the TLS settings of `settings`. Errors never contain the
+    /// password; an unreachable database gives `Unavailable` naming `host:port` and the
+    /// last error.
     pub fn connect(
-        config: &postgres::Config,
+        settings: &PgSettings,
         pool_size: u32,
         startup_timeout: Duration,
         auto_apply: bool,
@@ -127,9 +128,10 @@ impl PostgresStore {
                 "the PostgreSQL pool size must be at least 1".to_string(),
             ));
         }
-        let config = with_service_defaults(config);
+        let tls = tls_connector(settings)?;
+        let config = with_service_defaults(settings.postgres());
         let target = redacted(&config);
-        let mut client = connect_client(&config, startup_timeout)?;
+        let mut client = open_client(&config, &tls, startup_timeout)?;
         if auto_apply {
             let applied = migrate::apply(&mut client)?;
             if applied.is_empty() {
@@ -140,7 +142,7 @@ impl PostgresStore {
         }
         drop(client);
 
-        let manager = Manager::new(config);
+        let manager = Manager::new(config, tls);
         let pool = Pool::builder()
             .max_size(pool_size)
             .min_idle(Some(MIN_IDLE.min(pool_size)))
@@ -266,23 +268,40 @@ pub fn points_since(client: &mut postgres::Client, since: i64) -> Result<Vec<Poi
 }
 
 /// `ws_assets migrate`: waits up to `timeout` for the database, then applies pending migrations.
-pub fn migrate(config: &postgres::Config, timeout: Duration) -> Result<Vec<Applied>, StoreError> {
-    let mut client = connect_client(config, timeout)?;
+pub fn migrate(settings: &PgSettings, timeout: Duration) -> Result<Vec<Applied>, StoreError> {
+    let mut client = connect_client(settings, timeout)?;
     migrate::apply(&mut client)
 }
 
-/// Opens one unpooled client, retrying with back-off while the database is unreachable.
+/// Opens one unpooled client, with the TLS settings of `settings`, retrying with back-off
+/// while the database is unreachable.
 ///
-/// Used at start-up and by `migrate`. The service's timeouts and keepalives are added to `config`. Gives
-/// up after `timeout` (the first attempt always gets at least a second, later ones at least
-/// a quarter) with `Unavailable` naming `host:port` and the last error; an answer that
-/// retrying cannot change (wrong password, unknown database) is returned at once as `Query`.
+/// The service's timeouts and keepalives are added to the settings. Gives up after
+/// `timeout` (the first attempt always gets at least a second, later ones at least a
+/// quarter) with `Unavailable` naming `host:port` and the last error; an answer that
+/// retrying cannot change (wrong password, unknown database, a certificate that fails
+/// the check) is returned at once as `Query`; unusable TLS settings (an unreadable
+/// `sslrootcert`) give `Settings` before any attempt.
 pub fn connect_client(
-    config: &postgres::Config,
+    settings: &PgSettings,
     timeout: Duration,
 ) -> Result<postgres::Client, StoreError> {
-    let config = with_service_defaults(config);
-    let target = redacted(&config);
+    let tls = tls_connector(settings)?;
+    open_client(&with_service_defaults(settings.postgres()), &tls, timeout)
+}
+
+fn tls_connector(settings: &PgSettings) -> Result<Connector, StoreError> {
+    tls::connector(&settings.verify())
+        .map_err(|e| StoreError::Settings(format!("{}: {e}", settings.redacted())))
+}
+
+/// [`connect_client`] for a config that already has the service's defaults.
+fn open_client(
+    config: &postgres::Config,
+    tls: &Connector,
+    timeout: Duration,
+) -> Result<postgres::Client, StoreError> {
+    let target = redacted(config);
     let started = Instant::now();
     let deadline = started + timeout;
     let mut backoff = Backoff::new();
@@ -295,7 +314,7 @@ pub fn connect_client(
             ATTEMPT_MIN
         });
         attempts += 1;
-        let why = match connect_once(&config, limit) {
+        let why = match connect_once(config, tls, limit) {
             Ok(client) => {
                 log::info!("connected to PostgreSQL at {target}");
                 return Ok(client);
@@ -303,7 +322,7 @@ pub fn connect_client(
             Err(StoreError::Unavailable(why)) => why,
             Err(other) => {
                 return Err(StoreError::Query(format!(
-                    "PostgreSQL at {target} refused the connection: {}",
+                    "cannot connect to PostgreSQL at {target}: {}",
                     detail(other)
                 )));
             }
@@ -328,9 +347,11 @@ pub fn connect_client(
 /// the TCP connect, and a server that accepts but never answers would hang start-up.
 fn connect_once(
     config: &postgres::Config,
+    tls: &Connector,
     limit: Duration,
 ) -> Result<postgres::Client, StoreError> {
     let mut config = config.clone();
+    let tls = tls.clone();
     if config.get_connect_timeout().is_none_or(|t| *t > limit) && !limit.is_zero() {
         config.connect_timeout(limit);
     }
@@ -339,7 +360,7 @@ fn connect_once(
         .name("pg-connect".to_string())
         .spawn(move || {
             // The receiver is gone when the attempt timed out; the client is then dropped.
-            let _ = tx.send(config.connect(NoTls));
+            let _ = tx.send(config.connect(tls));
         })
         .map_err(|e| StoreError::Unavailable(format!("cannot start a connect thread: {e}")))?;
     match rx.recv_timeout(limit) {
@@ -360,6 +381,7 @@ fn detail(error: StoreError) -> String {
         StoreError::Unavailable(s)
         | StoreError::SchemaBehind(s)
         | StoreError::Migration(s)
+        | StoreError::Settings(s)
         | StoreError::Query(s) => s,
     }
 }
@@ -387,20 +409,20 @@ impl Backoff {
 /// r2d2_postgres's manager with a bounded health check (its own `simple_query("")` can
 /// wait forever on a server that stopped answering) and a per-session statement timeout.
 struct Manager {
-    inner: PostgresConnectionManager<NoTls>,
+    inner: PostgresConnectionManager<Connector>,
     /// SQL run once on each new connection.
     session_setup: Option<String>,
 }
 
 impl Manager {
-    fn new(config: postgres::Config) -> Self {
+    fn new(config: postgres::Config, tls: Connector) -> Self {
         let user_sets_timeout = config
             .get_options()
             .is_some_and(|options| options.contains("statement_timeout"));
         let session_setup = (!user_sets_timeout)
             .then(|| format!("SET statement_timeout = {}", STATEMENT_TIMEOUT.as_millis()));
         Manager {
-            inner: PostgresConnectionManager::new(config, NoTls),
+            inner: PostgresConnectionManager::new(config, tls),
             session_setup,
         }
     }
