@@ -229,7 +229,7 @@ fn alive(server: &mut Server) -> Result<(), BenchError> {
 }
 
 fn run(opts: &Options) -> Result<Report, BenchError> {
-    let nofile = net::raise_nofile_limit()?;
+    let nofile = ws_assets::limits::raise_open_files()?;
     if opts.clients as u64 + 32 > nofile {
         eprintln!(
             "wsbench: warning: {} clients but only {nofile} open files allowed",
