@@ -1,9 +1,73 @@
 //! Runs the `wsbench` load tool against the real server with a small load and checks the
 //! tool itself: it completes, prints a parsable RESULT line, every client connects, and
 //! every client's stream is complete and without repeats. No timing is asserted.
+//!
+//! The tool is the package's `wsbench` bench target (benches/wsbench), which runs without a
+//! test harness: its own unit tests run here, its modules compiled in as `tool`, and its
+//! executable is built by asking cargo for it (tests get no `CARGO_BIN_EXE_` of a bench).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::process::Command;
+use std::sync::OnceLock;
+
+/// The load tool's modules, for their unit tests; `main` and what only it uses are unused.
+#[path = "../benches/wsbench/main.rs"]
+#[allow(dead_code)]
+mod tool;
+
+/// The tool's executable, built in the test profile by the cargo running this test (a
+/// no-op when it is up to date). Built once per test process.
+fn wsbench() -> &'static PathBuf {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(|| {
+        let mut cargo = Command::new(env!("CARGO"));
+        // Drop what cargo and nextest set for this test about this package: inherited,
+        // build scripts that watch them (ring's CARGO_MANIFEST_DIR) would rerun and
+        // rebuild the crates above them, here and again in the next outer build.
+        for (name, _) in std::env::vars_os() {
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with("CARGO_MANIFEST_")
+                || name.starts_with("CARGO_PKG_")
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_BIN_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "OUT_DIR",
+                ]
+                .contains(&name)
+            {
+                cargo.env_remove(name);
+            }
+        }
+        let out = cargo
+            .args(["test", "--bench", "wsbench", "--no-run"])
+            .args(["--message-format", "json-render-diagnostics"])
+            .arg("--manifest-path")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+            .output()
+            .expect("run cargo to build the wsbench bench target");
+        assert!(
+            out.status.success(),
+            "building wsbench failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|m| {
+                m["reason"] == "compiler-artifact"
+                    && m["target"]["name"] == "wsbench"
+                    && m["target"]["kind"]
+                        .as_array()
+                        .is_some_and(|k| k.iter().any(|k| k == "bench"))
+            })
+            .and_then(|m| m["executable"].as_str().map(PathBuf::from))
+            .expect("cargo names the wsbench executable")
+    })
+}
 
 fn result_line(stdout: &str) -> HashMap<String, String> {
     let line = stdout
@@ -23,7 +87,7 @@ fn result_line(stdout: &str) -> HashMap<String, String> {
 
 #[test]
 fn wsbench_quick_run_against_the_server() {
-    let out = Command::new(env!("CARGO_BIN_EXE_wsbench"))
+    let out = Command::new(wsbench())
         .args([
             "--clients",
             "50",
@@ -71,7 +135,7 @@ fn wsbench_quick_run_against_the_server() {
 
 #[test]
 fn wsbench_reports_a_missing_server_binary() {
-    let out = Command::new(env!("CARGO_BIN_EXE_wsbench"))
+    let out = Command::new(wsbench())
         .args(["--clients", "1", "--server", "/nonexistent/ws_assets"])
         .output()
         .expect("wsbench runs");
@@ -85,7 +149,7 @@ fn wsbench_reports_a_missing_server_binary() {
 
 #[test]
 fn wsbench_rejects_bad_flags() {
-    let out = Command::new(env!("CARGO_BIN_EXE_wsbench"))
+    let out = Command::new(wsbench())
         .args(["--clients", "many"])
         .output()
         .expect("wsbench runs");

@@ -68,15 +68,16 @@ impl fmt::Display for OptionsError {
 
 /// The `--help` text.
 pub const USAGE: &str = "\
-usage: wsbench [--clients N] [--ticks T] [--src-ips K] [--mode full|quick]
-               [--server PATH | --addr HOST:PORT --pid PID]
-               [--sub-window W] [--connect-window C] [--path /api/v1/websocket]
+usage: cargo bench --bench wsbench -- [--clients N] [--ticks T] [--src-ips K]
+         [--mode full|quick] [--server PATH | --addr HOST:PORT --pid PID]
+         [--sub-window W] [--connect-window C] [--path /api/v1/websocket]
 
   --clients N         WebSocket clients (default 1000)
   --ticks T           measured ticks (default 10)
   --src-ips K         bind clients round-robin to 127.0.0.2..=127.0.0.(1+K) (default 4)
   --mode full|quick   quick skips the subscribe storm and the settle pauses (default full)
-  --server PATH       server binary to start (default: ws_assets next to wsbench)
+  --server PATH       server binary to start (default: the ws_assets cargo built with
+                      this tool, e.g. target/release/ws_assets)
   --addr HOST:PORT    benchmark a running server instead (needs --pid)
   --pid PID           that server's process id, for /proc memory and CPU figures
   --sub-window W      subscriptions in flight during the paced subscribe phase (default 64)
@@ -115,6 +116,8 @@ impl Options {
         while let Some(flag) = it.next() {
             match flag.as_str() {
                 "--help" | "-h" => return Err(OptionsError::Help),
+                // `cargo bench` appends it to a bench target's arguments.
+                "--bench" => {}
                 "--clients" => {
                     o.clients = number(&flag, it.next(), "a number of clients, 1 or more")?
                 }
@@ -188,6 +191,7 @@ impl Options {
 }
 
 #[cfg(test)]
+#[allow(dead_code, unused_imports)] // the bench target builds it without the tests: main.rs
 mod tests {
     use super::*;
 
@@ -257,5 +261,14 @@ mod tests {
             }
         }
         assert_eq!(parse(&["--help"]), Err(OptionsError::Help));
+    }
+
+    #[test]
+    fn ignores_the_flag_cargo_bench_adds() {
+        assert_eq!(
+            parse(&["--clients", "7", "--bench"]),
+            parse(&["--clients", "7"])
+        );
+        assert_eq!(parse(&["--bench"]), parse(&[]));
     }
 }

@@ -10,20 +10,25 @@
 //!
 //! # Usage
 //!
+//! The tool is the package's `wsbench` bench target (without a test harness), so it is
+//! built with the service but not installed with it. `cargo bench` builds both with the
+//! release settings and starts the tool; flags go after `--`:
+//!
 //! ```text
-//! cargo build --release
-//! target/release/wsbench                          # 1000 clients, 10 ticks, full mode
-//! target/release/wsbench --clients 10000 --ticks 10
-//! target/release/wsbench --clients 50 --ticks 3 --mode quick
-//! target/release/wsbench --addr 127.0.0.1:8080 --pid 1234 --clients 2000
+//! cargo bench --bench wsbench                     # 1000 clients, 10 ticks, full mode
+//! cargo bench --bench wsbench -- --clients 10000 --ticks 10
+//! cargo bench --bench wsbench -- --clients 50 --ticks 3 --mode quick
+//! cargo bench --bench wsbench -- --addr 127.0.0.1:8080 --pid 1234 --clients 2000
 //! ```
 //!
 //! Flags: `--clients N` (1000), `--ticks T` measured ticks (10), `--src-ips K` source
 //! addresses 127.0.0.2..=127.0.0.(1+K) bound with `IP_BIND_ADDRESS_NO_PORT` (4),
 //! `--mode full|quick` (quick skips the storm and the settle pauses), `--server PATH`
-//! (default: `ws_assets` next to `wsbench`), `--addr HOST:PORT --pid PID` (benchmark a
-//! running server), `--sub-window W` subscriptions in flight in the paced phase (64),
-//! `--connect-window C` connects in flight (256), `--path P` (`/api/v1/websocket`).
+//! (default: the `ws_assets` binary cargo built with the tool, e.g.
+//! `target/release/ws_assets`), `--addr HOST:PORT --pid PID` (benchmark a running
+//! server), `--sub-window W` subscriptions in flight in the paced phase (64),
+//! `--connect-window C` connects in flight (256), `--path P` (`/api/v1/websocket`). The
+//! `--bench` flag `cargo bench` adds is accepted and ignored.
 //!
 //! A started server gets `WS_ASSETS_PORT=0`, `WS_ASSETS_HOST=127.0.0.1`,
 //! `WS_ASSETS_LOG_LEVEL=info`, `WS_ASSETS_SIMULATED_BACKFILL=true` (a full 30-minute
@@ -47,6 +52,13 @@
 //!
 //! The tool shares the machine with the server: on loopback its own reads add to the
 //! measured spread, and its CPU is printed so that can be judged.
+//!
+//! # Tests
+//!
+//! A bench target without a harness is compiled with `cfg(test)` but its `#[test]`
+//! functions dropped, so each module's `tests` allows what only they use. They run in
+//! tests/wsbench.rs, which compiles these modules in as a module of its own (hence the
+//! `super::` paths between them, not `crate::`), next to a quick run of the tool.
 
 mod check;
 mod client;
@@ -69,6 +81,7 @@ use report::{CpuWindow, Report, Storm, TickRow};
 use server::{Server, ServerError};
 use stats::Summary;
 use std::fmt;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -107,10 +120,9 @@ impl From<std::io::Error> for BenchError {
 }
 
 fn main() -> ExitCode {
-    let default_server = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join("ws_assets")))
-        .unwrap_or_else(|| "ws_assets".into());
+    // Cargo builds the package's binaries for a bench target and names their paths; the
+    // tool's own executable lives elsewhere (target/release/deps/wsbench-HASH).
+    let default_server = PathBuf::from(env!("CARGO_BIN_EXE_ws_assets"));
     let opts = match Options::parse(std::env::args().skip(1), default_server) {
         Ok(o) => o,
         Err(OptionsError::Help) => {
@@ -217,7 +229,7 @@ fn alive(server: &mut Server) -> Result<(), BenchError> {
 }
 
 fn run(opts: &Options) -> Result<Report, BenchError> {
-    let nofile = net::raise_nofile_limit()?;
+    let nofile = ws_assets::limits::raise_open_files()?;
     if opts.clients as u64 + 32 > nofile {
         eprintln!(
             "wsbench: warning: {} clients but only {nofile} open files allowed",
@@ -448,6 +460,7 @@ fn finish_checks(bench: &mut Bench, newest: i64, report: &mut Report) {
 }
 
 #[cfg(test)]
+#[allow(dead_code, unused_imports)] // the bench target builds it without the tests: main.rs
 mod tests {
     use super::*;
 

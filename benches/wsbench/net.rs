@@ -1,30 +1,10 @@
-//! Socket set-up the standard library does not offer: a raised open-file limit, and
-//! non-blocking connects bound to a chosen loopback source address with
-//! `IP_BIND_ADDRESS_NO_PORT`, so one source address's ephemeral ports never run out.
+//! Socket set-up the standard library does not offer: non-blocking connects bound to a
+//! chosen loopback source address with `IP_BIND_ADDRESS_NO_PORT`, so one source address's
+//! ephemeral ports never run out.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::FromRawFd;
-
-/// Raises the soft open-file limit to the hard limit; returns the new soft limit.
-pub fn raise_nofile_limit() -> io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid, writable rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if lim.rlim_cur < lim.rlim_max {
-        lim.rlim_cur = lim.rlim_max;
-        // SAFETY: `lim` is a valid rlimit.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(lim.rlim_cur)
-}
 
 /// The `i`-th source address: 127.0.0.2, 127.0.0.3, ... cycling over `count` of them.
 pub fn source_ip(i: usize, count: u8) -> Ipv4Addr {
@@ -101,6 +81,7 @@ pub fn connect_from(src: Ipv4Addr, dst: SocketAddr) -> io::Result<mio::net::TcpS
 }
 
 #[cfg(test)]
+#[allow(dead_code, unused_imports)] // the bench target builds it without the tests: main.rs
 mod tests {
     use super::*;
     use std::io::Read;

@@ -99,6 +99,7 @@ impl StreamCheck {
 }
 
 #[cfg(test)]
+#[allow(dead_code, unused_imports)] // the bench target builds it without the tests: main.rs
 mod tests {
     use super::*;
 

@@ -159,6 +159,7 @@ pub fn own_thread_cpu_seconds() -> f64 {
 }
 
 #[cfg(test)]
+#[allow(dead_code, unused_imports)] // the bench target builds it without the tests: main.rs
 mod tests {
     use super::*;
 
