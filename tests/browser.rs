@@ -4,6 +4,7 @@
 //! Screenshots land in `test-output/browser/` for a person to look at.
 //!
 //! Needs Chromium: run `.ci/install-chromium` once (as root).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod cdp;
 mod common;

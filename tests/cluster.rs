@@ -1,6 +1,7 @@
 //! Several instances on one PostgreSQL database: one leader polls the feed, every
 //! instance streams the same points, failover loses nothing and repeats nothing.
 //! Real processes, a real database (one per test), real WebSocket clients.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod common;
 mod pgdb;

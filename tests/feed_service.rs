@@ -12,6 +12,7 @@
 //! Each tick makes exactly one request, so two points from requests `a < b` are
 //! `b - a` seconds apart, plus any ticks the server reports it skipped (which only a
 //! stalled event loop does; the log names them).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod common;
 mod fakefeed;

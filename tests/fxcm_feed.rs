@@ -1,5 +1,6 @@
 //! `FxcmFeed::fetch` against a small HTTP/1.1 server run inside the test, which
 //! answers each request with the next canned reply the test queued.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod fakefeed;
 

@@ -1,4 +1,5 @@
 //! Plain HTTP on the WebSocket port.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod common;
 

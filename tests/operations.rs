@@ -1,4 +1,5 @@
 //! Operations: the health probe, Prometheus metrics and graceful shutdown.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod common;
 

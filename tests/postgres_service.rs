@@ -3,6 +3,7 @@
 //! history across a restart, assets from the database; an outage mid-run, `/health`
 //! during it, and the write queue's bound; an unreachable database at start-up;
 //! retention (and 0 keeping everything); the final flush on SIGTERM and its 5 s cap.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod common;
 mod pgdb;

@@ -1,4 +1,5 @@
 //! The PostgreSQL store and its migrations against a real server, one database per test.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod pgdb;
 

@@ -5,6 +5,7 @@
 //! sessions) or by how start-up ends: `require` encrypts, `disable` does not, `verify-ca`
 //! accepts the server's certificate as root and refuses another, `verify-full` accepts
 //! the name the certificate carries and refuses an address it does not.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod common;
 mod pgdb;

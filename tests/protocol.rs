@@ -1,6 +1,7 @@
 //! The wire protocol, against the real server: the assets list, history then live
 //! points with an exact seam, switching and dropping subscriptions, errors that keep the
 //! connection, pings, and requests however they are framed.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! No client, log sink or stall may hold up the loop or grow its memory: each test
 //! reproduces an abuse against the real binary with a well-behaved subscriber alongside,
 //! which must miss no second.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod common;
 

@@ -5,6 +5,7 @@
 //! The tool is the package's `wsbench` bench target (benches/wsbench), which runs without a
 //! test harness: its own unit tests run here, its modules compiled in as `tool`, and its
 //! executable is built by asking cargo for it (tests get no `CARGO_BIN_EXE_` of a bench).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 use std::collections::HashMap;
 use std::path::PathBuf;
