@@ -126,7 +126,8 @@ impl TestDb {
     }
 
     /// The DSN text of [`TestDb::config_via`], for the server binary: this database
-    /// through `proxy`, with the admin user and password.
+    /// through `proxy`, with the admin user and password, in clear (`sslmode=disable`)
+    /// so that the proxy can see the statements it is told to cut at.
     pub fn dsn_via(&self, proxy: &Proxy) -> String {
         let mut text = String::from("postgresql://");
         if let Some(user) = self.admin.get_user() {
@@ -137,7 +138,11 @@ impl TestDb {
             }
             text.push('@');
         }
-        text.push_str(&format!("127.0.0.1:{}/{}", proxy.addr().port(), self.name));
+        text.push_str(&format!(
+            "127.0.0.1:{}/{}?sslmode=disable",
+            proxy.addr().port(),
+            self.name
+        ));
         text
     }
 
