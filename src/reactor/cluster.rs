@@ -20,6 +20,8 @@ pub struct Cluster {
     fallback_after: Duration,
     /// Since when a follower has been polling the feed itself.
     fallback_since: Option<Instant>,
+    /// When this instance last stopped being the leader.
+    stepped_down_at: Option<Instant>,
 }
 
 impl Cluster {
@@ -32,6 +34,7 @@ impl Cluster {
             last_heard: Instant::now(),
             fallback_after: Duration::MAX,
             fallback_since: None,
+            stepped_down_at: None,
         }
     }
 
@@ -44,6 +47,7 @@ impl Cluster {
             last_heard: Instant::now(),
             fallback_after,
             fallback_since: None,
+            stepped_down_at: None,
         }
     }
 
@@ -70,6 +74,9 @@ impl Cluster {
         let was_leader = self.role == Role::Leader;
         self.role = role;
         self.end_fallback(now);
+        if was_leader {
+            self.stepped_down_at = Some(now);
+        }
         if was_leader && !self.listening {
             // Cut off from the database: nobody can be heard, and waiting would only
             // leave this instance's clients without points.
@@ -78,10 +85,13 @@ impl Cluster {
         true
     }
 
-    /// Notes whether the listen connection is up.
+    /// Notes whether the listen connection is up. A leader that has just stepped down
+    /// and now cannot listen either is cut off from the database: it polls at once.
     pub fn set_listening(&mut self, up: bool, now: Instant) {
         self.listening = up;
-        let just_stepped_down = now.duration_since(self.last_heard) < self.fallback_after;
+        let just_stepped_down = self
+            .stepped_down_at
+            .is_some_and(|at| now.duration_since(at) < self.fallback_after);
         if !up && self.role == Role::Follower && just_stepped_down && self.fallback_since.is_none()
         {
             self.start_fallback(now, "the database is unreachable");
@@ -140,5 +150,72 @@ impl Cluster {
                 now.duration_since(since).as_secs_f64()
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    const F: Duration = Duration::from_secs(3);
+
+    fn follower(now: Instant) -> Cluster {
+        let (_tx, rx) = mpsc::channel();
+        let mut cluster = Cluster::member(Role::Follower, rx, F);
+        cluster.set_listening(true, now);
+        cluster.heard(now, true);
+        cluster
+    }
+
+    #[test]
+    fn a_follower_polls_only_after_the_fallback_time_of_silence() {
+        let start = Instant::now();
+        let mut cluster = follower(start);
+        assert!(!cluster.polls_feed(start + Duration::from_secs(2)));
+        cluster.heard(start + Duration::from_secs(2), true);
+        assert!(!cluster.polls_feed(start + Duration::from_secs(4)));
+        assert!(cluster.polls_feed(start + Duration::from_secs(5)));
+        assert!(cluster.in_fallback());
+        // Its own points do not end the fallback; the leader's do.
+        cluster.heard(start + Duration::from_secs(6), false);
+        assert!(cluster.polls_feed(start + Duration::from_secs(6)));
+        cluster.heard(start + Duration::from_secs(7), true);
+        assert!(!cluster.in_fallback());
+        assert!(!cluster.polls_feed(start + Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn a_follower_that_loses_its_listen_connection_still_waits() {
+        let start = Instant::now();
+        let mut cluster = follower(start);
+        cluster.set_listening(false, start + Duration::from_secs(1));
+        assert!(!cluster.polls_feed(start + Duration::from_secs(2)));
+        assert!(cluster.polls_feed(start + Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn a_leader_cut_off_from_the_database_keeps_polling_as_a_follower() {
+        let start = Instant::now();
+        let (_tx, rx) = mpsc::channel();
+        let mut cluster = Cluster::member(Role::Leader, rx, F);
+        cluster.set_listening(true, start);
+        assert!(cluster.polls_feed(start));
+        // The lock connection fails first, then the listen connection.
+        assert!(cluster.set_role(Role::Follower, start + Duration::from_secs(1)));
+        cluster.set_listening(false, start + Duration::from_secs(1));
+        assert!(cluster.polls_feed(start + Duration::from_secs(1)), "no gap");
+        // Leading again ends it.
+        assert!(cluster.set_role(Role::Leader, start + Duration::from_secs(9)));
+        assert!(!cluster.in_fallback());
+        assert!(!cluster.set_role(Role::Leader, start + Duration::from_secs(9)));
+    }
+
+    #[test]
+    fn a_leader_always_polls_and_standalone_too() {
+        let now = Instant::now();
+        let (_tx, rx) = mpsc::channel();
+        assert!(Cluster::member(Role::Leader, rx, F).polls_feed(now));
+        assert!(Cluster::standalone().polls_feed(now + Duration::from_secs(3600)));
     }
 }
