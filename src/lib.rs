@@ -7,6 +7,7 @@ pub mod config;
 pub mod conn;
 pub mod feed;
 pub mod frame;
+pub mod healthcheck;
 pub mod http;
 pub mod limits;
 pub mod market;

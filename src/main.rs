@@ -6,7 +6,7 @@ use log::error;
 use simplelog::{ColorChoice, ConfigBuilder, LevelFilter, TermLogger, TerminalMode};
 
 use ws_assets::config::{self, Config};
-use ws_assets::service;
+use ws_assets::{healthcheck, service};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -14,8 +14,9 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         None => {}
         Some("migrate") => migrate_only = true,
+        Some("health") => return healthcheck::main(),
         Some("-h" | "--help" | "help") => {
-            print!("{}", config::help_text());
+            print!("{}{}", config::help_text(), healthcheck::HELP_TEXT);
             return ExitCode::SUCCESS;
         }
         Some("-V" | "--version") => {
