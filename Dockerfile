@@ -6,7 +6,7 @@
 #   debian:bookworm-slim     the runtime stage (glibc; the binary needs nothing else)
 # Without a registry, .ci/docker-test makes local images under these two names (from
 # `debootstrap --variant=minbase bookworm` and the host's own Rust toolchain) and builds
-# with `docker build --network host` so cargo can reach crates.io. Any bookworm-based
+# with `docker build --network host` so cargo can reach the crate registry. Any bookworm-based
 # image with cargo on its PATH works as the builder: --build-arg RUST_IMAGE=...
 ARG RUST_IMAGE=rust:1.95-slim-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
