@@ -34,6 +34,7 @@ mod conn;
 pub mod feed;
 mod frame;
 mod framescan;
+pub mod healthcheck;
 mod http;
 pub mod limits;
 pub mod logsink;

@@ -9,7 +9,7 @@ use simplelog::{ConfigBuilder, LevelFilter, WriteLogger};
 use ws_assets::config::{self, Config};
 use ws_assets::logsink;
 use ws_assets::reactor::Stopped;
-use ws_assets::service;
+use ws_assets::{healthcheck, service};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -17,6 +17,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         None => {}
         Some("migrate") => migrate_only = true,
+        Some("health") => return healthcheck::main(),
         Some("-h" | "--help" | "help") => {
             print!("{}", config::help_text());
             return ExitCode::SUCCESS;
