@@ -13,6 +13,7 @@ use log::LevelFilter;
 
 use crate::feed::{FeedSource, SIMULATED};
 use crate::http::Origins;
+use crate::redact::{self, Secrets};
 use crate::store::dsn::PgSettings;
 
 /// Every environment variable starts with this.
@@ -304,11 +305,15 @@ pub const VARS: &[Var] = &[
 const BOOL: &str = "TRUE, FALSE, 1, 0, yes or no, in any case";
 
 /// A configuration value that could not be used; start-up stops with this message.
+///
+/// It never holds a credential: the DSN is not repeated at all, and any other value and
+/// the detail have URL user info and `password=`-like values masked ([`redact::text`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     /// Full variable name, with the prefix.
     pub variable: String,
-    /// The value given; `None` for a variable that may hold a password.
+    /// The value given, credentials masked; `None` for a variable that may hold a
+    /// password anywhere (the DSN).
     pub value: Option<String>,
     /// What would have been accepted.
     pub accepts: &'static str,
@@ -374,13 +379,18 @@ impl Config {
             if let Some(value) = lookup(&full) {
                 (var.apply)(&mut config, value.trim()).map_err(|refused| ConfigError {
                     variable: full,
-                    value: (!refused.secret).then_some(value),
+                    value: (!refused.secret).then(|| redact::text(&value).into_owned()),
                     accepts: var.accepts,
-                    detail: refused.detail,
+                    detail: refused.detail.map(|d| redact::text(&d).into_owned()),
                 })?;
             }
         }
         Ok(config)
+    }
+
+    /// The credentials in the process environment's variables (see [`secrets_from`]).
+    pub fn secrets_from_env() -> Secrets {
+        secrets_from(|name| std::env::var(name).ok())
     }
 
     /// How long points are kept in the store; `None` keeps them forever.
@@ -422,6 +432,20 @@ impl Config {
             max_connections_per_ip: 0,
         }
     }
+}
+
+/// The credentials the variables hold, as `lookup` returns them, whether or not they
+/// parse: the password of a URL's user info (the DSN's, the feed URL's) and the values of
+/// `password=`-like pairs (a key=value DSN, a URL query). Every message the service
+/// prints is scrubbed of them ([`Secrets::scrub`]).
+pub fn secrets_from(lookup: impl Fn(&str) -> Option<String>) -> Secrets {
+    let mut secrets = Secrets::new();
+    for var in VARS {
+        if let Some(value) = lookup(&format!("{PREFIX}{}", var.name)) {
+            secrets.add_found_in(&value);
+        }
+    }
+    secrets
 }
 
 /// The `--help` text: usage, then every variable with its default.
@@ -524,12 +548,12 @@ fn feed(v: &str) -> Result<FeedSource, Refused> {
     Ok(FeedSource::parse(v)?)
 }
 
-/// Empty: no database. Otherwise the DSN; a refused one is not repeated (it may hold a
-/// password), and the parser's reason never contains the password.
 fn origins(v: &str) -> Result<Origins, Refused> {
     Ok(Origins::parse(v)?)
 }
 
+/// Empty: no database. Otherwise the DSN; a refused one is not repeated (it may hold a
+/// password), and the parser's reason never contains the password.
 fn database(v: &str) -> Result<Option<PgSettings>, Refused> {
     if v.is_empty() {
         return Ok(None);
@@ -682,6 +706,49 @@ mod tests {
             assert!(err.detail.is_some(), "{text}");
             assert!(!text.contains("hunter2"), "{text}");
         }
+    }
+
+    #[test]
+    fn a_refused_feed_url_is_shown_without_its_credentials() {
+        for bad in [
+            "ftp://u:hunter2@h/x",
+            "http://u:hunter2@h:notaport/x",
+            "https://u:hunter2@/x",
+        ] {
+            let err = with(&[("RATES_URL", bad)]).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("WS_ASSETS_RATES_URL"), "{text}");
+            assert!(!text.contains("hunter2"), "{text}");
+        }
+        let text = with(&[("RATES_URL", "ftp://u:hunter2@h/x")])
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("ftp://u:***@h/x"), "{text}");
+    }
+
+    #[test]
+    fn secrets_are_found_in_every_variable_that_holds_one() {
+        let env = [
+            (
+                "WS_ASSETS_POSTGRESQL_DSN",
+                "postgresql://u:dsn-secret@h/db?sslpassword=ssl-secret",
+            ),
+            ("WS_ASSETS_RATES_URL", "https://feed:feed-secret@h/x"),
+            ("WS_ASSETS_PORT", "8080"),
+        ];
+        let secrets = secrets_from(|name| {
+            env.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        });
+        assert_eq!(
+            secrets.scrub("dsn-secret ssl-secret feed-secret 8080"),
+            "*** *** *** 8080"
+        );
+        let kv = secrets_from(|name| {
+            (name == "WS_ASSETS_POSTGRESQL_DSN").then(|| "host=h password='kv pass'".into())
+        });
+        assert_eq!(kv.scrub("said: kv pass"), "said: ***");
     }
 
     #[test]

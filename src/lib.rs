@@ -43,6 +43,7 @@ mod metrics;
 mod outbox;
 mod protocol;
 pub mod reactor;
+pub mod redact;
 pub mod service;
 pub mod store;
 mod throttle;

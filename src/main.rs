@@ -1,4 +1,7 @@
 //! The `ws_assets` binary: reads the configuration, sets up logging, runs the service.
+//!
+//! Everything it prints, log lines included, is scrubbed of the credentials the
+//! configuration holds ([`Secrets`]), whatever produced the text.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -9,6 +12,7 @@ use simplelog::{ConfigBuilder, LevelFilter, WriteLogger};
 use ws_assets::config::{self, Config};
 use ws_assets::logsink;
 use ws_assets::reactor::Stopped;
+use ws_assets::redact::{ScrubbingWriter, Secrets};
 use ws_assets::{healthcheck, service};
 
 fn main() -> ExitCode {
@@ -31,16 +35,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    let secrets = Config::secrets_from_env();
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("ws_assets: {e}");
+            eprintln!("ws_assets: {}", secrets.scrub(&e.to_string()));
             return ExitCode::from(2);
         }
     };
-    init_logging(config.log_level);
+    init_logging(config.log_level, secrets.clone());
     let code = if migrate_only {
-        migrate(&config)
+        migrate(&config, &secrets)
     } else {
         serve(config)
     };
@@ -69,7 +74,7 @@ fn serve(config: Config) -> ExitCode {
 }
 
 /// `ws_assets migrate`: applies the pending migrations, says which, and exits.
-fn migrate(config: &Config) -> ExitCode {
+fn migrate(config: &Config, secrets: &Secrets) -> ExitCode {
     match service::migrate(config) {
         Ok(applied) if applied.is_empty() => {
             println!("database schema is up to date");
@@ -83,21 +88,23 @@ fn migrate(config: &Config) -> ExitCode {
         }
         Err(e) => {
             error!("migrate failed: {e}");
-            eprintln!("ws_assets migrate: {e}");
+            eprintln!("ws_assets migrate: {}", secrets.scrub(&e.to_string()));
             ExitCode::FAILURE
         }
     }
 }
 
 /// Logs to standard error at `level`, our own messages only, through a queue that
-/// never blocks the caller (see `logsink`).
-fn init_logging(level: LevelFilter) {
+/// never blocks the caller (see `logsink`); the queue's thread scrubs `secrets` out of
+/// every line.
+fn init_logging(level: LevelFilter, secrets: Secrets) {
     let config = ConfigBuilder::new()
         .add_filter_allow_str("ws_assets")
         .set_thread_level(LevelFilter::Off)
         .set_target_level(LevelFilter::Off)
         .build();
-    let writer = match logsink::start(std::io::stderr(), logsink::QUEUE_LINES) {
+    let stderr = ScrubbingWriter::new(std::io::stderr(), secrets);
+    let writer = match logsink::start(stderr, logsink::QUEUE_LINES) {
         Ok(writer) => writer,
         Err(e) => {
             eprintln!("ws_assets: logging could not be set up ({e}); continuing without it");

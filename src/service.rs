@@ -182,7 +182,7 @@ fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<mio::net::TcpList
 /// Tries the leadership lock once on a connection of its own: the role this instance
 /// starts in, and what the reactor needs to keep competing.
 fn elect(pg: &PgSettings, config: &Config) -> Result<Membership, StartError> {
-    let mut lock_client = postgres::connect_client(pg, config.postgresql_startup_timeout)
+    let mut lock_client = postgres::connect_session(pg, config.postgresql_startup_timeout)
         .map_err(StartError::Store)?;
     let leading = election::try_lead(&mut lock_client).map_err(StartError::Store)?;
     Ok(Membership {

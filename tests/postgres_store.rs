@@ -526,19 +526,141 @@ fn a_write_to_a_hung_server_is_unavailable_instead_of_blocking() {
 }
 
 #[test]
-fn a_client_of_a_hung_server_can_be_discarded_without_blocking() {
+fn a_session_of_a_hung_server_can_be_dropped_without_blocking() {
     let db = TestDb::create();
     let proxy = Proxy::start(db.server_addr());
-    let mut client = pg::connect_client(&db.config_via(&proxy).into(), STARTUP)
+    let mut session = pg::connect_session(&db.config_via(&proxy).into(), STARTUP)
         .unwrap_or_else(|e| panic!("{e}"));
     proxy.blackhole();
     assert!(
-        client.is_valid(Duration::from_millis(300)).is_err(),
+        session.check(Duration::from_millis(300)).is_err(),
         "a hung server must fail the bounded check"
     );
-    // A plain drop would wait for the answer to the check's query, i.e. forever.
-    within(Duration::from_secs(10), "discard", move || {
-        pg::discard(client)
+    assert!(session.is_lost());
+    // A plain drop of the client would wait for the answer to the check's query, i.e.
+    // forever.
+    within(Duration::from_secs(10), "drop", move || drop(session));
+    proxy.restore();
+}
+
+#[test]
+fn a_call_that_outlives_its_deadline_is_unavailable_at_once_and_the_session_is_lost() {
+    let db = TestDb::create();
+    let proxy = Proxy::start(db.server_addr());
+    let mut session = pg::connect_session(&db.config_via(&proxy).into(), STARTUP)
+        .unwrap_or_else(|e| panic!("{e}"));
+    proxy.blackhole();
+    let started = Instant::now();
+    let result = within(
+        Duration::from_secs(10),
+        "a call to a hung server",
+        move || {
+            let result = session.run(Duration::from_millis(500), "the test query", |client| {
+                client
+                    .simple_query("SELECT 1")
+                    .map(drop)
+                    .map_err(|e| StoreError::Query(e.to_string()))
+            });
+            (result, session.is_lost())
+        },
+    );
+    let took = started.elapsed();
+    let (result, lost) = result;
+    let why = expect_unavailable(result, "a call to a hung server");
+    assert!(
+        why.contains("did not answer the test query within 0.5 s"),
+        "{why}"
+    );
+    assert!(lost, "the session must be given up after a missed deadline");
+    assert!(took < Duration::from_secs(3), "returned after {took:?}");
+    proxy.restore();
+}
+
+#[test]
+fn a_slow_statement_is_cancelled_on_the_server_when_its_deadline_passes() {
+    let db = TestDb::create();
+    let mut session =
+        pg::connect_session(&db.config().into(), STARTUP).unwrap_or_else(|e| panic!("{e}"));
+    let result = session.run(Duration::from_millis(500), "the sleep", |client| {
+        client
+            .batch_execute("SELECT pg_sleep(60)")
+            .map_err(|e| StoreError::Query(e.to_string()))
     });
+    expect_unavailable(result, "a statement past its deadline");
+    // The cancel request reaches the server: the backend stops sleeping.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let sleeping = db.scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE query = 'SELECT pg_sleep(60)' AND state = 'active' \
+             AND datname = current_database()",
+        );
+        if sleeping == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the statement was not cancelled");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// With many idle connections to a server that hangs, a call gives up after one checkout
+/// deadline, not one check timeout per idle connection.
+#[test]
+fn a_hung_server_is_noticed_within_one_checkout_deadline_however_many_connections_are_idle() {
+    let db = TestDb::create();
+    drop(store(&db));
+    let proxy = Proxy::start(db.server_addr());
+    let s = Arc::new(
+        PostgresStore::connect(&db.config_via(&proxy).into(), 10, STARTUP, false)
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    // Ten writes held up by a table lock each hold a connection; once the lock goes, ten
+    // idle connections are left behind.
+    let mut locker = db.client();
+    let mut lock = locker.transaction().unwrap_or_else(|e| panic!("{e}"));
+    lock.batch_execute("LOCK TABLE points IN EXCLUSIVE MODE")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let writers: Vec<_> = (0..10)
+        .map(|i| {
+            let s = Arc::clone(&s);
+            thread::spawn(move || s.write_points(&[point(1, 1000 + i, 1.0)]))
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while db.scalar(
+        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+         WHERE NOT l.granted AND d.datname = current_database()",
+    ) < 10
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the writes never queued on the lock"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    lock.commit().unwrap_or_else(|e| panic!("{e}"));
+    for writer in writers {
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| panic!("a writer panicked"));
+        written.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let idle = s.idle_connections();
+    assert_eq!(idle, 10, "idle connections");
+
+    proxy.blackhole();
+    let during = Arc::clone(&s);
+    let started = Instant::now();
+    let result = within(
+        Duration::from_secs(60),
+        "write to a hung server",
+        move || during.write_points(&[point(1, 2000, 1.0)]),
+    );
+    let took = started.elapsed();
+    expect_unavailable(result, "write to a hung server");
+    assert!(
+        took <= pg::CHECKOUT_TIMEOUT + Duration::from_secs(1),
+        "a hung server with {idle} idle connections took {took:?} to notice"
+    );
     proxy.restore();
 }

@@ -19,6 +19,7 @@ use mio::Waker;
 
 use crate::asset::Point;
 use crate::store::dsn::PgSettings;
+use crate::store::postgres::Session;
 
 /// The advisory-lock key of feed leadership (`ws_alead`), distinct from the
 /// migrations' lock.
@@ -99,7 +100,7 @@ pub struct Membership {
     /// The connection settings, for the election's and listener's connections.
     pub config: PgSettings,
     /// The connection that tried the lock at start-up (and holds it for a leader).
-    pub lock_client: postgres::Client,
+    pub lock_client: Session,
     /// The role won at start-up.
     pub role: Role,
     /// Seconds of history a catch-up reads.

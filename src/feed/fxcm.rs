@@ -13,6 +13,7 @@ use ureq::http::Uri;
 
 use crate::asset::Asset;
 use crate::feed::{Feed, FeedError, Fetched, ratesjson};
+use crate::redact;
 
 /// Why a rates URL was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,7 +126,7 @@ impl FxcmFeed {
             .agent
             .get(&self.url.uri)
             .call()
-            .map_err(|e| classify(e, cap))?;
+            .map_err(|e| classify(e, cap, &self.url))?;
         let status = response.status().as_u16();
         let body = response.body_mut();
         if status != 200 {
@@ -143,7 +144,7 @@ impl FxcmFeed {
         body.with_config()
             .limit(cap)
             .read_to_vec()
-            .map_err(|e| classify(e, cap))
+            .map_err(|e| classify(e, cap, &self.url))
     }
 }
 
@@ -193,6 +194,17 @@ fn parse_url(url: &str) -> Result<Uri, FeedUrlError> {
     if uri.host().is_none_or(str::is_empty) {
         return Err(FeedUrlError::MissingHost);
     }
+    // The URI parser leaves the port unchecked until it is used.
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some((_, port)) = host_port.rsplit_once(':')
+        && !port.ends_with(']')
+        && port.parse::<u16>().is_err()
+    {
+        return Err(FeedUrlError::InvalidUrl(
+            "the port is not a number from 0 to 65535".to_string(),
+        ));
+    }
     Ok(uri)
 }
 
@@ -206,16 +218,27 @@ fn redacted(uri: &Uri) -> String {
     format!("{scheme}://{host_port}{}{query}", uri.path())
 }
 
-/// Maps a ureq error to the feed's error kinds.
-fn classify(e: ureq::Error, cap: u64) -> FeedError {
+/// Maps a ureq error to the feed's error kinds. Its text may quote a URL (the feed's, a
+/// redirect's, a proxy's): credentials are masked and the feed URL's query, which may
+/// carry a token, is shown as `...`, as in [`FeedUrl::shown`].
+fn classify(e: ureq::Error, cap: u64, url: &FeedUrl) -> FeedError {
     match e {
         ureq::Error::Timeout(_) => FeedError::Timeout,
         ureq::Error::Io(io) if is_timeout(&io) => FeedError::Timeout,
         ureq::Error::BodyExceedsLimit(_) => FeedError::TooLarge(cap),
         ureq::Error::StatusCode(code) => FeedError::Status(code),
-        ureq::Error::Decompress(..) => FeedError::Parse(e.to_string()),
+        ureq::Error::Decompress(..) => FeedError::Parse(error_text(&e, url)),
         ureq::Error::HostNotFound => FeedError::Connect("host not found".to_string()),
-        other => FeedError::Connect(other.to_string()),
+        other => FeedError::Connect(error_text(&other, url)),
+    }
+}
+
+/// A ureq error's text, safe to show (see [`classify`]).
+fn error_text(e: &ureq::Error, url: &FeedUrl) -> String {
+    let text = redact::text(&e.to_string()).into_owned();
+    match url.uri.query() {
+        Some(query) if !query.is_empty() => text.replace(query, "..."),
+        _ => text,
     }
 }
 
@@ -283,6 +306,13 @@ mod tests {
             Err(FeedUrlError::InvalidUrl(_) | FeedUrlError::MissingHost)
         ));
         assert!(matches!(feed("ws://h/"), Err(FeedUrlError::UnsupportedScheme(s)) if s == "ws"));
+        for bad_port in ["http://h:notaport/x", "http://u:p@h:99999/", "http://h:/x"] {
+            assert!(
+                matches!(feed(bad_port), Err(FeedUrlError::InvalidUrl(e)) if e.contains("port")),
+                "{bad_port}"
+            );
+        }
+        assert!(feed("http://[::1]/x").is_ok());
     }
 
     #[test]
@@ -314,6 +344,8 @@ mod tests {
     #[test]
     fn classify_maps_ureq_errors() {
         let cap = 10;
+        let url = FeedUrl::parse("https://h/rates").unwrap();
+        let classify = |e, cap| classify(e, cap, &url);
         assert_eq!(
             classify(ureq::Error::Timeout(ureq::Timeout::Global), cap),
             FeedError::Timeout
@@ -341,6 +373,23 @@ mod tests {
             classify(ureq::Error::HostNotFound, cap),
             FeedError::Connect(m) if m == "host not found"
         ));
+    }
+
+    #[test]
+    fn error_texts_hide_credentials_and_the_query() {
+        let url = FeedUrl::parse("https://u:hunter2@h/rates?token=abc&x=y").unwrap();
+        for error in [
+            ureq::Error::BadUri("https://u:hunter2@h/rates?token=abc&x=y is missing host".into()),
+            ureq::Error::RequireHttpsOnly("http://u:hunter2@h/rates?token=abc&x=y".into()),
+            ureq::Error::Io(io::Error::other(
+                "proxy http://p:hunter2@proxy:3128 refused",
+            )),
+        ] {
+            let FeedError::Connect(text) = classify(error, 10, &url) else {
+                panic!("expected Connect");
+            };
+            assert!(!text.contains("hunter2") && !text.contains("abc"), "{text}");
+        }
     }
 
     #[test]

@@ -84,7 +84,8 @@ impl std::error::Error for FeedError {}
 
 /// A source of quotes. Two exist: the simulated random walk and the FXCM HTTP feed.
 pub trait Feed: Send + Sync {
-    /// Short description for logs and `/health`, e.g. `simulated` or the URL's host.
+    /// Short description for logs and `/health`, e.g. `simulated` or the URL without its
+    /// user info and query; never a credential.
     fn describe(&self) -> String;
 
     /// Fetches the current quotes of `assets` for the tick at `time` (epoch seconds).

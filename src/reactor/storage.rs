@@ -1,5 +1,6 @@
 //! The store's jobs: write-behind batches and retention passes, run on the workers,
-//! and what their results mean for the queue and for `/health`.
+//! and what their results mean for the queue and for `/health`. A write still in flight
+//! past [`WRITE_TIMEOUT`] counts as the store being down, before its result comes back.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use log::{debug, info, warn};
 use crate::asset::Point;
 use crate::clock::epoch_second;
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError, StoreKind};
+use crate::store::{Store, StoreError, StoreKind, WRITE_TIMEOUT};
 use crate::throttle::Throttle;
 use crate::workers::Workers;
 use crate::writebehind::WriteBehind;
@@ -31,8 +32,13 @@ pub struct StoreJobs {
     writes: WriteBehind,
     /// Points older than this are deleted; `None` keeps everything.
     retention: Option<Duration>,
-    /// The last write succeeded (or none has failed yet).
+    /// The last write succeeded (or none has failed yet), and none has overrun its deadline since.
     up: bool,
+    /// When the write in flight was started.
+    write_started: Option<Instant>,
+    /// When a write that overran its deadline (and so marked the store down) started;
+    /// cleared once a write succeeds.
+    overdue_since: Option<Instant>,
     retention_running: bool,
     next_retention: Instant,
     log: Throttle,
@@ -49,6 +55,8 @@ impl StoreJobs {
             writes: WriteBehind::new(bound),
             retention,
             up: true,
+            write_started: None,
+            overdue_since: None,
             retention_running: false,
             next_retention: Instant::now() + RETENTION_FIRST,
             log: Throttle::new(LOG_EVERY),
@@ -63,10 +71,12 @@ impl StoreJobs {
         self.count_dropped(dropped, now, metrics);
     }
 
-    /// Starts the next batch write, and a retention pass when one is due (never while
-    /// `stopping`).
+    /// Notices a write in flight past its deadline, then starts the next batch write, and
+    /// a retention pass when one is due (never while `stopping`).
     pub fn start(&mut self, now: Instant, stopping: bool, workers: &Workers<Done>) {
+        self.watch_write(now);
         if let Some(batch) = self.writes.next_batch(now) {
+            self.write_started = Some(now);
             let store = Arc::clone(&self.store);
             let if_panicked = batch.clone();
             workers.submit(
@@ -109,10 +119,15 @@ impl StoreJobs {
             result,
         } = write;
         metrics.store_write_seconds.observe(took);
+        self.write_started = None;
         match result {
             Ok(()) => {
                 metrics.points_stored_total += batch.len() as u64;
-                if let Some(since) = self.writes.failing_since()
+                let down_since = [self.writes.failing_since(), self.overdue_since.take()]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                if let Some(since) = down_since
                     && self.failure_logged
                 {
                     // The throttle keeps running: a store failing on and off must not
@@ -141,6 +156,29 @@ impl StoreJobs {
                 }
                 self.count_dropped(dropped, now, metrics);
             }
+        }
+    }
+
+    /// A write in flight longer than its deadline: the store is down from now on (until a
+    /// write succeeds), and the log says so once, whatever the write's result later is.
+    fn watch_write(&mut self, now: Instant) {
+        let Some(started) = self.write_started else {
+            return;
+        };
+        let waited = now.saturating_duration_since(started);
+        if waited <= WRITE_TIMEOUT || !self.up {
+            return;
+        }
+        self.up = false;
+        self.overdue_since = Some(started);
+        if let Some(suppressed) = self.log.allow(now) {
+            self.failure_logged = true;
+            warn!(
+                "store write has not finished after {:.0} s: the database is not answering; \
+                 {} points queued ({suppressed} similar failures since the last report)",
+                waited.as_secs_f64(),
+                self.writes.len()
+            );
         }
     }
 
@@ -196,9 +234,12 @@ impl StoreJobs {
         self.writes.is_empty() && !self.retention_running
     }
 
-    /// Whether the last write succeeded.
+    /// Whether the last write succeeded and the one in flight (if any) is within its deadline.
     pub fn is_up(&self) -> bool {
         self.up
+            && self
+                .write_started
+                .is_none_or(|started| started.elapsed() <= WRITE_TIMEOUT)
     }
 
     /// The store's kind, for `/health`.

@@ -171,6 +171,18 @@ impl PgSettings {
         let mut postgres: postgres::Config = for_driver
             .parse()
             .map_err(|e: postgres::Error| DsnError::Invalid(error_text(&e)))?;
+        // The driver ends a URL's user info at its first `@`: an unencoded `@` in the
+        // password leaves the rest of the password in the host name, which messages show.
+        if postgres
+            .get_hosts()
+            .iter()
+            .any(|host| matches!(host, Host::Tcp(name) if name.contains('@')))
+        {
+            return Err(DsnError::Invalid(
+                "the host name contains `@`; write an `@` in the user name or password as %40"
+                    .to_string(),
+            ));
+        }
         if postgres.get_hosts().is_empty() {
             // The driver's TLS needs a name for the server: with only `hostaddr`, it is
             // the address (which `verify-full` then checks against the certificate).
@@ -566,6 +578,37 @@ mod tests {
         assert!(matches!(err, DsnError::Invalid(_)), "{text}");
         assert!(text.contains("port"), "{text}");
         assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn an_unencoded_at_sign_in_the_password_is_refused_without_showing_it() {
+        let text = refused("postgresql://u:hun@ter2@h/db").to_string();
+        assert!(text.contains("%40"), "{text}");
+        assert!(!text.contains("ter2") && !text.contains("hun"), "{text}");
+        assert_eq!(
+            parsed("postgresql://u:hun%40ter2@h/db").get_password(),
+            Some(&b"hun@ter2"[..])
+        );
+    }
+
+    #[test]
+    fn driver_errors_never_carry_the_password() {
+        for dsn in [
+            "postgresql://u:hunter2@h:notaport/db",
+            "postgresql://u:hunter2@h/db?sslpassword=hunter2",
+            "postgresql://u:hunter2@[::1/db",
+            "postgresql://u:hunter2@h/db?connect_timeout=hunter2",
+            "host=h password=hunter2 port=notaport",
+            "host=h password='hunter2 port=5",
+            "host=h password=hunter2 sslpassword=hunter2",
+            "host=h password=hun ter2",
+        ] {
+            let text = refused(dsn).to_string();
+            assert!(
+                !text.contains("hunter2") && !text.contains("ter2"),
+                "{dsn}: {text}"
+            );
+        }
     }
 
     #[test]

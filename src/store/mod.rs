@@ -1,8 +1,11 @@
 //! Durable storage of assets and points. Two exist: in-memory and PostgreSQL.
 //!
 //! Every call may block and runs on a worker thread (or at start-up, before the
-//! reactor runs); the reactor never calls a store directly.
+//! reactor runs); the reactor never calls a store directly. Every call of the PostgreSQL
+//! store has a client-side deadline ([`deadline`]), so a hung database makes calls fail
+//! rather than wait.
 
+pub mod deadline;
 pub mod dsn;
 pub mod memory;
 pub mod migrate;
@@ -12,8 +15,14 @@ pub mod publish;
 pub mod tls;
 
 use std::fmt;
+use std::time::Duration;
 
 use crate::asset::{Asset, Point};
+
+/// The longest a batch write may take, waiting for a connection included: a store gives
+/// up on the write after this long (answering [`StoreError::Unavailable`]), and the
+/// reactor reports the store down as soon as a write has been in flight longer.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a store call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,8 +10,10 @@ use postgres::error::SqlState;
 use rustls::CertificateError;
 
 use super::StoreError;
+use crate::redact;
 
-/// An error and its causes on one line (`postgres::Error`'s own text omits the cause).
+/// An error and its causes on one line (`postgres::Error`'s own text omits the cause),
+/// with any credential in it masked (see [`redact::text`]).
 pub fn error_text(error: &dyn Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -23,7 +25,7 @@ pub fn error_text(error: &dyn Error) -> String {
         }
         source = cause.source();
     }
-    text
+    redact::text(&text).into_owned()
 }
 
 /// Maps a driver error: lost or refused connections and server states that pass

@@ -1,32 +1,46 @@
 //! The PostgreSQL store: a small r2d2 pool of blocking `postgres` clients.
 //!
-//! Every call blocks and fails fast while the database is away (a short checkout timeout
-//! gives [`StoreError::Unavailable`]); queuing and retrying is the caller's job. Start-up
-//! waits for the database with back-off for a bounded time, then applies or checks the
+//! Every call blocks for a bounded time and fails fast while the database is away or
+//! hung: each has a client-side deadline ([`Session`]), and past it answers
+//! [`StoreError::Unavailable`]; queuing and retrying is the caller's job. Start-up waits
+//! for the database with back-off for a bounded time, then applies or checks the
 //! migrations in `sql/`.
+//!
+//! A pooled connection is checked with a trivial query when it is taken from the pool;
+//! that check, the wait for a connection and any retry with the next idle connection
+//! share one deadline ([`CHECKOUT_TIMEOUT`]), so a hung server with many idle
+//! connections is noticed as fast as with one.
 
 use std::error::Error;
 use std::fmt;
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use r2d2::{HandleError, ManageConnection, Pool, PooledConnection};
-use r2d2_postgres::PostgresConnectionManager;
 
-use super::dsn::{PgSettings, redacted, with_service_defaults};
+use super::deadline;
+pub use super::deadline::{Session, discard};
+use super::dsn::{DEFAULT_CONNECT_TIMEOUT, PgSettings, redacted, with_service_defaults};
 use super::migrate::{self, Applied};
 use super::pgerror::{classify, error_text};
 use super::publish::{self, CHANNEL};
 use super::tls::{self, Connector};
-use super::{Store, StoreError, StoreKind};
+use super::{Store, StoreError, StoreKind, WRITE_TIMEOUT};
 use crate::asset::{Asset, Point};
 
-/// How long a store call waits for a pooled connection before answering `Unavailable`.
+/// How long a store call may wait for a usable pooled connection: the wait for one and
+/// the check of each idle one tried share this deadline.
 pub const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Bound on the health check run on every checkout (r2d2_postgres's own has none).
-pub const VALIDATION_TIMEOUT: Duration = Duration::from_secs(2);
+/// Client-side deadline of a read of assets or history (start-up, a follower's catch-up).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Client-side deadline of a short statement: a pooled connection's session set-up.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Client-side deadline of one retention pass; longer than [`STATEMENT_TIMEOUT`], which
+/// normally ends a slow pass first.
+pub const RETENTION_TIMEOUT: Duration = Duration::from_secs(35);
+/// Client-side deadline of applying the migrations (waiting for another instance's
+/// migration lock included): a migration may legitimately take minutes.
+pub const MIGRATION_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// Server-side limit on one statement of a pooled connection (lock waits included), unless
 /// the DSN's `options` set `statement_timeout`. Migrations run unpooled, without it.
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -131,25 +145,27 @@ impl PostgresStore {
         let tls = tls_connector(settings)?;
         let config = with_service_defaults(settings.postgres());
         let target = redacted(&config);
-        let mut client = open_client(&config, &tls, startup_timeout)?;
+        let mut session = open_session(&config, &tls, startup_timeout)?;
         if auto_apply {
-            let applied = migrate::apply(&mut client)?;
+            let applied = session.run(MIGRATION_TIMEOUT, "the migrations", migrate::apply)?;
             if applied.is_empty() {
                 log::info!("database schema at {target} is up to date");
             }
         } else {
-            migrate::check(&mut client)?;
+            session.run(READ_TIMEOUT, "the migration check", migrate::check)?;
         }
-        drop(client);
+        drop(session);
 
-        let manager = Manager::new(config, tls);
+        let manager = Manager::new(config, tls, target.clone());
         let pool = Pool::builder()
             .max_size(pool_size)
             .min_idle(Some(MIN_IDLE.min(pool_size)))
             .connection_timeout(CHECKOUT_TIMEOUT)
             .idle_timeout(Some(IDLE_TIMEOUT))
             .max_lifetime(Some(MAX_LIFETIME))
-            .test_on_check_out(true)
+            // r2d2 would check every idle connection it tries with a timeout each, one
+            // after another; `checkout` checks them under one deadline instead.
+            .test_on_check_out(false)
             .error_handler(Box::new(DebugLogErrors {
                 target: target.clone(),
             }))
@@ -160,12 +176,59 @@ impl PostgresStore {
         Ok(PostgresStore { pool, target })
     }
 
-    fn conn(&self) -> Result<PooledConnection<Manager>, StoreError> {
-        self.pool
-            .get()
-            .map_err(|e| StoreError::Unavailable(format!("no connection to {}: {e}", self.target)))
+    /// Idle connections in the pool now.
+    pub fn idle_connections(&self) -> u32 {
+        self.pool.state().idle_connections
+    }
+
+    /// A pooled connection that has just answered a check, within [`CHECKOUT_TIMEOUT`]
+    /// (and before `deadline`): idle connections that fail their check are dropped and the
+    /// next is tried, all under that one deadline.
+    fn checkout(&self, deadline: Instant) -> Result<PooledConnection<Manager>, StoreError> {
+        let started = Instant::now();
+        let until = deadline.min(started + CHECKOUT_TIMEOUT);
+        let mut last_failure = None;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let why = last_failure.map_or_else(String::new, |e: StoreError| {
+                    format!("; last check: {}", detail(e))
+                });
+                return Err(StoreError::Unavailable(format!(
+                    "no connection to {} answered within {:.1} s{why}",
+                    self.target,
+                    started.elapsed().as_secs_f64()
+                )));
+            }
+            let mut conn = self.pool.get_timeout(left).map_err(|e| {
+                StoreError::Unavailable(format!("no connection to {}: {e}", self.target))
+            })?;
+            let left = until.saturating_duration_since(Instant::now());
+            match conn.check(left.max(MIN_CHECK)) {
+                Ok(()) => return Ok(conn),
+                // The failed connection goes back to the pool, which drops it.
+                Err(e) => last_failure = Some(e),
+            }
+        }
+    }
+
+    /// Runs `call` on a pooled connection; the checkout and the call share one deadline,
+    /// `limit` from now.
+    fn run<T, F>(&self, limit: Duration, what: &str, call: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut postgres::Client) -> Result<T, StoreError> + Send + 'static,
+    {
+        let deadline = Instant::now() + limit;
+        let mut conn = self.checkout(deadline)?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        conn.run(left.max(MIN_CHECK), what, call)
     }
 }
+
+/// The least time a check or call is given, however little of its deadline is left: a
+/// healthy server always gets the chance to answer.
+const MIN_CHECK: Duration = Duration::from_millis(100);
 
 impl Store for PostgresStore {
     fn kind(&self) -> StoreKind {
@@ -173,24 +236,24 @@ impl Store for PostgresStore {
     }
 
     fn load_assets(&self) -> Result<Vec<Asset>, StoreError> {
-        let rows = self
-            .conn()?
-            .client()?
-            .query(LOAD_ASSETS, &[])
-            .map_err(|e| classify(&e))?;
-        rows.iter()
-            .map(|row| {
-                Ok(Asset {
-                    id: row.try_get(0)?,
-                    name: row.try_get(1)?,
+        self.run(READ_TIMEOUT, "the asset list", |client| {
+            let rows = client.query(LOAD_ASSETS, &[]).map_err(|e| classify(&e))?;
+            rows.iter()
+                .map(|row| {
+                    Ok(Asset {
+                        id: row.try_get(0)?,
+                        name: row.try_get(1)?,
+                    })
                 })
-            })
-            .collect::<Result<_, postgres::Error>>()
-            .map_err(|e| classify(&e))
+                .collect::<Result<_, postgres::Error>>()
+                .map_err(|e| classify(&e))
+        })
     }
 
     fn load_points_since(&self, since: i64) -> Result<Vec<Point>, StoreError> {
-        points_since(self.conn()?.client()?, since)
+        self.run(READ_TIMEOUT, "the history read", move |client| {
+            points_since(client, since)
+        })
     }
 
     /// One statement per batch, publishing the points to followers. Points of assets
@@ -201,21 +264,22 @@ impl Store for PostgresStore {
         }
         let (ids, times, values) = columns(points);
         let entries: Vec<String> = points.iter().map(publish::entry).collect();
-        self.conn()?
-            .client()?
-            .execute(
-                WRITE_AND_PUBLISH_POINTS,
-                &[
-                    &ids,
-                    &times,
-                    &values,
-                    &CHANNEL,
-                    &entries,
-                    &publish::ENTRIES_PER_PAYLOAD,
-                ],
-            )
-            .map_err(|e| classify(&e))?;
-        Ok(())
+        self.run(WRITE_TIMEOUT, "the batch write", move |client| {
+            client
+                .execute(
+                    WRITE_AND_PUBLISH_POINTS,
+                    &[
+                        &ids,
+                        &times,
+                        &values,
+                        &CHANNEL,
+                        &entries,
+                        &publish::ENTRIES_PER_PAYLOAD,
+                    ],
+                )
+                .map(drop)
+                .map_err(|e| classify(&e))
+        })
     }
 
     fn import_points(&self, points: &[Point]) -> Result<(), StoreError> {
@@ -223,21 +287,23 @@ impl Store for PostgresStore {
             return Ok(());
         }
         let (ids, times, values) = columns(points);
-        self.conn()?
-            .client()?
-            .execute(WRITE_POINTS, &[&ids, &times, &values])
-            .map_err(|e| classify(&e))?;
-        Ok(())
+        self.run(WRITE_TIMEOUT, "the history import", move |client| {
+            client
+                .execute(WRITE_POINTS, &[&ids, &times, &values])
+                .map(drop)
+                .map_err(|e| classify(&e))
+        })
     }
 
     fn delete_points_before(&self, before: i64, limit: u32) -> Result<u64, StoreError> {
         if limit == 0 {
             return Ok(0);
         }
-        self.conn()?
-            .client()?
-            .execute(DELETE_POINTS_BEFORE, &[&before, &i64::from(limit)])
-            .map_err(|e| classify(&e))
+        self.run(RETENTION_TIMEOUT, "the retention pass", move |client| {
+            client
+                .execute(DELETE_POINTS_BEFORE, &[&before, &i64::from(limit)])
+                .map_err(|e| classify(&e))
+        })
     }
 }
 
@@ -250,7 +316,8 @@ fn columns(points: &[Point]) -> (Vec<i32>, Vec<i64>, Vec<f64>) {
     )
 }
 
-/// Points with `time >= since`, ordered by asset then time, read over `client`.
+/// Points with `time >= since`, ordered by asset then time, read over `client` (run it
+/// through [`Session::run`] for a deadline).
 pub fn points_since(client: &mut postgres::Client, since: i64) -> Result<Vec<Point>, StoreError> {
     let rows = client
         .query(LOAD_POINTS_SINCE, &[&since])
@@ -267,14 +334,14 @@ pub fn points_since(client: &mut postgres::Client, since: i64) -> Result<Vec<Poi
         .map_err(|e| classify(&e))
 }
 
-/// `ws_assets migrate`: waits up to `timeout` for the database, then applies pending migrations.
+/// `ws_assets migrate`: waits up to `timeout` for the database, then applies pending
+/// migrations (within [`MIGRATION_TIMEOUT`]).
 pub fn migrate(settings: &PgSettings, timeout: Duration) -> Result<Vec<Applied>, StoreError> {
-    let mut client = connect_client(settings, timeout)?;
-    migrate::apply(&mut client)
+    connect_session(settings, timeout)?.run(MIGRATION_TIMEOUT, "the migrations", migrate::apply)
 }
 
-/// Opens one unpooled client, with the TLS settings of `settings`, retrying with back-off
-/// while the database is unreachable.
+/// Opens one unpooled connection, with the TLS settings of `settings`, retrying with
+/// back-off while the database is unreachable; every call on it has a deadline.
 ///
 /// The service's timeouts and keepalives are added to the settings. Gives up after
 /// `timeout` (the first attempt always gets at least a second, later ones at least a
@@ -282,12 +349,9 @@ pub fn migrate(settings: &PgSettings, timeout: Duration) -> Result<Vec<Applied>,
 /// retrying cannot change (wrong password, unknown database, a certificate that fails
 /// the check) is returned at once as `Query`; unusable TLS settings (an unreadable
 /// `sslrootcert`) give `Settings` before any attempt.
-pub fn connect_client(
-    settings: &PgSettings,
-    timeout: Duration,
-) -> Result<postgres::Client, StoreError> {
+pub fn connect_session(settings: &PgSettings, timeout: Duration) -> Result<Session, StoreError> {
     let tls = tls_connector(settings)?;
-    open_client(&with_service_defaults(settings.postgres()), &tls, timeout)
+    open_session(&with_service_defaults(settings.postgres()), &tls, timeout)
 }
 
 fn tls_connector(settings: &PgSettings) -> Result<Connector, StoreError> {
@@ -295,12 +359,12 @@ fn tls_connector(settings: &PgSettings) -> Result<Connector, StoreError> {
         .map_err(|e| StoreError::Settings(format!("{}: {e}", settings.redacted())))
 }
 
-/// [`connect_client`] for a config that already has the service's defaults.
-fn open_client(
+/// [`connect_session`] for a config that already has the service's defaults.
+fn open_session(
     config: &postgres::Config,
     tls: &Connector,
     timeout: Duration,
-) -> Result<postgres::Client, StoreError> {
+) -> Result<Session, StoreError> {
     let target = redacted(config);
     let started = Instant::now();
     let deadline = started + timeout;
@@ -314,10 +378,10 @@ fn open_client(
             ATTEMPT_MIN
         });
         attempts += 1;
-        let why = match connect_once(config, tls, limit) {
+        let why = match deadline::connect(config, tls, limit) {
             Ok(client) => {
                 log::info!("connected to PostgreSQL at {target}");
-                return Ok(client);
+                return Ok(Session::new(client, tls.clone(), target));
             }
             Err(StoreError::Unavailable(why)) => why,
             Err(other) => {
@@ -340,39 +404,6 @@ fn open_client(
             pause.as_secs_f64()
         );
         thread::sleep(pause);
-    }
-}
-
-/// One connection attempt bounded by `limit`, handshake included: the library bounds only
-/// the TCP connect, and a server that accepts but never answers would hang start-up.
-fn connect_once(
-    config: &postgres::Config,
-    tls: &Connector,
-    limit: Duration,
-) -> Result<postgres::Client, StoreError> {
-    let mut config = config.clone();
-    let tls = tls.clone();
-    if config.get_connect_timeout().is_none_or(|t| *t > limit) && !limit.is_zero() {
-        config.connect_timeout(limit);
-    }
-    let (tx, rx) = mpsc::channel();
-    thread::Builder::new()
-        .name("pg-connect".to_string())
-        .spawn(move || {
-            // The receiver is gone when the attempt timed out; the client is then dropped.
-            let _ = tx.send(config.connect(tls));
-        })
-        .map_err(|e| StoreError::Unavailable(format!("cannot start a connect thread: {e}")))?;
-    match rx.recv_timeout(limit) {
-        Ok(Ok(client)) => Ok(client),
-        Ok(Err(e)) => Err(classify(&e)),
-        Err(RecvTimeoutError::Timeout) => Err(StoreError::Unavailable(format!(
-            "the server did not complete the connection within {:.2} s",
-            limit.as_secs_f64()
-        ))),
-        Err(RecvTimeoutError::Disconnected) => Err(StoreError::Unavailable(
-            "the connection attempt ended without a result".to_string(),
-        )),
     }
 }
 
@@ -406,115 +437,76 @@ impl Backoff {
     }
 }
 
-/// r2d2_postgres's manager with a bounded health check (its own `simple_query("")` can
-/// wait forever on a server that stopped answering) and a per-session statement timeout.
+/// Opens the pool's connections, each a [`Session`] (so every call on it has a deadline)
+/// with a per-session statement timeout.
 struct Manager {
-    inner: PostgresConnectionManager<Connector>,
+    config: postgres::Config,
+    tls: Connector,
+    target: String,
     /// SQL run once on each new connection.
     session_setup: Option<String>,
 }
 
 impl Manager {
-    fn new(config: postgres::Config, tls: Connector) -> Self {
+    fn new(config: postgres::Config, tls: Connector, target: String) -> Self {
         let user_sets_timeout = config
             .get_options()
             .is_some_and(|options| options.contains("statement_timeout"));
         let session_setup = (!user_sets_timeout)
             .then(|| format!("SET statement_timeout = {}", STATEMENT_TIMEOUT.as_millis()));
         Manager {
-            inner: PostgresConnectionManager::new(config, tls),
+            config,
+            tls,
+            target,
             session_setup,
         }
     }
 }
 
 impl ManageConnection for Manager {
-    type Connection = PooledClient;
+    type Connection = Session;
     type Error = PoolError;
 
-    fn connect(&self) -> Result<PooledClient, PoolError> {
-        let mut client = self.inner.connect()?;
-        if let Some(setup) = &self.session_setup {
-            client.batch_execute(setup)?;
+    /// Runs on r2d2's own threads, bounded like every other call.
+    fn connect(&self) -> Result<Session, PoolError> {
+        let limit = self
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let client = deadline::connect(&self.config, &self.tls, limit)?;
+        let mut session = Session::new(client, self.tls.clone(), self.target.clone());
+        if let Some(setup) = self.session_setup.clone() {
+            session.run(QUERY_TIMEOUT, "the session set-up", move |client| {
+                client.batch_execute(&setup).map_err(|e| classify(&e))
+            })?;
         }
-        Ok(PooledClient {
-            client: Some(client),
-            stuck: false,
-        })
+        Ok(session)
     }
 
-    fn is_valid(&self, conn: &mut PooledClient) -> Result<(), PoolError> {
-        let Some(client) = conn.client.as_mut() else {
-            return Err(PoolError("the connection was already released".to_string()));
-        };
-        match client.is_valid(VALIDATION_TIMEOUT) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                // A timed-out check leaves its query in flight; see `PooledClient`.
-                conn.stuck = true;
-                Err(PoolError::from(e))
-            }
-        }
+    /// Not used by r2d2 (`test_on_check_out` is off); the store checks on checkout itself.
+    fn is_valid(&self, conn: &mut Session) -> Result<(), PoolError> {
+        Ok(conn.check(CHECKOUT_TIMEOUT)?)
     }
 
-    fn has_broken(&self, conn: &mut PooledClient) -> bool {
-        conn.stuck || conn.client.as_mut().is_none_or(|c| c.is_closed())
+    fn has_broken(&self, conn: &mut Session) -> bool {
+        conn.is_lost()
     }
 }
 
-/// A pooled client. Dropping a `postgres::Client` waits until every request it sent is
-/// answered, so one whose health check failed (possibly with its query still in flight to
-/// a hung server) is dropped on a helper thread instead of blocking the caller.
-struct PooledClient {
-    client: Option<postgres::Client>,
-    stuck: bool,
-}
-
-impl PooledClient {
-    fn client(&mut self) -> Result<&mut postgres::Client, StoreError> {
-        self.client.as_mut().ok_or_else(|| {
-            StoreError::Query("the pooled connection was already released".to_string())
-        })
-    }
-}
-
-impl Drop for PooledClient {
-    fn drop(&mut self) {
-        if self.stuck
-            && let Some(client) = self.client.take()
-        {
-            discard(client);
-        }
-    }
-}
-
-/// Drops a client without waiting for it: `postgres::Client`'s own drop blocks until every
-/// request in flight is answered, which is forever on a hung server. Use it for a client
-/// whose `is_valid(timeout)` or other call timed out.
-pub fn discard(client: postgres::Client) {
-    let slot = Arc::new(Mutex::new(Some(client)));
-    let for_thread = Arc::clone(&slot);
-    let spawned = thread::Builder::new()
-        .name("pg-discard".to_string())
-        .spawn(move || {
-            let client = for_thread.lock().ok().and_then(|mut c| c.take());
-            drop(client);
-        });
-    if spawned.is_err() {
-        // No thread to wait on: leak this one client rather than block the caller.
-        if let Some(client) = slot.lock().ok().and_then(|mut c| c.take()) {
-            std::mem::forget(client);
-        }
-    }
-}
-
-/// A pool-side driver error with its cause kept in the text (r2d2 keeps only the text).
+/// A pool-side error with its cause kept in the text (r2d2 keeps only the text).
 #[derive(Debug)]
 struct PoolError(String);
 
 impl From<postgres::Error> for PoolError {
     fn from(e: postgres::Error) -> Self {
         PoolError(error_text(&e))
+    }
+}
+
+impl From<StoreError> for PoolError {
+    fn from(e: StoreError) -> Self {
+        PoolError(detail(e))
     }
 }
 

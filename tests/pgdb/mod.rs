@@ -1,7 +1,7 @@
 //! Test harness for the real PostgreSQL: a throwaway database per test with the queries
 //! tests make of it (`execute`, `scalar`, `table_exists`, the stored points), and a TCP
 //! proxy that can cut or black-hole the connection to simulate an outage, at once or at
-//! a given statement (`cut_when_sent`).
+//! a given statement (`cut_when_sent`, `blackhole_when_sent`).
 //!
 //! The admin DSN comes from `WS_ASSETS_TEST_POSTGRESQL_DSN` (default
 //! `postgresql://postgres@127.0.0.1:5432/postgres`); `.ci/start-postgres` provides it.
@@ -272,8 +272,9 @@ pub enum ProxyMode {
 struct ProxyShared {
     upstream: SocketAddr,
     mode: Mutex<ProxyMode>,
-    /// Bytes which, sent by a client, cut the proxy instead of reaching the server.
-    trip: Mutex<Option<Vec<u8>>>,
+    /// Bytes which, sent by a client, switch the proxy to a mode instead of reaching the
+    /// server.
+    trip: Mutex<Option<(Vec<u8>, ProxyMode)>>,
     /// Both ends of every forwarded connection, and every black-holed one.
     streams: Mutex<Vec<TcpStream>>,
     stopping: AtomicBool,
@@ -286,7 +287,7 @@ impl ProxyShared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn trip(&self) -> MutexGuard<'_, Option<Vec<u8>>> {
+    fn trip(&self) -> MutexGuard<'_, Option<(Vec<u8>, ProxyMode)>> {
         self.trip
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -305,11 +306,14 @@ impl ProxyShared {
         self.close_all();
     }
 
-    /// Whether `seen` (the tail of earlier bytes plus the new ones) trips the cut.
-    fn trips(&self, seen: &[u8]) -> bool {
-        self.trip()
-            .as_ref()
-            .is_some_and(|pattern| seen.windows(pattern.len()).any(|w| w == pattern.as_slice()))
+    /// The mode to switch to if `seen` (the tail of earlier bytes plus the new ones) trips
+    /// the pattern.
+    fn trips(&self, seen: &[u8]) -> Option<ProxyMode> {
+        self.trip().as_ref().and_then(|(pattern, mode)| {
+            seen.windows(pattern.len())
+                .any(|w| w == pattern.as_slice())
+                .then_some(*mode)
+        })
     }
 
     fn close_all(&self) {
@@ -373,7 +377,16 @@ impl Proxy {
     /// database never sees that statement. A way to make an outage begin at an exact
     /// point of the conversation.
     pub fn cut_when_sent(&self, pattern: &str) {
-        *self.shared.trip() = Some(pattern.as_bytes().to_vec());
+        *self.shared.trip() = Some((pattern.as_bytes().to_vec(), ProxyMode::Refuse));
+    }
+
+    /// Forwards until a client sends bytes containing `pattern`, then black-holes as
+    /// [`Proxy::blackhole`] does, without passing those bytes on: the statement is sent,
+    /// the connection stays open, and no answer ever comes, like a server that hangs in
+    /// the middle of it. The pattern is only seen on connections without TLS
+    /// (`sslmode=disable`).
+    pub fn blackhole_when_sent(&self, pattern: &str) {
+        *self.shared.trip() = Some((pattern.as_bytes().to_vec(), ProxyMode::Blackhole));
     }
 
     /// Stops answering: open connections stay open but their bytes are dropped, and new
@@ -465,9 +478,18 @@ fn pump(
                 };
                 if from_client {
                     seen.extend_from_slice(&buf[..n]);
-                    if shared.trips(&seen) {
-                        shared.set_mode(ProxyMode::Refuse);
-                        break;
+                    match shared.trips(&seen) {
+                        Some(ProxyMode::Blackhole) => {
+                            *shared.trip() = None;
+                            *shared.mode() = ProxyMode::Blackhole;
+                            seen.clear();
+                            continue;
+                        }
+                        Some(mode) => {
+                            shared.set_mode(mode);
+                            break;
+                        }
+                        None => {}
                     }
                     let keep = seen.len().min(256);
                     seen.drain(..seen.len() - keep);

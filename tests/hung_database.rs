@@ -1,0 +1,151 @@
+//! A database that accepts a statement and never answers (issue 12, item 4): the kernel
+//! still acknowledges every byte, so no TCP timeout fires. The real server binary on the
+//! real PostgreSQL, behind a proxy that swallows the write in the middle of the run, with
+//! a subscribed client alongside that must miss no second.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
+mod common;
+mod pgdb;
+
+use std::time::{Duration, Instant};
+
+use common::{Server, time_of, wait_until};
+use pgdb::{Proxy, TestDb};
+use serde_json::Value;
+
+/// How soon a hung write must show in `/health`: the write's deadline (5 s) plus the
+/// second it may take for the next write to start and a second for the clock.
+const NOTICED_WITHIN: Duration = Duration::from_secs(10);
+/// Bound on anything the server should do within a few seconds.
+const SOON: Duration = Duration::from_secs(30);
+/// A write statement, as the proxy sees it go by.
+const WRITE_STATEMENT: &str = "INSERT INTO points";
+const ASSET_IDS: [i32; 5] = [1, 2, 3, 4, 5];
+
+fn assert_consecutive(times: &[i64], what: &str) {
+    for pair in times.windows(2) {
+        assert_eq!(
+            pair[1],
+            pair[0] + 1,
+            "{what}: {} is followed by {} ({times:?})",
+            pair[0],
+            pair[1]
+        );
+    }
+}
+
+/// Waits until every asset has a stored point at each second of `from..=to`.
+fn wait_stored_through(db: &TestDb, from: i64, to: i64) {
+    wait_until(SOON, &format!("points {from}..={to} stored"), || {
+        let times = db.stored_times();
+        for id in ASSET_IDS {
+            let have = times
+                .get(&id)
+                .map_or(0, |t| t.iter().filter(|&&s| s >= from && s <= to).count());
+            if have as i64 != to - from + 1 {
+                return Err(format!("asset {id}: {have} of {} seconds", to - from + 1));
+            }
+        }
+        Ok(())
+    });
+}
+
+fn problems(health: &Value) -> String {
+    health["problems"].to_string()
+}
+
+#[test]
+fn a_database_that_hangs_mid_write_is_reported_down_within_seconds_and_loses_no_point() {
+    let db = TestDb::create();
+    let proxy = Proxy::start(db.server_addr());
+    // Without TLS, so that the proxy sees the statement go by.
+    let dsn = format!("{}?sslmode=disable", db.dsn_via(&proxy));
+    let mut server = Server::start(&[
+        ("WS_ASSETS_POSTGRESQL_DSN", &dsn),
+        ("WS_ASSETS_SIMULATED_BACKFILL", "false"),
+    ]);
+    let mut client = server.client();
+    let mut seen: Vec<i64> = client.subscribe_history(1).iter().map(time_of).collect();
+    seen.push(time_of(&client.recv_point()));
+    let first = seen[0];
+    wait_stored_through(&db, first, *seen.last().unwrap_or(&first));
+    let (status, health) = server.health();
+    assert_eq!(status, 200, "{health}");
+
+    // The next write's statement is swallowed; its connection stays open, unanswered.
+    proxy.blackhole_when_sent(WRITE_STATEMENT);
+    let hung_at = Instant::now();
+    let health = loop {
+        seen.push(time_of(&client.recv_point()));
+        match server.health() {
+            (503, health) => break health,
+            (status, health) => assert!(
+                hung_at.elapsed() < NOTICED_WITHIN,
+                "/health still {status} {:?} after the database hung: {health}\n{}",
+                hung_at.elapsed(),
+                server.log()
+            ),
+        }
+    };
+    assert_eq!(health["store"]["up"], false, "{health}");
+    assert!(
+        problems(&health).contains("database unreachable"),
+        "{health}"
+    );
+    assert_eq!(server.metric("ws_assets_store_up"), Some(0.0));
+    let logged = |log: &str| {
+        log.lines().any(|line| {
+            line.contains("store write")
+                && (line.contains("not answering") || line.contains("did not answer"))
+        })
+    };
+    wait_until(Duration::from_secs(5), "the hang in the log", || {
+        let log = server.log();
+        if logged(&log) { Ok(()) } else { Err(log) }
+    });
+
+    // While it hangs, it stays down, and live points keep coming.
+    for _ in 0..4 {
+        seen.push(time_of(&client.recv_point()));
+        let (status, health) = server.health();
+        assert_eq!(status, 503, "{health}");
+    }
+
+    proxy.restore();
+    let restored = Instant::now();
+    loop {
+        seen.push(time_of(&client.recv_point()));
+        match server.health() {
+            (200, health) => {
+                assert_eq!(health["store"]["up"], true, "{health}");
+                break;
+            }
+            (status, health) => assert!(
+                restored.elapsed() < SOON,
+                "/health still {status} {:?} after the database came back: {health}\n{}",
+                restored.elapsed(),
+                server.log()
+            ),
+        }
+    }
+    assert_consecutive(&seen, "live points across the hang");
+    let last = *seen.last().unwrap_or(&first);
+    wait_stored_through(&db, first, last);
+    assert!(
+        server.wait_for_log("store reachable again", SOON),
+        "{}",
+        server.log()
+    );
+    let stuck_lines = server.log().lines().filter(|line| logged(line)).count();
+    assert!(
+        stuck_lines <= 2,
+        "{stuck_lines} lines about one hang:\n{}",
+        server.log()
+    );
+    assert_eq!(server.metric("ws_assets_points_dropped_total"), Some(0.0));
+    drop(client);
+    let log = server.stop_and_log();
+    if std::env::var("SHOW_LOG").is_ok() {
+        eprintln!("{log}");
+    }
+}
