@@ -622,8 +622,8 @@ fn past_the_write_queue_bound_the_oldest_points_are_dropped_logged_and_counted()
     add_assets_through(&db, ASSETS);
     let proxy = Proxy::start(db.server_addr());
     proxy.cut_when_sent("INSERT INTO points");
-    // Without TLS, so that the proxy sees the statement go by.
-    let dsn = format!("{}?sslmode=disable", db.dsn_via(&proxy));
+    // dsn_via asks for no TLS, so that the proxy sees the statement go by.
+    let dsn = db.dsn_via(&proxy);
     let mut server = Server::start(&[
         dsn_var(&dsn),
         NO_BACKFILL,
