@@ -247,8 +247,13 @@ pub fn dsn(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    check_dsn(text, None);
+    let shown = check_dsn(text, None);
     const SECRET: &str = "Qz7xSecretPw9";
+    if text.contains(SECRET) || shown.contains(SECRET) {
+        // The fuzzer learns the string from the checks below and may write it (or an
+        // escaped or percent-encoded form of it) into a host or user, which do show.
+        return;
+    }
     // A URL gets the password in its user info; anything else (read as key=value, where
     // text before `://` may well be a host's value) gets a `password=` of its own.
     let spliced = match text.split_once("://") {
@@ -265,26 +270,21 @@ pub fn dsn(data: &[u8]) {
     check_dsn(&spliced, Some(SECRET));
 }
 
-fn check_dsn(text: &str, secret: Option<&str>) {
-    match dsn::PgSettings::parse(text) {
+/// Parses `text`; returns what the service may show of it (the redacted form and
+/// `Debug`, or the error), after checking that it does not carry `secret`.
+fn check_dsn(text: &str, secret: Option<&str>) -> String {
+    let shown = match dsn::PgSettings::parse(text) {
         Ok(settings) => {
-            let shown = settings.redacted();
-            let debug = format!("{settings:?}");
             let config = dsn::with_service_defaults(settings.postgres());
             let _ = dsn::host_list(&config);
-            if let Some(secret) = secret {
-                assert!(!shown.contains(secret), "{shown}");
-                assert!(!debug.contains(secret), "{debug}");
-            }
+            format!("{}\n{settings:?}", settings.redacted())
         }
-        Err(error) => {
-            if let Some(secret) = secret {
-                let message = error.to_string();
-                assert!(!message.contains(secret), "{message}");
-                assert!(!format!("{error:?}").contains(secret), "{error:?}");
-            }
-        }
+        Err(error) => format!("{error}\n{error:?}"),
+    };
+    if let Some(secret) = secret {
+        assert!(!shown.contains(secret), "{shown}");
     }
+    shown
 }
 
 // ---- one connection -----------------------------------------------------------------
