@@ -1030,6 +1030,13 @@ mod tests {
             out.ends_with(&[0x88, 5, 0x03, 0xE8, b'b', b'y', b'e']),
             "the close echoed"
         );
+        // A client that asks for histories faster than it reads is closed with 1008.
+        let out = super::run_connection(&std::fs::read(dir.join("slow_consumer")).unwrap());
+        let slow = b"\x88\x0F\x03\xF0slow consumer";
+        assert!(
+            out.windows(slow.len()).any(|w| w == slow),
+            "closed as a slow consumer"
+        );
         let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/connection/page");
         let out = super::run_connection(&std::fs::read(page).unwrap());
         assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n"));
