@@ -4,6 +4,10 @@
 //! tungstenite parses incoming frames and answers pings and closes; every outgoing
 //! byte, including tungstenite's own replies, goes through the connection's
 //! [`Outbox`], so shared frames and control frames stay in order.
+//!
+//! The stream is a type parameter ([`Stream`]) that defaults to `mio`'s `TcpStream`:
+//! the service only ever uses that (monomorphised, no dynamic dispatch), and the fuzz
+//! harness drives the same code over an in-memory stream.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown};
@@ -22,6 +26,19 @@ use crate::http::{self, HeadError, RequestHead};
 use crate::market::Subscription;
 use crate::outbox::Outbox;
 
+/// What a connection reads from and writes to: a byte stream whose write side can be
+/// shut. `mio::net::TcpStream` in the service.
+pub trait Stream: Read + Write {
+    /// Shuts the write side (a TCP FIN), once the last queued byte is written.
+    fn shutdown_write(&self) -> io::Result<()>;
+}
+
+impl Stream for TcpStream {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
 /// The TCP stream plus the queue of bytes waiting to be written to it.
 ///
 /// As tungstenite's stream, writes go to the queue (never blocking, never lost) and
@@ -31,9 +48,9 @@ use crate::outbox::Outbox;
 /// `WouldBlock`, so one client's stream of frames cannot hold the loop, whatever
 /// tungstenite does with them.
 #[derive(Debug)]
-pub struct Socket {
+pub struct Socket<S = TcpStream> {
     /// The client's TCP stream.
-    pub tcp: TcpStream,
+    pub tcp: S,
     /// Bytes waiting to be written.
     pub outbox: Outbox,
     /// Bytes this turn may still read.
@@ -46,7 +63,7 @@ pub struct Socket {
     too_many_fragments: bool,
 }
 
-impl Read for Socket {
+impl<S: Read> Read for Socket<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.budget == 0 {
             self.starved = true;
@@ -66,7 +83,7 @@ impl Read for Socket {
     }
 }
 
-impl Write for Socket {
+impl<S> Write for Socket<S> {
     /// tungstenite's own frames (pongs, close replies): a pong replaces one still
     /// queued, as RFC 6455 §5.5.3 allows, so a ping flood cannot grow the queue.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -149,9 +166,9 @@ pub enum OpsOnly {
 
 /// One client.
 #[derive(Debug)]
-pub struct Conn {
+pub struct Conn<S = TcpStream> {
     /// Socket and outgoing queue.
-    pub socket: Socket,
+    pub socket: Socket<S>,
     /// Current phase.
     pub phase: Phase,
     /// The asset this client receives points of, if any.
@@ -167,9 +184,9 @@ pub struct Conn {
     pub peer: Option<IpAddr>,
 }
 
-impl Conn {
+impl<S: Stream> Conn<S> {
     /// A new connection waiting for its request head until `deadline`.
-    pub fn new(tcp: TcpStream, now: Instant, deadline: Instant) -> Conn {
+    pub fn new(tcp: S, now: Instant, deadline: Instant) -> Conn<S> {
         Conn {
             socket: Socket {
                 tcp,
@@ -353,7 +370,7 @@ impl Conn {
         {
             *shut = true;
             // Already shut or reset by the peer: nothing left to tell it.
-            let _ = self.socket.tcp.shutdown(Shutdown::Write);
+            let _ = self.socket.tcp.shutdown_write();
         }
         Ok(written)
     }

@@ -60,6 +60,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let len = match request.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD_BYTES => {
+            return Err(HeadError::TooLarge);
+        }
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
             return Err(HeadError::TooLarge);
@@ -353,6 +356,27 @@ mod tests {
         let many: String = (0..100).map(|i| format!("H{i}: v\r\n")).collect();
         let text = format!("GET / HTTP/1.1\r\n{many}\r\n");
         assert_eq!(parse_head(text.as_bytes()), Err(HeadError::TooLarge));
+    }
+
+    #[test]
+    fn a_complete_head_over_the_limit_is_refused_too() {
+        // Found by fuzzing: the limit held only for a head still incomplete, so one
+        // that arrived whole in the last read could reach MAX_HEAD_BYTES + 2047 bytes.
+        let head_of = |len: usize| {
+            let start = "GET / HTTP/1.1\r\nHost: x\r\nX: ";
+            format!("{start}{}\r\n\r\n", "a".repeat(len - start.len() - 4))
+        };
+        assert_eq!(head_of(MAX_HEAD_BYTES).len(), MAX_HEAD_BYTES);
+        assert!(matches!(
+            parse_head(head_of(MAX_HEAD_BYTES).as_bytes()),
+            Ok(Some(_))
+        ));
+        let over = head_of(MAX_HEAD_BYTES + 1);
+        assert_eq!(parse_head(over.as_bytes()), Err(HeadError::TooLarge));
+        let mut upgrade = upgrade_request("/").replace("\r\n\r\n", "\r\nX: ");
+        upgrade.push_str(&"a".repeat(MAX_HEAD_BYTES - upgrade.len() + 700));
+        upgrade.push_str("\r\n\r\n");
+        assert_eq!(parse_head(upgrade.as_bytes()), Err(HeadError::TooLarge));
     }
 
     #[test]

@@ -34,6 +34,9 @@ mod conn;
 pub mod feed;
 mod frame;
 mod framescan;
+#[cfg(any(fuzzing, test))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod healthcheck;
 mod http;
 pub mod limits;

@@ -35,10 +35,10 @@ const CLOSE_LINGER: Duration = Duration::from_secs(3);
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// Frames read from one client before the others get their turn.
-const READ_BUDGET: usize = 32;
+pub(crate) const READ_BUDGET: usize = 32;
 
 /// Bytes read from one client before the others get their turn.
-const READ_BUDGET_BYTES: usize = 16 * 1024;
+pub(crate) const READ_BUDGET_BYTES: usize = 16 * 1024;
 
 /// Connections accepted beyond the limit for `/health` and `/metrics` only, so that an
 /// orchestrator's probe is answered truthfully when clients use every slot.
@@ -49,6 +49,16 @@ const OPS_RESERVE_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Largest incoming frame header plus a short request: tungstenite's read buffer size.
 const READ_BUFFER_BYTES: usize = 512;
+
+/// tungstenite's settings for a connection whose messages may be `max_message_bytes`.
+pub(crate) fn websocket_config(max_message_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_write_buffer_size(max_message_bytes + 1024)
+        .max_frame_size(Some(max_message_bytes))
+        .max_message_size(Some(max_message_bytes))
+}
 
 /// A subscribed client due a ping gets it with its next point; only when no tick has
 /// come for this long past the ping interval is it sent on its own.
@@ -83,14 +93,14 @@ pub enum Asked {
 
 /// How a connection is to end.
 #[derive(Debug, Clone, Copy)]
-enum Doom {
+pub(crate) enum Doom {
     /// Drop the socket now.
     Drop(Option<DropReason>),
     /// Send a close frame (dropping unsent frames if `discard`), then linger.
     Close(CloseCode, &'static str, bool, Option<DropReason>),
 }
 
-const SLOW_CONSUMER: Doom = Doom::Close(
+pub(crate) const SLOW_CONSUMER: Doom = Doom::Close(
     CloseCode::Policy,
     "slow consumer",
     true,
@@ -131,12 +141,7 @@ impl Clients {
         config: Rc<Config>,
     ) -> io::Result<Clients> {
         registry.register(&mut listener, token, Interest::READABLE)?;
-        let ws_config = WebSocketConfig::default()
-            .read_buffer_size(READ_BUFFER_BYTES)
-            .write_buffer_size(0)
-            .max_write_buffer_size(config.max_message_bytes + 1024)
-            .max_frame_size(Some(config.max_message_bytes))
-            .max_message_size(Some(config.max_message_bytes));
+        let ws_config = websocket_config(config.max_message_bytes);
         Ok(Clients {
             registry,
             listener: Some(listener),
@@ -681,7 +686,7 @@ impl Clients {
     }
 }
 
-fn doom_for(key: usize, ended: Ended) -> Doom {
+pub(crate) fn doom_for(key: usize, ended: Ended) -> Doom {
     match ended {
         Ended::Closed => Doom::Drop(None),
         Ended::TooLarge => {

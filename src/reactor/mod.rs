@@ -19,7 +19,7 @@
 //! On a follower the points come from [`cluster`] (the leader's notifications) into the
 //! same `deliver`, and are not stored again.
 
-mod clients;
+pub(crate) mod clients;
 mod cluster;
 mod jobs;
 mod ops;
