@@ -102,7 +102,7 @@ fn wait_chart_at_least(page: &mut Page, attribute: &str, at_least: i64) -> TestR
     page.wait_for(
         &format!("the chart's data-{attribute} to reach {at_least}"),
         &format!(
-            "Number(document.querySelector('[data-testid=\"chart\"]').dataset.{attribute} || -1) >= {at_least}"
+            "Number(document.querySelector('[data-testid=\"chart\"]').getAttribute('data-{attribute}') || -1) >= {at_least}"
         ),
         SOON,
     )?;
@@ -352,9 +352,11 @@ fn page_draws_a_full_history_and_keeps_the_log_short() -> TestResult {
 }
 
 /// The server goes away and comes back on the same port: the page shows it,
-/// reconnects by itself and subscribes again to the asset that was picked.
+/// reconnects by itself, subscribes again to the asset that was picked, and resumes:
+/// its subscribe carries `since`, the last second its chart holds, and the answer
+/// extends the chart without a hole.
 #[test]
-fn page_reconnects_and_subscribes_again() -> TestResult {
+fn page_reconnects_and_resumes_its_chart() -> TestResult {
     with_page(
         "reconnect",
         &[("WS_ASSETS_SIMULATED_BACKFILL", "false")],
@@ -365,7 +367,7 @@ fn page_reconnects_and_subscribes_again() -> TestResult {
                 SOON,
             )?;
             page.click("[data-testid=\"asset\"][data-asset-id=\"4\"]")?;
-            wait_chart_at_least(page, "live", 1)?;
+            wait_chart_at_least(page, "live", 3)?;
             let port = server.addr.port();
 
             // Stop the server and watch the page notice.
@@ -375,26 +377,66 @@ fn page_reconnects_and_subscribes_again() -> TestResult {
                 "document.querySelector('[data-testid=\"conn-state\"]').dataset.state !== 'open'",
                 SOON,
             )?;
+            // Closed, so no point can come in any more: this is what the chart holds.
+            let first = data_int(page, &testid("chart"), "first-time")?;
+            let last = data_int(page, &testid("chart"), "last-time")?;
+            let first_log = server.log();
 
-            *server = Server::try_start_on(port, &[("WS_ASSETS_SIMULATED_BACKFILL", "false")])?;
+            // The server comes back with a history that covers the time it was away
+            // (simulated here; a store would have it in production), so a resume can
+            // fill the chart up to the present.
+            *server = Server::try_start_on(port, &[("WS_ASSETS_SIMULATED_BACKFILL", "true")])?;
             page.wait_for(
                 "the page to reconnect",
                 "document.querySelector('[data-testid=\"conn-state\"]').dataset.state === 'open'",
                 Duration::from_secs(30),
             )?;
-            page.wait_for(
+            let resume = page.wait_for(
                 "a second subscribe to asset 4 after the reconnect",
-                "[...document.querySelectorAll('[data-testid=\"log-entry\"][data-dir=\"out\"][data-action=\"subscribe\"]')]\
-                 .filter(e => e.textContent.includes('\"assetId\":4')).length >= 2",
+                "(() => { const sent = [...document.querySelectorAll(\
+                 '[data-testid=\"log-entry\"][data-dir=\"out\"][data-action=\"subscribe\"] .text')]\
+                 .map(e => e.textContent).filter(t => t.includes('\"assetId\":4')); \
+                 return sent.length >= 2 ? sent[0] : null; })()",
                 SOON,
             )?;
-            let live = data_int(page, &testid("chart"), "live")?;
-            wait_chart_at_least(page, "live", live.max(0) + 2)?;
+            // The newest entry comes first: the subscribe sent on reconnecting.
+            let resume: Value = serde_json::from_str(resume.as_str().unwrap_or_default())
+                .map_err(|e| format!("the resuming subscribe {resume} is not JSON: {e}"))?;
+            if resume["message"]["since"].as_i64() != Some(last) {
+                return Err(format!(
+                    "after the reconnect the page sent {resume}; expected `since` to be {last}, \
+                     the last second its chart held"
+                )
+                .into());
+            }
+            // The answer to it is a second asset_history, and live points follow.
+            page.wait_for(
+                "the resumed history",
+                "document.querySelectorAll('[data-testid=\"log-entry\"][data-dir=\"in\"]\
+                 [data-action=\"asset_history\"]').length >= 2",
+                SOON,
+            )?;
+            wait_chart_at_least(page, "last-time", last + 3)?;
             let asset = data_int(page, &testid("chart"), "asset-id")?;
             if asset != 4 {
                 return Err(
                     format!("after the reconnect the chart shows asset {asset}, not 4").into(),
                 );
+            }
+
+            // Extended, not restarted, and without a hole: one point for every second
+            // from the first one before the disconnect to the newest.
+            let points = data_int(page, &testid("chart"), "points")?;
+            let now_first = data_int(page, &testid("chart"), "first-time")?;
+            let now_last = data_int(page, &testid("chart"), "last-time")?;
+            if now_first != first || points != now_last - now_first + 1 {
+                return Err(format!(
+                    "before the disconnect the chart spanned {first}..={last}; after resuming \
+                     it spans {now_first}..={now_last} with {points} points, expected it to \
+                     start at {first} with {} points (one a second)\nfirst server's log:\n{first_log}",
+                    now_last - first + 1
+                )
+                .into());
             }
             // Failed connection attempts while the server was down are expected console noise.
             page.clear_console_errors()?;
