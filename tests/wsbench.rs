@@ -1,6 +1,9 @@
 //! Runs the `wsbench` load tool against the real server with a small load and checks the
 //! tool itself: it completes, prints a parsable RESULT line, every client connects, and
-//! every client's stream is complete and without repeats. No timing is asserted.
+//! every client's stream is complete and without repeats; the same with two instances on
+//! one port and the test PostgreSQL (`WS_ASSETS_TEST_POSTGRESQL_DSN`, as the cluster
+//! tests) and the clients split over two processes; and a soak of a few seconds. No
+//! timing is asserted.
 //!
 //! The tool is the package's `wsbench` bench target (benches/wsbench), which runs without a
 //! test harness: its own unit tests run here, its modules compiled in as `tool`, and its
@@ -86,6 +89,32 @@ fn result_line(stdout: &str) -> HashMap<String, String> {
         .collect()
 }
 
+/// Runs the tool with `args` against the server cargo built, expecting success; its
+/// stdout and RESULT line.
+fn run_ok(args: &[&str]) -> (String, HashMap<String, String>) {
+    let out = Command::new(wsbench())
+        .args(args)
+        .args(["--server", env!("CARGO_BIN_EXE_ws_assets")])
+        .output()
+        .expect("wsbench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "wsbench {args:?} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    let r = result_line(&stdout);
+    (stdout, r)
+}
+
+fn number(r: &HashMap<String, String>, k: &str) -> f64 {
+    r.get(k)
+        .unwrap_or_else(|| panic!("RESULT has no {k}: {r:?}"))
+        .parse()
+        .unwrap_or_else(|_| panic!("{k} is not a number: {r:?}"))
+}
+
 #[test]
 fn wsbench_quick_run_against_the_server() {
     let out = Command::new(wsbench())
@@ -132,6 +161,89 @@ fn wsbench_quick_run_against_the_server() {
         !r.contains_key("storm_s"),
         "quick mode runs no storm: {stdout}"
     );
+}
+
+/// Two instances on one port and a throwaway database (the test PostgreSQL, as the
+/// cluster tests use), the clients driven by two processes as a load beyond one
+/// process's open files would be.
+#[test]
+fn wsbench_two_instances_and_two_client_processes() {
+    let admin = std::env::var("WS_ASSETS_TEST_POSTGRESQL_DSN")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| "postgresql://postgres@127.0.0.1:5432/postgres".to_string());
+    let (stdout, r) = run_ok(&[
+        "--clients",
+        "40",
+        "--ticks",
+        "3",
+        "--src-ips",
+        "2",
+        "--mode",
+        "quick",
+        "--instances",
+        "2",
+        "--client-procs",
+        "2",
+        "--dsn",
+        &admin,
+    ]);
+    assert_eq!(number(&r, "connected"), 40.0, "{stdout}");
+    assert_eq!(number(&r, "failed"), 0.0, "{stdout}");
+    assert_eq!(number(&r, "lost"), 0.0, "{stdout}");
+    assert_eq!(number(&r, "duplicated"), 0.0, "{stdout}");
+    assert_eq!(number(&r, "client_procs"), 2.0, "{stdout}");
+    assert_eq!(number(&r, "instances"), 2.0, "{stdout}");
+    assert_eq!(number(&r, "unmapped"), 0.0, "{stdout}");
+    assert_eq!(number(&r, "tick_points"), 120.0, "{stdout}");
+    assert_eq!(number(&r, "history_min"), 1800.0, "{stdout}");
+    assert_eq!(r["i0_role"], "leader", "{stdout}");
+    assert_eq!(r["i1_role"], "follower", "{stdout}");
+    let (a, b) = (number(&r, "i0_clients"), number(&r, "i1_clients"));
+    assert_eq!(a + b, 40.0, "{stdout}");
+    assert!(
+        a > 0.0 && b > 0.0,
+        "the kernel gave one instance every client: {stdout}"
+    );
+    assert!(stdout.contains("driven by 2 processes"), "{stdout}");
+}
+
+/// A soak of a few seconds: churn happens, no steady client loses a point, and the
+/// server's open files come back to their baseline.
+#[test]
+fn wsbench_short_soak() {
+    let (stdout, r) = run_ok(&[
+        "--clients",
+        "30",
+        "--src-ips",
+        "2",
+        "--soak",
+        "4s",
+        "--sample-every",
+        "2s",
+        "--churn",
+        "5",
+        "--slow",
+        "1",
+        "--ping-flood",
+        "1",
+    ]);
+    assert_eq!(r["mode"], "soak");
+    assert_eq!(number(&r, "samples"), 2.0, "{stdout}");
+    assert_eq!(number(&r, "lost"), 0.0, "{stdout}");
+    assert_eq!(number(&r, "duplicated"), 0.0, "{stdout}");
+    assert_eq!(number(&r, "stale"), 0.0, "{stdout}");
+    assert_eq!(number(&r, "bad_seams"), 0.0, "{stdout}");
+    assert_eq!(number(&r, "steady_drops"), 0.0, "{stdout}");
+    assert!(
+        number(&r, "reconnects") + number(&r, "resubscribes") >= 10.0,
+        "{stdout}"
+    );
+    assert!(
+        number(&r, "fds_after") <= number(&r, "fds_base"),
+        "open files not back to the baseline: {stdout}"
+    );
+    assert!(number(&r, "rss_base_kib") > 0.0, "{stdout}");
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! history-last + 1, one second at a time, and no point of a replaced subscription may
 //! follow the new history.
 
+use serde::{Deserialize, Serialize};
+
 /// What a client's stream looked like so far; a few dozen bytes per client.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StreamCheck {
@@ -98,6 +100,48 @@ impl StreamCheck {
     }
 }
 
+/// Stream findings added up over clients.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Findings {
+    /// Seconds skipped, including those missing at the end.
+    pub lost: u64,
+    /// Points repeated.
+    pub dup: u64,
+    /// Points of a replaced subscription after its new history.
+    pub stale: u64,
+    /// Seams where the first live point was not history-last + 1.
+    pub seam_bad: u64,
+    /// Histories nobody asked for.
+    pub unexpected_history: u64,
+    /// Clients with any lost, repeated, stale point or bad seam.
+    pub clients: usize,
+}
+
+impl Findings {
+    /// Adds one client's check, with `tail` seconds missing at its end.
+    pub fn add(&mut self, k: &StreamCheck, tail: u64) {
+        let lost = u64::from(k.lost) + tail;
+        self.lost += lost;
+        self.dup += u64::from(k.dup);
+        self.stale += u64::from(k.stale);
+        self.seam_bad += u64::from(k.seam_bad);
+        self.unexpected_history += u64::from(k.unexpected_history);
+        if lost + u64::from(k.dup + k.stale + k.seam_bad) > 0 {
+            self.clients += 1;
+        }
+    }
+
+    /// Adds another set of findings.
+    pub fn merge(&mut self, o: &Findings) {
+        self.lost += o.lost;
+        self.dup += o.dup;
+        self.stale += o.stale;
+        self.seam_bad += o.seam_bad;
+        self.unexpected_history += o.unexpected_history;
+        self.clients += o.clients;
+    }
+}
+
 #[cfg(test)]
 #[allow(dead_code, unused_imports)] // the bench target builds it without the tests: main.rs
 mod tests {
@@ -143,6 +187,24 @@ mod tests {
         assert_eq!(s.point(1, 12), PointFit::Stale);
         assert_eq!(s.point(3, 12), PointFit::Next);
         assert_eq!((s.stale, s.lost, s.dup), (1, 0, 0));
+    }
+
+    #[test]
+    fn findings_add_up_clients_with_any_problem() {
+        let mut clean = StreamCheck::default();
+        clean.subscribed(1);
+        clean.history(Some(10));
+        clean.point(1, 11);
+        let mut gappy = clean;
+        gappy.point(1, 14);
+        let mut f = Findings::default();
+        f.add(&clean, 0);
+        f.add(&gappy, 0);
+        f.add(&clean, 3);
+        assert_eq!((f.lost, f.dup, f.clients), (5, 0, 2));
+        let mut g = f;
+        g.merge(&f);
+        assert_eq!((g.lost, g.clients), (10, 4));
     }
 
     #[test]

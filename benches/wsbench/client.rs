@@ -21,6 +21,20 @@ pub enum Phase {
     Closed,
 }
 
+/// How a client behaves: the load's clients are all steady; a soak adds a few that
+/// misbehave on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Behaviour {
+    /// Reads everything at once; its stream is checked.
+    #[default]
+    Steady,
+    /// Asks for a history every second but reads only a little, until the server
+    /// closes it as a slow consumer.
+    Slow,
+    /// Sends pings without pause and never reads (not even the pongs).
+    Flood,
+}
+
 /// Why a client's connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ending {
@@ -59,6 +73,10 @@ pub struct Client {
     pub t0_ns: u64,
     /// The stream check.
     pub check: StreamCheck,
+    /// The server instance that accepted it (0 until mapped, see `instances.rs`).
+    pub instance: u8,
+    /// How it behaves.
+    pub behaviour: Behaviour,
     /// Payload bytes of the current frame still to come.
     rx_remaining: u64,
     /// Inside a data frame's payload.
@@ -91,6 +109,8 @@ impl Client {
             phase: Phase::Closed,
             t0_ns: 0,
             check: StreamCheck::default(),
+            instance: 0,
+            behaviour: Behaviour::Steady,
             rx_remaining: 0,
             rx_in_payload: false,
             rx_fin: false,
@@ -128,6 +148,11 @@ impl Client {
             self.out.extend_from_slice(&bytes[done..]);
         }
         Ok(())
+    }
+
+    /// Bytes waiting for the socket to take them.
+    pub fn queued(&self) -> usize {
+        self.out.len()
     }
 
     /// Writes queued bytes after a writable event.
@@ -266,9 +291,12 @@ impl Client {
                     tally.malformed += 1;
                     return;
                 }
-                match self.check.point(s.asset_id, s.last_time) {
-                    PointFit::Next | PointFit::Gap(_) => tally.arrival(s.last_time, at),
-                    PointFit::Duplicate | PointFit::Stale => {}
+                let fit = self.check.point(s.asset_id, s.last_time);
+                // A slow client's late points would only blur the fan-out figures.
+                if matches!(fit, PointFit::Next | PointFit::Gap(_))
+                    && self.behaviour == Behaviour::Steady
+                {
+                    tally.arrival(s.last_time, at, usize::from(self.instance));
                 }
             }
             Action::AssetHistory => {
@@ -281,11 +309,13 @@ impl Client {
                     if !was_subscribed {
                         tally.subscribed_open += 1;
                     }
-                    let lat = at.mono_ns.saturating_sub(self.t0_ns) / 1000;
-                    tally
-                        .history_lat_us
-                        .push(u32::try_from(lat).unwrap_or(u32::MAX));
-                    tally.last_history = Some(at);
+                    if self.behaviour == Behaviour::Steady {
+                        let lat = at.mono_ns.saturating_sub(self.t0_ns) / 1000;
+                        tally
+                            .history_lat_us
+                            .push(u32::try_from(lat).unwrap_or(u32::MAX));
+                        tally.last_history = Some(at);
+                    }
                 }
                 let wrong = s.asset_mismatches + u32::from(s.times > 0 && s.asset_id != wanted);
                 tally.history_shape(s.times, s.time_steps_bad, wrong);

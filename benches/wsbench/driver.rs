@@ -1,7 +1,8 @@
 //! The single-threaded event loop that drives every client, and the load phases built on
 //! it: connect all, subscribe at a steady pace, wait for ticks, subscribe storm.
 
-use super::client::{Client, Ending, Phase};
+use super::check::Findings;
+use super::client::{Behaviour, Client, Ending, Phase};
 use super::net;
 use super::tally::{Stamp, Tally};
 use super::ws;
@@ -26,6 +27,9 @@ pub struct Setup {
     pub path: String,
     /// Source addresses to cycle over.
     pub src_ips: u8,
+    /// Index of this process's first client among all the load's clients (another client
+    /// process continues the cycle over the source addresses where this one stops).
+    pub index_offset: usize,
 }
 
 /// The clients and what they have seen.
@@ -36,6 +40,8 @@ pub struct State {
     pub tally: Tally,
     /// Monotonic base of every [`Stamp`].
     pub base: Instant,
+    /// Findings of steady clients whose slot was reused by a new connection (soak).
+    pub retired: Findings,
     scratch: Vec<u8>,
     setup: Setup,
     host: String,
@@ -60,6 +66,7 @@ impl Bench {
                 clients: Vec::new(),
                 tally: Tally::default(),
                 base,
+                retired: Findings::default(),
                 scratch: vec![0; HEADROOM + READ_SIZE],
                 host: setup.addr.to_string(),
                 setup,
@@ -81,9 +88,10 @@ impl Bench {
             Err(e) => return Err(e),
         }
         for ev in self.events.iter() {
-            let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+            let closed = ev.is_read_closed() || ev.is_error();
+            let readable = ev.is_readable() || closed;
             let writable = ev.is_writable() || ev.is_error();
-            self.st.event(ev.token().0, readable, writable);
+            self.st.event(ev.token().0, readable, writable, closed);
         }
         Ok(())
     }
@@ -131,7 +139,29 @@ impl Bench {
 
     fn open_one(&mut self) {
         let idx = self.st.clients.len();
-        let src = net::source_ip(idx, self.st.setup.src_ips);
+        self.st.clients.push(Client::failed());
+        self.open_at(idx);
+    }
+
+    /// Opens a new connection in slot `idx` (a closed client's, or a just pushed one).
+    /// A reused slot keeps its behaviour; its steady client's findings are kept in
+    /// [`State::retired`].
+    pub fn reopen(&mut self, idx: usize) {
+        let Some(old) = self.st.clients.get(idx) else {
+            return;
+        };
+        if old.phase != Phase::Closed {
+            return;
+        }
+        if old.behaviour == Behaviour::Steady {
+            self.st.retired.add(&old.check, 0);
+        }
+        self.open_at(idx);
+    }
+
+    fn open_at(&mut self, idx: usize) {
+        let behaviour = self.st.clients[idx].behaviour;
+        let src = net::source_ip(idx + self.st.setup.index_offset, self.st.setup.src_ips);
         let now = self.now_ns();
         let registered = net::connect_from(src, self.st.setup.addr).and_then(|mut sock| {
             self.poll.registry().register(
@@ -143,11 +173,15 @@ impl Bench {
         });
         match registered {
             Ok(sock) => {
-                self.st.clients.push(Client::connecting(sock, now));
+                let mut c = Client::connecting(sock, now);
+                c.behaviour = behaviour;
+                self.st.clients[idx] = c;
                 self.st.tally.in_progress += 1;
             }
             Err(e) => {
-                self.st.clients.push(Client::failed());
+                let mut c = Client::failed();
+                c.behaviour = behaviour;
+                self.st.clients[idx] = c;
                 *self
                     .st
                     .tally
@@ -247,23 +281,18 @@ impl Bench {
 
     /// Closes every client (the tool's own close, not counted as a drop).
     pub fn close_all(&mut self) {
-        for c in &mut self.st.clients {
-            if c.phase == Phase::Open {
-                let mut frame = Vec::new();
-                ws::encode_masked(
-                    &mut frame,
-                    ws::opcode::CLOSE,
-                    &1000u16.to_be_bytes(),
-                    fastrand::u32(..).to_ne_bytes(),
-                );
-                let _ = c.send(&frame);
-            }
-            c.release();
+        for idx in 0..self.st.clients.len() {
+            self.st.leave(idx, true);
         }
     }
 }
 
 impl State {
+    /// Sets the index of this process's first client among all the load's clients.
+    pub fn set_index_offset(&mut self, offset: usize) {
+        self.setup.index_offset = offset;
+    }
+
     /// The newest tick that every subscribed client has received.
     pub fn newest_complete_tick(&self) -> Option<i64> {
         let want = self.tally.subscribed_open;
@@ -275,10 +304,13 @@ impl State {
             .map(|(&t, _)| t)
     }
 
-    fn event(&mut self, idx: usize, readable: bool, writable: bool) {
+    fn event(&mut self, idx: usize, readable: bool, writable: bool, closed: bool) {
         let Some(c) = self.clients.get_mut(idx) else {
             return;
         };
+        // A slow or flooding client reads only when the tool says so, or to learn why
+        // the server ended it.
+        let reads = c.behaviour == Behaviour::Steady || closed;
         if c.phase == Phase::Connecting && (readable || writable) {
             self.finish_connect(idx);
         }
@@ -292,8 +324,79 @@ impl State {
             self.end(idx, Ending::Io(e.to_string()));
             return;
         }
-        if readable && matches!(self.clients[idx].phase, Phase::Handshaking | Phase::Open) {
-            self.read(idx);
+        if readable
+            && (reads || self.clients[idx].phase == Phase::Handshaking)
+            && matches!(self.clients[idx].phase, Phase::Handshaking | Phase::Open)
+        {
+            self.read(idx, usize::MAX);
+        }
+    }
+
+    /// Reads at most `budget` bytes of client `idx` now (a slow client's ration).
+    pub fn read_some(&mut self, idx: usize, budget: usize) {
+        if self
+            .clients
+            .get(idx)
+            .is_some_and(|c| matches!(c.phase, Phase::Handshaking | Phase::Open))
+        {
+            self.read(idx, budget);
+        }
+    }
+
+    /// The tool closes client `idx` itself (not counted as a drop): with a close frame
+    /// when `polite`, else by just closing the socket.
+    pub fn leave(&mut self, idx: usize, polite: bool) {
+        let Some(c) = self.clients.get_mut(idx) else {
+            return;
+        };
+        let t = &mut self.tally;
+        match c.phase {
+            Phase::Closed => return,
+            Phase::Connecting | Phase::Handshaking => {
+                t.in_progress = t.in_progress.saturating_sub(1);
+            }
+            Phase::Open => {
+                t.open = t.open.saturating_sub(1);
+                if c.check.asset != 0 {
+                    t.subscribed_open = t.subscribed_open.saturating_sub(1);
+                }
+                if c.check.want != 0 {
+                    t.awaiting = t.awaiting.saturating_sub(1);
+                }
+                if polite {
+                    let mut frame = Vec::new();
+                    ws::encode_masked(
+                        &mut frame,
+                        ws::opcode::CLOSE,
+                        &1000u16.to_be_bytes(),
+                        fastrand::u32(..).to_ne_bytes(),
+                    );
+                    let _ = c.send(&frame);
+                }
+            }
+        }
+        c.release();
+    }
+
+    /// Sends `count` pings from client `idx` if everything it sent before has left.
+    pub fn ping_flood(&mut self, idx: usize, count: usize) {
+        let Some(c) = self.clients.get_mut(idx) else {
+            return;
+        };
+        if c.phase != Phase::Open || c.queued() > 0 {
+            return;
+        }
+        let mut frames = Vec::with_capacity(count * 10);
+        for i in 0..count {
+            ws::encode_masked(
+                &mut frames,
+                ws::opcode::PING,
+                &(i as u32).to_be_bytes(),
+                fastrand::u32(..).to_ne_bytes(),
+            );
+        }
+        if let Err(e) = c.send(&frames) {
+            self.end(idx, Ending::Io(format!("sending pings: {e}")));
         }
     }
 
@@ -317,8 +420,9 @@ impl State {
         }
     }
 
-    /// Reads until the socket is drained, handling the upgrade answer and frames.
-    fn read(&mut self, idx: usize) {
+    /// Reads until the socket is drained (or `budget` bytes were read), handling the
+    /// upgrade answer and frames.
+    fn read(&mut self, idx: usize, mut budget: usize) {
         loop {
             let State {
                 clients,
@@ -341,7 +445,8 @@ impl State {
             }
             let start = HEADROOM - kept;
             scratch[start..HEADROOM].copy_from_slice(&c.pending);
-            let n = match sock.read(&mut scratch[HEADROOM..]) {
+            let want = READ_SIZE.min(budget);
+            let n = match sock.read(&mut scratch[HEADROOM..HEADROOM + want]) {
                 Ok(0) => return self.end(idx, Ending::Eof),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -389,14 +494,16 @@ impl State {
                 c.pending.clear();
                 c.pending.extend_from_slice(keep);
             }
-            if n < READ_SIZE {
+            budget -= n;
+            if n < want || budget == 0 {
                 // A short read emptied the socket; the next arrival raises a new event.
                 return;
             }
         }
     }
 
-    fn subscribe(&mut self, idx: usize, asset: i32) {
+    /// Sends a subscribe to `asset` from client `idx`, if it is open.
+    pub fn subscribe(&mut self, idx: usize, asset: i32) {
         let c = &mut self.clients[idx];
         if c.phase != Phase::Open {
             return;
@@ -419,10 +526,27 @@ impl State {
         }
     }
 
-    /// Ends client `idx` and counts why: a failure before the upgrade, a drop after it.
+    /// Ends client `idx` and counts why: a failure before the upgrade, a drop after it
+    /// (a slow or flooding client's drop is counted apart: it is what they are for).
     fn end(&mut self, idx: usize, why: Ending) {
         let c = &mut self.clients[idx];
         let t = &mut self.tally;
+        if c.behaviour != Behaviour::Steady && c.phase != Phase::Closed {
+            if c.phase == Phase::Open {
+                t.open = t.open.saturating_sub(1);
+                if c.check.asset != 0 {
+                    t.subscribed_open = t.subscribed_open.saturating_sub(1);
+                }
+                if c.check.want != 0 {
+                    t.awaiting = t.awaiting.saturating_sub(1);
+                }
+            } else {
+                t.in_progress = t.in_progress.saturating_sub(1);
+            }
+            *t.misbehaving_ends.entry(why.reason()).or_default() += 1;
+            c.release();
+            return;
+        }
         match c.phase {
             Phase::Closed => return,
             Phase::Connecting | Phase::Handshaking => {

@@ -3,6 +3,10 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+
+/// The admin DSN without `--dsn`.
+pub const DEFAULT_ADMIN_DSN: &str = "postgresql://postgres@127.0.0.1:5432/postgres";
 
 /// How much of the benchmark to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +50,30 @@ pub struct Options {
     pub connect_window: usize,
     /// WebSocket path.
     pub path: String,
+    /// `--instances K`: K instances on one port and one throwaway database (None: one
+    /// standalone server, as without the flag).
+    pub instances: Option<usize>,
+    /// Admin DSN used to create and drop the throwaway database.
+    pub dsn: String,
+    /// Processes driving the clients (None: as few as the open-file limit allows).
+    pub client_procs: Option<usize>,
+    /// `--soak DURATION`: run the soak for this long instead of the benchmark.
+    pub soak: Option<Soak>,
+}
+
+/// What a soak does besides keeping its clients subscribed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Soak {
+    /// How long the load runs.
+    pub duration: Duration,
+    /// Time between samples.
+    pub sample_every: Duration,
+    /// Churn operations per second (reconnect or resubscribe); None: clients / 500.
+    pub churn_per_s: Option<usize>,
+    /// Clients that read slowly and ask for histories until the server closes them.
+    pub slow: usize,
+    /// Clients that ping without pause and never read.
+    pub flood: usize,
 }
 
 /// A flag the tool cannot use; the text says which and what is accepted.
@@ -71,6 +99,8 @@ pub const USAGE: &str = "\
 usage: cargo bench --bench wsbench -- [--clients N] [--ticks T] [--src-ips K]
          [--mode full|quick] [--server PATH | --addr HOST:PORT --pid PID]
          [--sub-window W] [--connect-window C] [--path /api/v1/websocket]
+         [--instances K [--dsn ADMIN_DSN]] [--client-procs P]
+         [--soak DURATION [--sample-every DURATION] [--churn N] [--slow N] [--ping-flood N]]
 
   --clients N         WebSocket clients (default 1000)
   --ticks T           measured ticks (default 10)
@@ -82,7 +112,47 @@ usage: cargo bench --bench wsbench -- [--clients N] [--ticks T] [--src-ips K]
   --pid PID           that server's process id, for /proc memory and CPU figures
   --sub-window W      subscriptions in flight during the paced subscribe phase (default 64)
   --connect-window C  connections being opened at once (default 256)
-  --path P            WebSocket path (default /api/v1/websocket)";
+  --path P            WebSocket path (default /api/v1/websocket)
+  --instances K       start K instances sharing one port (WS_ASSETS_REUSE_PORT) and one
+                      throwaway PostgreSQL database, and report each one's role, clients,
+                      CPU and memory (default: one standalone server, memory store)
+  --dsn ADMIN_DSN     where to create (and at the end drop) that database, without TLS
+                      (default postgresql://postgres@127.0.0.1:5432/postgres)
+  --client-procs P    processes driving the clients, each holding its share of the
+                      sockets (default: as few as the open-file limit allows)
+  --soak DURATION     instead of the benchmark: keep the clients subscribed for DURATION
+                      (30m, 90s, 1h) with churn and a few misbehaving clients, sampling the
+                      server's RSS and open files and the points lost
+  --sample-every D    time between soak samples (default 60s)
+  --churn N           soak: reconnects or resubscribes per second (default clients/500)
+  --slow N            soak: clients that read slowly and ask for histories (default 5)
+  --ping-flood N      soak: clients that ping without pause and never read (default 5)";
+
+/// Parses `30m`, `90s`, `1h`, `500ms` or a number of seconds.
+pub fn duration(text: &str) -> Option<Duration> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (num, unit) = text.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    match unit {
+        "" | "s" => Some(Duration::from_secs(n)),
+        "ms" => Some(Duration::from_millis(n)),
+        "m" | "min" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        "h" => Some(Duration::from_secs(n.checked_mul(3600)?)),
+        _ => None,
+    }
+}
+
+fn duration_flag(flag: &str, value: Option<String>) -> Result<Duration, OptionsError> {
+    let v = value.ok_or_else(|| OptionsError::Bad(format!("{flag} needs a duration")))?;
+    match duration(&v) {
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => Err(OptionsError::Bad(format!(
+            "{flag} {v:?}: expected a duration such as 30m, 90s, 1h or 500ms"
+        ))),
+    }
+}
 
 fn number<T: std::str::FromStr>(
     flag: &str,
@@ -110,8 +180,20 @@ impl Options {
             sub_window: 64,
             connect_window: 256,
             path: "/api/v1/websocket".to_string(),
+            instances: None,
+            dsn: DEFAULT_ADMIN_DSN.to_string(),
+            client_procs: None,
+            soak: None,
         };
         let (mut server, mut addr, mut pid) = (None, None, None);
+        let mut soak = Soak {
+            duration: Duration::ZERO,
+            sample_every: Duration::from_secs(60),
+            churn_per_s: None,
+            slow: 5,
+            flood: 5,
+        };
+        let mut soak_flags = Vec::new();
         let mut it = args.into_iter();
         while let Some(flag) = it.next() {
             match flag.as_str() {
@@ -139,6 +221,42 @@ impl Options {
                 }
                 "--pid" => pid = Some(number::<u32>(&flag, it.next(), "a process id")?),
                 "--path" => o.path = number(&flag, it.next(), "a path starting with /")?,
+                "--instances" => {
+                    let k: usize = number(&flag, it.next(), "1..=16 instances")?;
+                    if !(1..=16).contains(&k) {
+                        return Err(OptionsError::Bad(format!(
+                            "--instances {k}: expected 1..=16"
+                        )));
+                    }
+                    o.instances = Some(k);
+                }
+                "--dsn" => o.dsn = number(&flag, it.next(), "a PostgreSQL DSN")?,
+                "--client-procs" => {
+                    let p: usize = number(&flag, it.next(), "1..=16 processes")?;
+                    if !(1..=16).contains(&p) {
+                        return Err(OptionsError::Bad(format!(
+                            "--client-procs {p}: expected 1..=16"
+                        )));
+                    }
+                    o.client_procs = Some(p);
+                }
+                "--soak" => soak.duration = duration_flag(&flag, it.next())?,
+                "--sample-every" => {
+                    soak.sample_every = duration_flag(&flag, it.next())?;
+                    soak_flags.push(flag);
+                }
+                "--churn" => {
+                    soak.churn_per_s = Some(number(&flag, it.next(), "a number per second")?);
+                    soak_flags.push(flag);
+                }
+                "--slow" => {
+                    soak.slow = number(&flag, it.next(), "a number of clients")?;
+                    soak_flags.push(flag);
+                }
+                "--ping-flood" => {
+                    soak.flood = number(&flag, it.next(), "a number of clients")?;
+                    soak_flags.push(flag);
+                }
                 "--mode" => {
                     o.mode = match it.next().as_deref() {
                         Some("full") => Mode::Full,
@@ -169,6 +287,24 @@ impl Options {
                 "--path {:?}: expected a path starting with /",
                 o.path
             )));
+        }
+        if soak.duration.is_zero() {
+            if let Some(flag) = soak_flags.first() {
+                return Err(OptionsError::Bad(format!("{flag} needs --soak")));
+            }
+        } else {
+            if soak.slow + soak.flood >= o.clients {
+                return Err(OptionsError::Bad(format!(
+                    "--slow {} and --ping-flood {} leave no steady client of {}",
+                    soak.slow, soak.flood, o.clients
+                )));
+            }
+            o.soak = Some(soak);
+        }
+        if o.instances.is_some() && addr.is_some() {
+            return Err(OptionsError::Bad(
+                "--instances starts its own servers: not with --addr".into(),
+            ));
         }
         o.target = match (server, addr, pid) {
             (Some(_), Some(_), _) => {
@@ -243,6 +379,46 @@ mod tests {
     }
 
     #[test]
+    fn instances_and_soak_flags() {
+        let o = parse(&[
+            "--instances",
+            "2",
+            "--client-procs",
+            "2",
+            "--dsn",
+            "postgresql://x@h/db",
+        ])
+        .unwrap();
+        assert_eq!(
+            (o.instances, o.client_procs, o.dsn.as_str(), o.soak),
+            (Some(2), Some(2), "postgresql://x@h/db", None)
+        );
+        assert_eq!(parse(&[]).unwrap().dsn, DEFAULT_ADMIN_DSN);
+        let o = parse(&["--soak", "30m", "--sample-every", "2s", "--churn", "7"]).unwrap();
+        assert_eq!(
+            o.soak,
+            Some(Soak {
+                duration: Duration::from_secs(1800),
+                sample_every: Duration::from_secs(2),
+                churn_per_s: Some(7),
+                slow: 5,
+                flood: 5,
+            })
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("90"), Some(Duration::from_secs(90)));
+        assert_eq!(duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(duration("30m"), Some(Duration::from_secs(1800)));
+        assert_eq!(duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(duration("m"), None);
+        assert_eq!(duration("5d"), None);
+    }
+
+    #[test]
     fn rejects_bad_flags_with_a_reason() {
         for bad in [
             &["--clients", "x"][..],
@@ -254,6 +430,23 @@ mod tests {
             &["--server", "/s", "--addr", "127.0.0.1:1", "--pid", "1"],
             &["--src-ips", "0"],
             &["--frobnicate"],
+            &["--instances", "0"],
+            &["--instances", "17"],
+            &["--instances", "2", "--addr", "127.0.0.1:1", "--pid", "1"],
+            &["--client-procs", "0"],
+            &["--soak", "0s"],
+            &["--soak", "soon"],
+            &["--churn", "3"],
+            &[
+                "--soak",
+                "1m",
+                "--clients",
+                "10",
+                "--slow",
+                "5",
+                "--ping-flood",
+                "5",
+            ],
         ] {
             match parse(bad) {
                 Err(OptionsError::Bad(why)) => assert!(!why.is_empty()),

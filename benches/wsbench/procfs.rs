@@ -1,8 +1,10 @@
 //! Reading the server's memory and CPU from `/proc`, so the figures come from the kernel
 //! and not from the server's own opinion of itself.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// A `/proc` file that could not be read or understood.
 #[derive(Debug)]
@@ -158,6 +160,101 @@ pub fn own_thread_cpu_seconds() -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
+/// Open file descriptors of `pid` (its sockets, listener, pipes, files).
+pub fn open_fds(pid: u32) -> Result<usize, ProcError> {
+    let path = format!("/proc/{pid}/fd");
+    fs::read_dir(&path)
+        .map(|d| d.count())
+        .map_err(|e| ProcError {
+            path,
+            why: e.to_string(),
+        })
+}
+
+/// The inodes of the sockets `pid` holds open (from its `fd` links, `socket:[N]`).
+pub fn socket_inodes(pid: u32) -> Result<HashSet<u64>, ProcError> {
+    let path = format!("/proc/{pid}/fd");
+    let dir = fs::read_dir(&path).map_err(|e| ProcError {
+        path,
+        why: e.to_string(),
+    })?;
+    Ok(dir
+        .filter_map(|entry| fs::read_link(entry.ok()?.path()).ok())
+        .filter_map(|target| {
+            target
+                .to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect())
+}
+
+/// Whose connection is whose: for every established IPv4 TCP socket in `/proc/net/tcp`
+/// whose inode is in `owners`, its remote address and the owner.
+pub fn peers_of(owners: &HashMap<u64, usize>) -> Result<HashMap<SocketAddrV4, usize>, ProcError> {
+    let path = "/proc/net/tcp";
+    let text = read(path)?;
+    Ok(parse_net_tcp(&text)
+        .filter_map(|(_, remote, inode)| Some((remote, *owners.get(&inode)?)))
+        .collect())
+}
+
+/// `(local, remote, inode)` of each established socket in a `/proc/net/tcp` text.
+fn parse_net_tcp(text: &str) -> impl Iterator<Item = (SocketAddrV4, SocketAddrV4, u64)> + '_ {
+    text.lines().skip(1).filter_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+        if f.get(3) != Some(&"01") {
+            return None;
+        }
+        Some((
+            hex_addr(f.get(1)?)?,
+            hex_addr(f.get(2)?)?,
+            f.get(9)?.parse().ok()?,
+        ))
+    })
+}
+
+/// `0100007F:1F90` (the address as the kernel holds it in memory, in hex) to 127.0.0.1:8080.
+fn hex_addr(text: &str) -> Option<SocketAddrV4> {
+    let (ip, port) = text.split_once(':')?;
+    let ip = u32::from_str_radix(ip, 16).ok()?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    Some(SocketAddrV4::new(Ipv4Addr::from(ip.to_ne_bytes()), port))
+}
+
+/// The machine's 1-minute load average (`/proc/loadavg`).
+pub fn load_average() -> Option<f64> {
+    read("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds: the clock of `Instant`, shared by every process,
+/// so client processes can put their times on one base.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// CPU of a whole process in seconds (utime + stime), 0 when it cannot be read.
+pub fn process_cpu_seconds(pid: u32) -> f64 {
+    cpu(pid, None).map_or(0.0, |c| c.ticks as f64 / clock_ticks_per_second() as f64)
+}
+
 #[cfg(test)]
 #[allow(dead_code, unused_imports)] // the bench target builds it without the tests: main.rs
 mod tests {
@@ -190,6 +287,44 @@ mod tests {
         assert_eq!(parse_machine_busy(text), Some(100 + 5 + 50 + 3 + 2 + 1));
         assert_eq!(parse_machine_busy("intr 1 2 3\n"), None);
         assert!(machine_busy_ticks().is_ok());
+    }
+
+    #[test]
+    fn parses_net_tcp_lines() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1 0 100 0 0 10 0\n\
+   1: 0100007F:1F90 0200007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 222 1 0 20 4 30 10 -1\n";
+        let v: Vec<_> = parse_net_tcp(text).collect();
+        assert_eq!(
+            v,
+            [(
+                "127.0.0.1:8080".parse().unwrap(),
+                "127.0.0.2:54321".parse().unwrap(),
+                222
+            )]
+        );
+        assert_eq!(hex_addr("nonsense"), None);
+    }
+
+    #[test]
+    fn finds_the_peers_of_this_process_sockets() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_accepted, _) = listener.accept().unwrap();
+        let owners: HashMap<u64, usize> = socket_inodes(std::process::id())
+            .unwrap()
+            .into_iter()
+            .map(|i| (i, 7))
+            .collect();
+        let peers = peers_of(&owners).unwrap();
+        let std::net::SocketAddr::V4(mine) = client.local_addr().unwrap() else {
+            panic!("IPv4 expected")
+        };
+        assert_eq!(peers.get(&mine), Some(&7));
+        assert!(open_fds(std::process::id()).unwrap() >= 3);
+        assert!(load_average().is_some());
+        let a = monotonic_ns();
+        assert!(monotonic_ns() >= a && a > 0);
     }
 
     #[test]

@@ -84,6 +84,35 @@ pub struct Storm {
     pub memory: Memory,
 }
 
+/// One server instance's figures (with `--instances`), each from its own process.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct InstanceRow {
+    /// Its pid.
+    pub pid: u32,
+    /// The role it last logged.
+    pub role: String,
+    /// Role changes it logged after its first.
+    pub role_changes: u32,
+    /// Spawn to its `listening on` line, ms.
+    pub ready_ms: Option<f64>,
+    /// Clients it accepted (from its sockets' peers).
+    pub clients: usize,
+    /// Its memory with no client.
+    pub mem_base: Memory,
+    /// Its memory with all clients subscribed.
+    pub mem_sub: Memory,
+    /// Its CPU over the measured ticks.
+    pub tick_cpu: CpuWindow,
+    /// Points its clients got in the measured ticks.
+    pub tick_points: u64,
+    /// Its clients' tick figures (spread among its own clients).
+    pub ticks: TickFigures,
+    /// Its log counts.
+    pub log: String,
+    /// How it exited.
+    pub exit: String,
+}
+
 /// Everything the benchmark found.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Report {
@@ -169,6 +198,28 @@ pub struct Report {
     pub server_exit: String,
     /// Server log counts and notable lines.
     pub log: String,
+    /// With `--instances`: each instance.
+    pub instances: Vec<InstanceRow>,
+    /// With `--instances`: the throwaway database.
+    pub database: Option<String>,
+    /// Open clients found in no instance's sockets.
+    pub unmapped: usize,
+    /// Processes that drove the clients.
+    pub client_procs: usize,
+    /// The machine's 1-minute load average when the measured ticks began.
+    pub load_avg: Option<f64>,
+}
+
+fn sum_memory(m: impl Iterator<Item = Memory>) -> Memory {
+    m.fold(Memory::default(), |a, b| Memory {
+        rss_kib: a.rss_kib + b.rss_kib,
+        hwm_kib: a.hwm_kib + b.hwm_kib,
+    })
+}
+
+/// Memory of several instances added up.
+pub fn total_memory(m: &[Memory]) -> Memory {
+    sum_memory(m.iter().copied())
 }
 
 fn opt_ms(v: Option<f64>) -> String {
@@ -241,7 +292,17 @@ impl Report {
             opt_ms(self.startup_ms)
         );
         let _ = writeln!(o, "  assets                             {}", self.assets);
+        if !self.instances.is_empty() {
+            self.instance_table(&mut o);
+        }
         let _ = writeln!(o, "clients");
+        if self.client_procs > 1 {
+            let _ = writeln!(
+                o,
+                "  driven by {} processes (the open-file limit holds one process's sockets)",
+                self.client_procs
+            );
+        }
         let _ = writeln!(
             o,
             "  connected {} / failed {} / dropped by server {}",
@@ -355,6 +416,9 @@ impl Report {
             c.wall_s,
             c.other_s()
         );
+        if let Some(l) = self.load_avg {
+            let _ = writeln!(o, "  machine load average (1 min) at the start {l:.2}");
+        }
         if c.other_s() > 0.1 * c.wall_s {
             let _ = writeln!(
                 o,
@@ -417,6 +481,72 @@ impl Report {
         let _ = writeln!(o, "server exit: {}", self.server_exit);
         let _ = writeln!(o, "server log: {}", self.log);
         o
+    }
+
+    fn instance_table(&self, o: &mut String) {
+        let _ = writeln!(
+            o,
+            "instances: {} on one port (SO_REUSEPORT), database {}{}",
+            self.instances.len(),
+            self.database.as_deref().unwrap_or("?"),
+            if self.unmapped > 0 {
+                format!("; {} open clients found in no instance", self.unmapped)
+            } else {
+                String::new()
+            }
+        );
+        let _ = writeln!(
+            o,
+            "    {:>2} {:>8} {:<10} {:>7} {:>8} {:>10} {:>8} {:>8} {:>8} {:>19} {:>8}  log",
+            "#",
+            "pid",
+            "role",
+            "clients",
+            "ready ms",
+            "RSS sub",
+            "reactor",
+            "µs/pt",
+            "process",
+            "spread p50/p99 ms",
+            "first+ms"
+        );
+        for (i, r) in self.instances.iter().enumerate() {
+            let role = if r.role_changes > 0 {
+                format!("{}(+{})", r.role, r.role_changes)
+            } else {
+                r.role.clone()
+            };
+            let spread = r.ticks.spread.map_or("n/a".to_string(), |s| {
+                format!("{:.1} / {:.1}", s.p50, s.p99)
+            });
+            let first = r
+                .ticks
+                .first_after
+                .map_or("n/a".to_string(), |s| format!("{:.1}", s.p50));
+            let _ = writeln!(
+                o,
+                "    {:>2} {:>8} {:<10} {:>7} {:>8} {:>6} KiB {:>7.3}s {:>8} {:>7.2}s {:>19} {:>8}  {}",
+                i,
+                r.pid,
+                role,
+                r.clients,
+                r.ready_ms.map_or("n/a".into(), |v| format!("{v:.0}")),
+                r.mem_sub.rss_kib,
+                r.tick_cpu.reactor_s,
+                us_per(r.tick_cpu.reactor_s, r.tick_points)
+                    .map_or("n/a".into(), |v| format!("{v:.2}")),
+                r.tick_cpu.process_s,
+                spread,
+                first,
+                r.log
+            );
+        }
+        let _ = writeln!(
+            o,
+            "    (reactor = the instance's reactor thread over the measured ticks; µs/pt = that \
+             per point its clients got; process = all its threads; spread among its own clients; \
+             first+ms = its first client after the second, p50)"
+        );
     }
 
     /// The machine-readable `RESULT key=value ...` line.
@@ -536,7 +666,37 @@ impl Report {
             ));
             kv.push(("hwm_kib", s.memory.hwm_kib.to_string()));
         }
-        let body: Vec<String> = kv.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+        kv.push(("client_procs", self.client_procs.to_string()));
+        kv.push(("load1", opt(self.load_avg)));
+        if !self.instances.is_empty() {
+            kv.push(("instances", self.instances.len().to_string()));
+            kv.push(("unmapped", self.unmapped.to_string()));
+        }
+        let mut per: Vec<(String, String)> = Vec::new();
+        for (i, r) in self.instances.iter().enumerate() {
+            per.push((format!("i{i}_role"), r.role.clone()));
+            per.push((format!("i{i}_clients"), r.clients.to_string()));
+            per.push((format!("i{i}_reactor_cpu_s"), num(r.tick_cpu.reactor_s)));
+            per.push((
+                format!("i{i}_reactor_us_per_point"),
+                opt(us_per(r.tick_cpu.reactor_s, r.tick_points)),
+            ));
+            per.push((format!("i{i}_process_cpu_s"), num(r.tick_cpu.process_s)));
+            per.push((
+                format!("i{i}_spread_p99_ms"),
+                opt(r.ticks.spread.map(|s| s.p99)),
+            ));
+            per.push((
+                format!("i{i}_first_after_p50_ms"),
+                opt(r.ticks.first_after.map(|s| s.p50)),
+            ));
+            per.push((format!("i{i}_rss_sub_kib"), r.mem_sub.rss_kib.to_string()));
+        }
+        let body: Vec<String> = kv
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .chain(per.into_iter().map(|(k, v)| format!("{k}={v}")))
+            .collect();
         format!("RESULT {}", body.join(" "))
     }
 }

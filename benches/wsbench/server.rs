@@ -61,11 +61,31 @@ pub struct LogSummary {
     pub notable: Vec<String>,
     /// The last lines (for start-up failures).
     pub tail: Vec<String>,
+    /// The role the server last logged (`standalone`, `leader`, `follower`).
+    pub role: Option<String>,
+    /// Role changes logged after the first.
+    pub role_changes: u32,
+}
+
+/// The role named in a log line: `(role: leader; ...` at start-up, `role: follower (...`
+/// when it changes.
+pub fn logged_role(line: &str) -> Option<&str> {
+    let rest = &line[line.find("role: ")? + "role: ".len()..];
+    let word = rest.split(|c: char| !c.is_ascii_alphabetic()).next()?;
+    ["standalone", "leader", "follower"]
+        .contains(&word)
+        .then_some(word)
 }
 
 impl LogSummary {
     fn add(&mut self, line: &str) {
         self.lines += 1;
+        if let Some(role) = logged_role(line) {
+            if self.role.is_some() {
+                self.role_changes += 1;
+            }
+            self.role = Some(role.to_string());
+        }
         let upper = line.to_ascii_uppercase();
         let notable = if upper.contains("ERROR") {
             self.errors += 1;
@@ -105,22 +125,31 @@ pub struct Server {
     pub binary_bytes: Option<u64>,
     /// The environment it was started with (names and values the tool set).
     pub env: Vec<(String, String)>,
+    /// Spawn to its `listening on` line (None when attached).
+    pub ready_after: Option<Duration>,
     child: Option<Child>,
     log: Arc<Mutex<LogSummary>>,
 }
 
 impl Server {
-    /// Starts `path` on a free loopback port and waits (up to 30 s) for its address.
-    pub fn spawn(path: &Path) -> Result<Server, ServerError> {
-        let env: Vec<(String, String)> = [
-            ("WS_ASSETS_PORT", "0"),
-            ("WS_ASSETS_HOST", "127.0.0.1"),
-            ("WS_ASSETS_LOG_LEVEL", "info"),
-            ("WS_ASSETS_SIMULATED_BACKFILL", "true"),
+    /// Starts `path` on loopback port `port` (0: a free one) with `extra` variables
+    /// besides the tool's, and waits (up to 30 s) for its address.
+    pub fn spawn(path: &Path, port: u16, extra: &[(&str, String)]) -> Result<Server, ServerError> {
+        let mut env: Vec<(String, String)> = [
+            ("WS_ASSETS_PORT", port.to_string()),
+            ("WS_ASSETS_HOST", "127.0.0.1".to_string()),
+            ("WS_ASSETS_LOG_LEVEL", "info".to_string()),
+            ("WS_ASSETS_SIMULATED_BACKFILL", "true".to_string()),
         ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
         .collect();
+        for (k, v) in extra {
+            match env.iter_mut().find(|(name, _)| name == k) {
+                Some(slot) => slot.1 = v.clone(),
+                None => env.push((k.to_string(), v.clone())),
+            }
+        }
         let binary_bytes = std::fs::metadata(path).ok().map(|m| m.len());
         let spawned_at = Instant::now();
         let mut child = Command::new(path)
@@ -154,10 +183,12 @@ impl Server {
             spawned_at: Some(spawned_at),
             binary_bytes,
             env,
+            ready_after: None,
             child: Some(child),
             log,
         };
         server.addr = server.wait_for_address(&rx, Duration::from_secs(30))?;
+        server.ready_after = Some(spawned_at.elapsed());
         Ok(server)
     }
 
@@ -192,6 +223,7 @@ impl Server {
             spawned_at: None,
             binary_bytes,
             env: Vec::new(),
+            ready_after: None,
             child: None,
             log: Arc::new(Mutex::new(LogSummary::default())),
         }
@@ -269,6 +301,23 @@ mod tests {
     }
 
     #[test]
+    fn finds_the_role_in_log_lines() {
+        assert_eq!(
+            logged_role("[INFO] listening on 127.0.0.1:1, port shared (role: leader; store: x)"),
+            Some("leader")
+        );
+        assert_eq!(
+            logged_role("[WARN] role: follower (the leadership lock was lost)"),
+            Some("follower")
+        );
+        assert_eq!(logged_role("[INFO] role: nonsense"), None);
+        let mut l = LogSummary::default();
+        l.add("listening on 127.0.0.1:1 (role: follower; store: x)");
+        l.add("role: leader (polling the feed and publishing its points)");
+        assert_eq!((l.role.as_deref(), l.role_changes), (Some("leader"), 1));
+    }
+
+    #[test]
     fn log_summary_counts_levels_and_keeps_a_tail() {
         let mut l = LogSummary::default();
         for i in 0..30 {
@@ -284,7 +333,7 @@ mod tests {
 
     #[test]
     fn a_missing_binary_is_a_clear_error() {
-        let err = Server::spawn(Path::new("/nonexistent/ws_assets"))
+        let err = Server::spawn(Path::new("/nonexistent/ws_assets"), 0, &[])
             .err()
             .unwrap();
         assert!(
@@ -295,7 +344,9 @@ mod tests {
 
     #[test]
     fn a_server_that_exits_early_is_reported_with_its_log() {
-        let err = Server::spawn(Path::new("/bin/false")).err().unwrap();
+        let err = Server::spawn(Path::new("/bin/false"), 0, &[])
+            .err()
+            .unwrap();
         assert!(matches!(err, ServerError::ExitedEarly(..)), "{err}");
     }
 }

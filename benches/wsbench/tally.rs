@@ -1,12 +1,13 @@
 //! Everything the clients observe, added up as it happens: connection outcomes, latencies,
 //! per-tick arrival times and message counts.
 
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// When bytes were read: monotonic (for spreads and latencies) and wall clock (for arrival
 /// after the tick's second).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stamp {
     /// Nanoseconds since the run's monotonic base.
     pub mono_ns: u64,
@@ -29,7 +30,7 @@ impl Stamp {
 }
 
 /// Arrivals of one tick (one point time) over all clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TickAgg {
     /// Clients that received a point with this time.
     pub n: u32,
@@ -40,6 +41,18 @@ pub struct TickAgg {
 }
 
 impl TickAgg {
+    /// Adds another set of clients' arrivals of the same tick (another client process's,
+    /// or another instance's).
+    pub fn merge(&mut self, other: &TickAgg) {
+        self.n += other.n;
+        if other.first.mono_ns < self.first.mono_ns {
+            self.first = other.first;
+        }
+        if other.last.mono_ns > self.last.mono_ns {
+            self.last = other.last;
+        }
+    }
+
     /// Last minus first arrival, in ms (monotonic).
     pub fn spread_ms(&self) -> f64 {
         self.last.mono_ns.saturating_sub(self.first.mono_ns) as f64 / 1e6
@@ -61,12 +74,17 @@ impl TickAgg {
 pub struct Tally {
     /// Per point time, arrivals over all clients.
     pub ticks: BTreeMap<i64, TickAgg>,
+    /// The same per server instance (empty unless the clients were mapped to instances,
+    /// see [`Tally::track_instances`]).
+    pub instance_ticks: Vec<BTreeMap<i64, TickAgg>>,
     /// Connections upgraded.
     pub connected: usize,
     /// Connections that never upgraded, by reason.
     pub failures: BTreeMap<String, u32>,
     /// Open connections that the server ended, by reason (close code, EOF, error).
     pub drops: BTreeMap<String, u32>,
+    /// Slow and flooding clients (soak) that ended, by reason: expected, not a drop.
+    pub misbehaving_ends: BTreeMap<String, u32>,
     /// Connections currently open.
     pub open: usize,
     /// Connects or upgrades in progress.
@@ -100,35 +118,18 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// Records a live point's arrival for the per-tick figures.
-    pub fn arrival(&mut self, time: i64, at: Stamp) {
-        self.ticks
-            .entry(time)
-            .and_modify(|t| {
-                t.n += 1;
-                if at.mono_ns >= t.last.mono_ns {
-                    t.last = at;
-                }
-            })
-            .or_insert(TickAgg {
-                n: 1,
-                first: at,
-                last: at,
-            });
+    /// Records a live point's arrival, at a client of server instance `instance`, for
+    /// the per-tick figures.
+    pub fn arrival(&mut self, time: i64, at: Stamp, instance: usize) {
+        add_arrival(&mut self.ticks, time, at);
+        if let Some(map) = self.instance_ticks.get_mut(instance) {
+            add_arrival(map, time, at);
+        }
     }
 
-    /// The ticks with `first <= time <= last`, oldest first (none when `first > last`).
-    pub fn ticks_between(
-        &self,
-        first: i64,
-        last: i64,
-    ) -> impl Iterator<Item = (i64, TickAgg)> + '_ {
-        let range = if first <= last {
-            Some(self.ticks.range(first..=last))
-        } else {
-            None
-        };
-        range.into_iter().flatten().map(|(&t, &a)| (t, a))
+    /// Keeps per-instance tick figures for `instances` server instances from now on.
+    pub fn track_instances(&mut self, instances: usize) {
+        self.instance_ticks = vec![BTreeMap::new(); instances];
     }
 
     /// Records a history's length and whether its points were in order and of one asset.
@@ -141,14 +142,38 @@ impl Tally {
         self.history_wrong_asset += u64::from(wrong_asset);
     }
 
-    /// Clients that failed to connect or upgrade.
-    pub fn failed(&self) -> usize {
-        self.failures.values().map(|&n| n as usize).sum()
-    }
-
     /// Clients the server dropped.
     pub fn dropped(&self) -> usize {
         self.drops.values().map(|&n| n as usize).sum()
+    }
+}
+
+fn add_arrival(map: &mut BTreeMap<i64, TickAgg>, time: i64, at: Stamp) {
+    map.entry(time)
+        .and_modify(|t| {
+            t.n += 1;
+            if at.mono_ns >= t.last.mono_ns {
+                t.last = at;
+            }
+        })
+        .or_insert(TickAgg {
+            n: 1,
+            first: at,
+            last: at,
+        });
+}
+
+/// Adds `from`'s arrivals into `into`, tick by tick.
+pub fn merge_ticks(into: &mut BTreeMap<i64, TickAgg>, from: &BTreeMap<i64, TickAgg>) {
+    for (&t, agg) in from {
+        into.entry(t).and_modify(|a| a.merge(agg)).or_insert(*agg);
+    }
+}
+
+/// Adds reason counts.
+pub fn merge_reasons(into: &mut BTreeMap<String, u32>, from: &BTreeMap<String, u32>) {
+    for (k, v) in from {
+        *into.entry(k.clone()).or_default() += v;
     }
 }
 
@@ -178,9 +203,9 @@ mod tests {
     #[test]
     fn tick_aggregate_keeps_first_and_last_arrival() {
         let mut t = Tally::default();
-        t.arrival(100, at(10, 100_002));
-        t.arrival(100, at(25, 100_017));
-        t.arrival(100, at(12, 100_004));
+        t.arrival(100, at(10, 100_002), 0);
+        t.arrival(100, at(25, 100_017), 0);
+        t.arrival(100, at(12, 100_004), 0);
         let a = t.ticks[&100];
         assert_eq!(a.n, 3);
         assert_eq!(a.spread_ms(), 15.0);
@@ -189,19 +214,27 @@ mod tests {
     }
 
     #[test]
-    fn ticks_between_is_inclusive_and_empty_when_reversed() {
+    fn per_instance_ticks_and_merges() {
         let mut t = Tally::default();
-        for time in 10..15 {
-            t.arrival(time, at(1, 1));
-        }
-        let times = |a, b| {
-            t.ticks_between(a, b)
-                .map(|(time, _)| time)
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(times(11, 13), [11, 12, 13]);
-        assert_eq!(times(14, 20), [14]);
-        assert_eq!(times(13, 12), Vec::<i64>::new());
+        t.arrival(7, at(10, 7_001), 1); // not tracked yet: only the total
+        t.track_instances(2);
+        t.arrival(8, at(20, 8_002), 0);
+        t.arrival(8, at(26, 8_005), 1);
+        t.arrival(8, at(30, 8_009), 1);
+        assert_eq!(t.ticks[&8].n, 3);
+        assert_eq!(t.instance_ticks[0][&8].n, 1);
+        assert_eq!(t.instance_ticks[1][&8].spread_ms(), 4.0);
+        let mut other = BTreeMap::new();
+        other.insert(8, t.instance_ticks[0][&8]);
+        other.insert(9, t.instance_ticks[0][&8]);
+        let mut merged = t.instance_ticks[1].clone();
+        merge_ticks(&mut merged, &other);
+        assert_eq!(merged[&8].n, 3);
+        assert_eq!(merged[&8].spread_ms(), 10.0);
+        assert_eq!(merged[&9].n, 1);
+        let mut a = BTreeMap::from([("eof".to_string(), 1)]);
+        merge_reasons(&mut a, &BTreeMap::from([("eof".to_string(), 2)]));
+        assert_eq!(a["eof"], 3);
     }
 
     #[test]
