@@ -256,6 +256,13 @@ impl Market {
         }
     }
 
+    /// Shrinks every asset's subscriber list to its size, after many clients left.
+    pub fn shrink_subscribers(&mut self) {
+        for state in &mut self.assets {
+            state.subscribers.keys.shrink_to_fit();
+        }
+    }
+
     /// Subscribes `key` to the asset at `index`; returns the subscription and the
     /// `asset_history` frame to send before any later point. With `since` (a resuming
     /// client) the history holds only the points after that second.

@@ -14,8 +14,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    Client, Server, masked_frame, raw_websocket, read_until_closed, server_frames, time_of,
-    wait_until,
+    Client, Server, masked_frame, masked_text, raw_websocket, read_until_closed, server_frames,
+    time_of, wait_until,
 };
 
 /// Reads `watcher`'s live points for `seconds` seconds and fails the test on any gap.
@@ -140,6 +140,55 @@ fn ping_floods_stay_within_the_queue_limit_and_memory_comes_back() {
                 Ok(rss)
             } else {
                 Err(format!("{rss} B against a baseline of {baseline} B"))
+            }
+        },
+    );
+    assert!(back <= baseline + baseline / 10);
+    misses_no_second(&mut watcher, 1);
+}
+
+#[test]
+fn memory_comes_back_after_thousands_of_subscribers_leave() {
+    let server = Server::start(&[]);
+    let mut watcher = server.client();
+    watcher.subscribe_history(1);
+    thread::sleep(Duration::from_secs(1));
+    let baseline = server.rss_bytes();
+
+    // Thousands of clients subscribe (and never read their history), then all leave.
+    let clients = 3000;
+    let subscribe = masked_text(br#"{"action":"subscribe","message":{"assetId":2}}"#);
+    let mut streams = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let mut stream = raw_websocket(server.addr);
+        stream.write_all(&subscribe).unwrap();
+        streams.push(stream);
+    }
+    wait_until(Duration::from_secs(10), "every client subscribed", || {
+        let subscribed = server.metric_value("ws_assets_subscriptions{asset=\"USDJPY\"}");
+        if subscribed >= clients as f64 {
+            Ok(())
+        } else {
+            Err(format!("{subscribed} subscribed"))
+        }
+    });
+    let loaded = server.rss_bytes();
+    drop(streams);
+    misses_no_second(&mut watcher, 1);
+
+    // The connection table and subscriber lists sized for the crowd shrink with it, and
+    // the freed memory goes back to the system.
+    let back = wait_until(
+        Duration::from_secs(30),
+        "RSS back near its baseline",
+        || {
+            let rss = server.rss_bytes();
+            if rss <= baseline + baseline / 10 {
+                Ok(rss)
+            } else {
+                Err(format!(
+                    "{rss} B against a baseline of {baseline} B ({loaded} B with the clients)"
+                ))
             }
         },
     );

@@ -179,13 +179,21 @@ impl Clients {
     }
 
     /// Whether the connection count has fallen to half its peak since the last call
-    /// that said so: the moment to give freed memory back to the system.
-    pub fn shrank(&mut self) -> bool {
-        if self.peak >= 64 && self.conns.len() <= self.peak / 2 {
-            self.peak = self.conns.len();
-            return true;
+    /// that said so: the moment to give freed memory back to the system. The tables
+    /// sized by the peak are shrunk then (the connection table only past its last open
+    /// connection, since a connection's key is its token), so that their memory goes
+    /// back with the rest.
+    pub fn shrink_after_peak(&mut self, market: &mut Market) -> bool {
+        if self.peak < 64 || self.conns.len() > self.peak / 2 {
+            return false;
         }
-        false
+        self.peak = self.conns.len();
+        self.conns.shrink_to_fit();
+        self.doomed.shrink_to_fit();
+        self.more_to_read.shrink_to_fit();
+        self.per_ip.shrink_to_fit();
+        market.shrink_subscribers();
+        true
     }
 
     /// When accepting resumes after running out of file descriptors, if paused.

@@ -43,7 +43,7 @@ use crate::cluster::{self as members, Event, Membership, Role};
 use crate::config::Config;
 use crate::feed::Feed;
 use crate::http;
-use crate::limits;
+use crate::limits::MemoryGiveBack;
 use crate::logsink;
 use crate::market::Market;
 use crate::metrics::{Gauges, Metrics, TickOutcome};
@@ -114,6 +114,7 @@ pub struct Reactor {
     store: StoreJobs,
     ops: Ops,
     cluster: Cluster,
+    give_back: MemoryGiveBack,
 }
 
 impl Reactor {
@@ -163,6 +164,7 @@ impl Reactor {
             store,
             ops,
             cluster,
+            give_back: MemoryGiveBack::new(Instant::now()),
         })
     }
 
@@ -289,9 +291,8 @@ impl Reactor {
                     .start_fetch(second, &self.workers, &mut self.metrics);
             }
             self.clients.sweep(now, &mut self.metrics);
-            if self.clients.shrank() {
-                limits::give_back_memory();
-            }
+            let shrank = self.clients.shrink_after_peak(&mut self.market);
+            self.give_back.run(now, shrank);
         }
         self.end_doomed(now);
     }
