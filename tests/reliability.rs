@@ -28,6 +28,18 @@ fn misses_no_second(watcher: &mut Client, seconds: usize) {
     }
 }
 
+/// Waits up to `within` for the server's RSS to come back within 10 % of `baseline`.
+fn rss_comes_back(server: &Server, baseline: u64, within: Duration) {
+    wait_until(within, "RSS back within 10 % of its baseline", || {
+        let rss = server.rss_bytes();
+        if rss <= baseline + baseline / 10 {
+            Ok(())
+        } else {
+            Err(format!("{rss} B against a baseline of {baseline} B"))
+        }
+    });
+}
+
 /// Writes `chunk` to `stream` over and over until `stop` is set or the server closes.
 fn flood(mut stream: TcpStream, chunk: Vec<u8>, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
     thread::spawn(move || {
@@ -131,19 +143,7 @@ fn ping_floods_stay_within_the_queue_limit_and_memory_comes_back() {
         writer.join().unwrap();
     }
     drop(streams);
-    let back = wait_until(
-        Duration::from_secs(60),
-        "RSS back near its baseline",
-        || {
-            let rss = server.rss_bytes();
-            if rss <= baseline + baseline / 10 {
-                Ok(rss)
-            } else {
-                Err(format!("{rss} B against a baseline of {baseline} B"))
-            }
-        },
-    );
-    assert!(back <= baseline + baseline / 10);
+    rss_comes_back(&server, baseline, Duration::from_secs(60));
     misses_no_second(&mut watcher, 1);
 }
 
@@ -172,27 +172,12 @@ fn memory_comes_back_after_thousands_of_subscribers_leave() {
             Err(format!("{subscribed} subscribed"))
         }
     });
-    let loaded = server.rss_bytes();
     drop(streams);
     misses_no_second(&mut watcher, 1);
 
     // The connection table and subscriber lists sized for the crowd shrink with it, and
     // the freed memory goes back to the system.
-    let back = wait_until(
-        Duration::from_secs(30),
-        "RSS back near its baseline",
-        || {
-            let rss = server.rss_bytes();
-            if rss <= baseline + baseline / 10 {
-                Ok(rss)
-            } else {
-                Err(format!(
-                    "{rss} B against a baseline of {baseline} B ({loaded} B with the clients)"
-                ))
-            }
-        },
-    );
-    assert!(back <= baseline + baseline / 10);
+    rss_comes_back(&server, baseline, Duration::from_secs(30));
     misses_no_second(&mut watcher, 1);
 }
 
