@@ -18,7 +18,7 @@ pub enum ProbeError {
     Handshake(ws::HandshakeError),
     /// The server broke the framing.
     Frame(ws::FrameError),
-    /// The `assets` reply was missing or not understood.
+    /// A reply was not JSON, or the `assets` reply was missing or not understood.
     Assets(String),
 }
 
@@ -29,7 +29,7 @@ impl fmt::Display for ProbeError {
             ProbeError::Io(e) => write!(f, "probe connection failed: {e}"),
             ProbeError::Handshake(e) => write!(f, "probe upgrade failed: {e}"),
             ProbeError::Frame(e) => write!(f, "probe got a bad frame: {e}"),
-            ProbeError::Assets(e) => write!(f, "bad `assets` reply: {e}"),
+            ProbeError::Assets(e) => write!(f, "bad reply: {e}"),
         }
     }
 }
@@ -97,6 +97,47 @@ pub struct ProbeResult {
 
 /// Connects (retrying until `limit`), upgrades, asks for `assets`, and closes politely.
 pub fn probe(addr: SocketAddr, path: &str, limit: Duration) -> Result<ProbeResult, ProbeError> {
+    let (mut stream, mut buf) = connect_upgraded(addr, path, limit)?;
+    send_text(&mut stream, br#"{"action":"assets","message":{}}"#)?;
+    let asset_ids = loop {
+        let v = next_json(&mut stream, &mut buf)?;
+        if v.get("action").and_then(|a| a.as_str()) == Some("assets") {
+            break asset_ids(&v)?;
+        }
+    };
+    close_politely(stream);
+    Ok(ProbeResult { asset_ids })
+}
+
+/// Subscribes one client to each asset in turn (reading each history) until a live
+/// point arrives, then leaves: the server's code for a subscriber has run once, so
+/// the memory read afterwards as a baseline holds its pages like every later reading.
+pub fn warm_up(addr: SocketAddr, path: &str, asset_ids: &[i32]) -> Result<(), ProbeError> {
+    let (mut stream, mut buf) = connect_upgraded(addr, path, Duration::from_secs(5))?;
+    for id in asset_ids {
+        let request = format!(r#"{{"action":"subscribe","message":{{"assetId":{id}}}}}"#);
+        send_text(&mut stream, request.as_bytes())?;
+        while next_json(&mut stream, &mut buf)?
+            .get("action")
+            .and_then(|a| a.as_str())
+            != Some("asset_history")
+        {}
+    }
+    while next_json(&mut stream, &mut buf)?
+        .get("action")
+        .and_then(|a| a.as_str())
+        != Some("point")
+    {}
+    close_politely(stream);
+    Ok(())
+}
+
+/// A connected, upgraded socket and the bytes read past the upgrade's answer.
+fn connect_upgraded(
+    addr: SocketAddr,
+    path: &str,
+    limit: Duration,
+) -> Result<(TcpStream, Vec<u8>), ProbeError> {
     let start = Instant::now();
     let mut stream = loop {
         match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
@@ -117,22 +158,24 @@ pub fn probe(addr: SocketAddr, path: &str, limit: Duration) -> Result<ProbeResul
         }
     };
     buf.drain(..head);
+    Ok((stream, buf))
+}
+
+fn send_text(stream: &mut TcpStream, text: &[u8]) -> Result<(), ProbeError> {
     let mut frame = Vec::new();
-    ws::encode_masked(
-        &mut frame,
-        ws::opcode::TEXT,
-        br#"{"action":"assets","message":{}}"#,
-        fastrand_mask(),
-    );
+    ws::encode_masked(&mut frame, ws::opcode::TEXT, text, fastrand_mask());
     stream.write_all(&frame)?;
-    let asset_ids = loop {
-        let msg = next_text_message(&mut stream, &mut buf)?;
-        let v: serde_json::Value = serde_json::from_slice(&msg)
-            .map_err(|e| ProbeError::Assets(format!("not JSON: {e}")))?;
-        if v.get("action").and_then(|a| a.as_str()) == Some("assets") {
-            break asset_ids(&v)?;
-        }
-    };
+    Ok(())
+}
+
+fn next_json(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<serde_json::Value, ProbeError> {
+    let msg = next_text_message(stream, buf)?;
+    serde_json::from_slice(&msg).map_err(|e| ProbeError::Assets(format!("not JSON: {e}")))
+}
+
+/// Sends a close frame and waits briefly for the server's, so the connection is gone
+/// before memory or open files are read.
+fn close_politely(mut stream: TcpStream) {
     let mut close = Vec::new();
     ws::encode_masked(
         &mut close,
@@ -142,11 +185,9 @@ pub fn probe(addr: SocketAddr, path: &str, limit: Duration) -> Result<ProbeResul
     );
     let _ = stream.write_all(&close);
     let _ = stream.shutdown(std::net::Shutdown::Write);
-    // Wait briefly for the server's close so the connection is gone before RSS is read.
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
     let mut sink = [0u8; 4096];
     while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
-    Ok(ProbeResult { asset_ids })
 }
 
 /// A random masking key.

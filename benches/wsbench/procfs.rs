@@ -37,6 +37,9 @@ pub struct Memory {
     pub rss_kib: u64,
     /// `VmHWM` (peak RSS).
     pub hwm_kib: u64,
+    /// `RssAnon`: the process's private memory, without the executable's pages, which
+    /// fill in as code first runs and belong to the page cache.
+    pub anon_kib: u64,
 }
 
 /// Reads `VmRSS` and `VmHWM` of `pid`.
@@ -59,6 +62,7 @@ fn parse_status(text: &str) -> Option<Memory> {
     Some(Memory {
         rss_kib: field("VmRSS:")?,
         hwm_kib: field("VmHWM:")?,
+        anon_kib: field("RssAnon:").unwrap_or(0),
     })
 }
 
@@ -262,13 +266,14 @@ mod tests {
 
     #[test]
     fn parses_status_memory_lines() {
-        let text =
-            "Name:\tws_assets\nVmPeak:\t  9000 kB\nVmHWM:\t    4100 kB\nVmRSS:\t    3900 kB\n";
+        let text = "Name:\tws_assets\nVmPeak:\t  9000 kB\nVmHWM:\t    4100 kB\nVmRSS:\t    3900 kB\n\
+             RssAnon:\t    1200 kB\n";
         assert_eq!(
             parse_status(text),
             Some(Memory {
                 rss_kib: 3900,
-                hwm_kib: 4100
+                hwm_kib: 4100,
+                anon_kib: 1200,
             })
         );
         assert_eq!(parse_status("Name: x\n"), None);

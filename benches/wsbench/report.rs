@@ -214,6 +214,7 @@ fn sum_memory(m: impl Iterator<Item = Memory>) -> Memory {
     m.fold(Memory::default(), |a, b| Memory {
         rss_kib: a.rss_kib + b.rss_kib,
         hwm_kib: a.hwm_kib + b.hwm_kib,
+        anon_kib: a.anon_kib + b.anon_kib,
     })
 }
 
@@ -715,10 +716,12 @@ mod tests {
             mem_base: Memory {
                 rss_kib: 1000,
                 hwm_kib: 1000,
+                anon_kib: 400,
             },
             mem_idle: Memory {
                 rss_kib: 1002,
                 hwm_kib: 1002,
+                anon_kib: 402,
             },
             ticks: vec![TickRow {
                 time: 5,

@@ -14,7 +14,9 @@
 //! the interval's churn, the steady clients' findings so far and the interval's tick
 //! figures are recorded (and printed to stderr as they come, for a long run). At the end
 //! every client leaves; the server's open files must return to their baseline and its
-//! RSS is read at once and again one sample interval later.
+//! RSS is read at once and again one sample interval later. The baseline is read after
+//! one client has subscribed to every asset and left, so that it already holds the
+//! executable's pages a subscriber's code needs (otherwise they count as growth).
 
 use super::client::{Behaviour, Phase};
 use super::driver::{Bench, Setup};
@@ -121,6 +123,10 @@ pub struct SoakReport {
     pub rss_left_kib: u64,
     /// Server RSS one sample interval after they left, KiB.
     pub rss_later_kib: u64,
+    /// Server private memory (`RssAnon`) before any client, KiB.
+    pub anon_base_kib: u64,
+    /// Server private memory one sample interval after the clients left, KiB.
+    pub anon_later_kib: u64,
     /// How the server(s) exited.
     pub server_exit: String,
     /// Server log counts.
@@ -150,6 +156,12 @@ impl SoakReport {
             .iter()
             .map(|s| (rss(s) as f64 - reference) * 100.0 / reference);
         Some(devs.fold((f64::MAX, f64::MIN), |(lo, hi), d| (lo.min(d), hi.max(d))))
+    }
+
+    /// RSS one sample interval after the clients left, against the baseline, in %.
+    pub fn rss_back_pct(&self) -> f64 {
+        let base = self.rss_base_kib.max(1) as f64;
+        (self.rss_later_kib as f64 - base) * 100.0 / base
     }
 
     /// [`SoakReport::deviation`] of the RSS at each sample.
@@ -208,7 +220,7 @@ impl SoakReport {
         let _ = writeln!(o, "connections that failed to open: {}", self.failures);
         let _ = writeln!(
             o,
-            "after every client left: {} open files (baseline {}){}; RSS {} KiB at once, {} KiB {:?} later (baseline {} KiB)",
+            "after every client left: {} open files (baseline {}){}; RSS {} KiB at once, {} KiB {:?} later (baseline {} KiB; private {} KiB, baseline {} KiB)",
             self.fds_after,
             self.fds_base,
             self.fds_back_after_s
@@ -218,7 +230,9 @@ impl SoakReport {
             self.rss_left_kib,
             self.rss_later_kib,
             soak.sample_every,
-            self.rss_base_kib
+            self.rss_base_kib,
+            self.anon_later_kib,
+            self.anon_base_kib
         );
         let _ = writeln!(o, "verdicts:");
         for (what, dev) in [
@@ -248,6 +262,13 @@ impl SoakReport {
             o,
             "  open files back to baseline after the clients left: {}",
             yes(self.fds_back_after_s.is_some())
+        );
+        let _ = writeln!(
+            o,
+            "  RSS {:?} after the clients left within 10 % of the baseline: {:+.1} %: {}",
+            soak.sample_every,
+            self.rss_back_pct(),
+            yes(self.rss_back_pct() <= 10.0)
         );
         let f = self.findings;
         let _ = writeln!(
@@ -297,6 +318,8 @@ impl SoakReport {
             ("rss_floor_dev_max_pct", opt(floor.map(|d| d.1))),
             ("rss_left_kib", self.rss_left_kib.to_string()),
             ("rss_later_kib", self.rss_later_kib.to_string()),
+            ("anon_base_kib", self.anon_base_kib.to_string()),
+            ("anon_later_kib", self.anon_later_kib.to_string()),
             ("fds_base", self.fds_base.to_string()),
             ("fds_after", self.fds_after.to_string()),
             ("fds_back_s", opt(self.fds_back_after_s)),
@@ -450,10 +473,14 @@ pub fn run(opts: &Options, soak: Soak) -> Result<SoakReport, BenchError> {
         },
         base,
     )?;
-    // Let the probe's connection go before the baseline.
+    // One subscriber first, so that the baseline already holds the pages of the code a
+    // subscriber runs; then let its connection go.
+    super::probe::warm_up(servers.addr(), &opts.path, &assets).map_err(BenchError::Probe)?;
     bench.run_for(Duration::from_secs(1))?;
     alive(&mut servers)?;
-    report.rss_base_kib = total_memory(&servers.memory()?).rss_kib;
+    let base_memory = total_memory(&servers.memory()?);
+    report.rss_base_kib = base_memory.rss_kib;
+    report.anon_base_kib = base_memory.anon_kib;
     report.fds_base = servers.open_fds()?.iter().sum();
 
     let n = opts.clients;
@@ -621,7 +648,9 @@ pub fn run(opts: &Options, soak: Soak) -> Result<SoakReport, BenchError> {
     report.rss_left_kib = total_memory(&servers.memory()?).rss_kib;
     std::thread::sleep(soak.sample_every.saturating_sub(left.elapsed()));
     alive(&mut servers)?;
-    report.rss_later_kib = total_memory(&servers.memory()?).rss_kib;
+    let later = total_memory(&servers.memory()?);
+    report.rss_later_kib = later.rss_kib;
+    report.anon_later_kib = later.anon_kib;
 
     report.server_exit = servers.stop().join(", ");
     let logs: Vec<String> = servers
