@@ -15,8 +15,9 @@
 //! figures are recorded (and printed to stderr as they come, for a long run). At the end
 //! every client leaves; the server's open files must return to their baseline and its
 //! RSS is read at once and again one sample interval later. The baseline is read after
-//! one client has subscribed to every asset and left, so that it already holds the
-//! executable's pages a subscriber's code needs (otherwise they count as growth).
+//! one client has subscribed to every asset and left, so that the one-time allocations
+//! and pages of a subscriber's code path are in it; the private part of the memory
+//! (`RssAnon`, without the executable's pages) is reported beside it.
 
 use super::client::{Behaviour, Phase};
 use super::driver::{Bench, Setup};
