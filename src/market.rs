@@ -114,6 +114,11 @@ impl Subscribers {
         &self.keys
     }
 
+    /// Frees the room left by subscribers who have gone.
+    pub fn shrink_to_fit(&mut self) {
+        self.keys.shrink_to_fit();
+    }
+
     /// How many are subscribed.
     pub fn len(&self) -> usize {
         self.keys.len()
@@ -259,7 +264,7 @@ impl Market {
     /// Shrinks every asset's subscriber list to its size, after many clients left.
     pub fn shrink_subscribers(&mut self) {
         for state in &mut self.assets {
-            state.subscribers.keys.shrink_to_fit();
+            state.subscribers.shrink_to_fit();
         }
     }
 
