@@ -13,7 +13,7 @@
 //! the point's frame encoded once by `protocol.rs` and framed by `frame.rs`), writes
 //! that frame to every subscriber in `reactor/clients.rs` (`fan_out`, through each
 //! connection's `outbox.rs`), and queues the points for the [`store`] in
-//! `reactor/storage.rs` (`writebehind.rs` batches them for `store/postgres.rs` or
+//! `reactor/store_jobs.rs` (`writebehind.rs` batches them for `store/postgres.rs` or
 //! `store/memory.rs`).
 //!
 //! A request, from bytes to reply: `reactor/clients.rs` reads the socket through
@@ -23,8 +23,13 @@
 //! request parsed by `protocol.rs`, answered in `reactor/clients.rs` from `market.rs`,
 //! and written through `outbox.rs`.
 //!
+//! On a follower (several instances on one database) the points come instead from the
+//! leader's notifications, heard by `cluster/listen.rs` and handed to the loop by
+//! `reactor/role.rs`, into the same `deliver`, and are not stored again.
+//!
 //! Start-up is `service.rs` (from [`config`] to a running [`reactor::Reactor`]);
-//! `limits.rs` raises the open-file limit.
+//! `limits.rs` raises the open-file limit and `give_back.rs` returns freed memory to
+//! the system while the service runs.
 
 pub mod asset;
 mod clock;
@@ -37,7 +42,8 @@ mod framescan;
 #[cfg(any(fuzzing, test))]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod healthcheck;
+mod give_back;
+pub mod health_command;
 mod http;
 pub mod limits;
 pub mod logsink;

@@ -13,7 +13,7 @@ use ws_assets::config::{self, Config};
 use ws_assets::logsink;
 use ws_assets::reactor::Stopped;
 use ws_assets::redact::{ScrubbingWriter, Secrets};
-use ws_assets::{healthcheck, service};
+use ws_assets::{health_command, service};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -21,7 +21,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         None => {}
         Some("migrate") => migrate_only = true,
-        Some("health") => return healthcheck::main(),
+        Some("health") => return health_command::main(),
         Some("-h" | "--help" | "help") => {
             print!("{}", config::help_text());
             return ExitCode::SUCCESS;

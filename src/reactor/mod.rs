@@ -7,23 +7,22 @@
 //!
 //! - [`clients`]: every connection, from accept to close, and the fan-out writes;
 //! - [`ticks`]: the wall-clock second, the feed fetches and their results;
-//! - [`storage`]: the write-behind queue and retention jobs of the store;
+//! - [`store_jobs`]: the write-behind queue and retention jobs of the store;
 //! - [`ops`]: signals, shutdown and `/health`;
-//! - [`cluster`]: the role among several instances on one database, and the leader's
+//! - [`role`]: the role among several instances on one database, and the leader's
 //!   points as a follower hears them (the notifications source);
 //!
 //! plus the [`Market`] (history and subscribers) and the [`Metrics`], which the parts
-//! are lent for the call that needs them. A tick goes: [`ticks`] starts a fetch each
-//! second → a worker runs it → [`Reactor::deliver`] records each point in the market and
-//! has [`clients`] write its frame to the subscribers → [`storage`] queues the points.
-//! On a follower the points come from [`cluster`] (the leader's notifications) into the
-//! same `deliver`, and are not stored again.
+//! are lent for the call that needs them. The way a tick travels through these parts,
+//! from the fetch to the client's socket and the store, is told once, in the crate's
+//! documentation (`lib.rs`); [`Reactor::deliver`] is where a second's points meet
+//! clients and store.
 
 pub(crate) mod clients;
-mod cluster;
 mod jobs;
 mod ops;
-mod storage;
+mod role;
+mod store_jobs;
 mod ticks;
 
 use std::io;
@@ -39,11 +38,11 @@ use mio::{Events, Poll, Token, Waker};
 
 use crate::asset::{Asset, Point};
 use crate::clock::{epoch_now, epoch_second};
-use crate::cluster::{self as members, Event, Membership, Role};
+use crate::cluster::{self, Event, Membership, Role};
 use crate::config::Config;
 use crate::feed::Feed;
+use crate::give_back::MemoryGiveBack;
 use crate::http;
-use crate::limits::MemoryGiveBack;
 use crate::logsink;
 use crate::market::Market;
 use crate::metrics::{Gauges, Metrics, TickOutcome};
@@ -51,10 +50,10 @@ use crate::store::Store;
 use crate::workers::Workers;
 
 use clients::{Asked, Clients};
-use cluster::Cluster;
 use jobs::Done;
 use ops::{HealthFacts, Ops, Signal};
-use storage::StoreJobs;
+use role::RoleState;
+use store_jobs::StoreJobs;
 use ticks::Ticks;
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -113,7 +112,7 @@ pub struct Reactor {
     ticks: Ticks,
     store: StoreJobs,
     ops: Ops,
-    cluster: Cluster,
+    role: RoleState,
     give_back: MemoryGiveBack,
 }
 
@@ -133,12 +132,12 @@ impl Reactor {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let workers = Workers::start(config.worker_threads, Arc::clone(&waker))?;
-        let cluster = match membership {
-            None => Cluster::standalone(),
+        let role = match membership {
+            None => RoleState::standalone(),
             Some(membership) => {
-                let role = membership.role;
-                let events = members::start(membership, waker)?;
-                Cluster::member(role, events, config.follower_fallback)
+                let first = membership.role;
+                let events = cluster::start(membership, waker)?;
+                RoleState::member(first, events, config.follower_fallback)
             }
         };
         let clients = Clients::new(
@@ -163,7 +162,7 @@ impl Reactor {
             ticks,
             store,
             ops,
-            cluster,
+            role,
             give_back: MemoryGiveBack::new(Instant::now()),
         })
     }
@@ -283,8 +282,8 @@ impl Reactor {
         self.store.start(now, self.ops.stopping(), &self.workers);
         if let Some(second) = self.ticks.new_second(now, &mut self.metrics) {
             self.market.trim(second);
-            if !self.ops.stopping() && self.cluster.polls_feed(now) {
-                if self.cluster.in_fallback() {
+            if !self.ops.stopping() && self.role.polls_feed(now) {
+                if self.role.in_fallback() {
                     self.metrics.fallback_polling_seconds_total += 1;
                 }
                 self.ticks
@@ -299,7 +298,7 @@ impl Reactor {
 
     /// Takes every finished worker job and every cluster event.
     fn take_results(&mut self, now: Instant) {
-        while let Some(event) = self.cluster.next_event() {
+        while let Some(event) = self.role.next_event() {
             self.on_cluster_event(event, now);
         }
         while let Some(done) = self.workers.try_recv() {
@@ -331,17 +330,17 @@ impl Reactor {
     /// What the cluster threads report: role changes, the listen connection, and on a
     /// follower the leader's points.
     fn on_cluster_event(&mut self, event: Event, now: Instant) {
-        let following = self.cluster.role() == Role::Follower;
+        let following = self.role.role() == Role::Follower;
         match event {
             Event::Role(role) => {
-                if self.cluster.set_role(role, now) {
+                if self.role.set_role(role, now) {
                     self.metrics.leader_changes_total += 1;
                 }
             }
-            Event::Listening => self.cluster.set_listening(true, now),
+            Event::Listening => self.role.set_listening(true, now),
             Event::ListenLost(why) => {
                 warn!("not listening for the leader's points: {why}; reconnecting");
-                self.cluster.set_listening(false, now);
+                self.role.set_listening(false, now);
             }
             Event::CatchUp(points) if following => self.hear(points, now),
             Event::Notified { time, points } => {
@@ -350,7 +349,7 @@ impl Reactor {
                     let lag = epoch_now().saturating_sub(Duration::from_secs(time.max(0) as u64));
                     self.metrics.follower_lag_seconds.observe(lag);
                     // The leader is alive: a follower polling on its own stops.
-                    self.cluster.heard(now, true);
+                    self.role.heard(now, true);
                     self.hear(points, now);
                 }
             }
@@ -403,7 +402,7 @@ impl Reactor {
         self.metrics.ticks_total.add(TickOutcome::Ok);
         self.metrics.points_total += points.len() as u64;
         self.ticks.recorded(time);
-        self.cluster.heard(now, source == Source::Leader);
+        self.role.heard(now, source == Source::Leader);
         if source == Source::Feed {
             self.store.queue(&points, now, &mut self.metrics);
             self.store.start(now, self.ops.stopping(), &self.workers);
@@ -416,9 +415,9 @@ impl Reactor {
         let (key, head_only, response) = match asked {
             Asked::Health { key, head_only } => {
                 let facts = HealthFacts {
-                    role: self.cluster.role(),
-                    listening: (self.cluster.role() != Role::Standalone)
-                        .then(|| self.cluster.listening()),
+                    role: self.role.role(),
+                    listening: (self.role.role() != Role::Standalone)
+                        .then(|| self.role.listening()),
                     store: self.store.kind(),
                     feed: self.ticks.describe_feed(),
                     max_tick_age: self.config.health_max_tick_age,
@@ -454,7 +453,7 @@ impl Reactor {
             last_tick_time: self.ticks.last_point_time(),
             store_up: self.store.is_up(),
             log_lines_dropped: logsink::lines_dropped(),
-            role: Some(self.cluster.role()),
+            role: Some(self.role.role()),
         }
     }
 

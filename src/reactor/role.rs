@@ -9,7 +9,7 @@ use log::{info, warn};
 use crate::cluster::{Event, Role};
 
 /// The role, the events of the cluster threads, and a follower's fallback polling.
-pub struct Cluster {
+pub struct RoleState {
     role: Role,
     events: Option<Receiver<Event>>,
     /// Whether the listen connection is up.
@@ -24,10 +24,10 @@ pub struct Cluster {
     stepped_down_at: Option<Instant>,
 }
 
-impl Cluster {
+impl RoleState {
     /// A single instance without a database.
-    pub fn standalone() -> Cluster {
-        Cluster {
+    pub fn standalone() -> RoleState {
+        RoleState {
             role: Role::Standalone,
             events: None,
             listening: false,
@@ -39,8 +39,8 @@ impl Cluster {
     }
 
     /// One of several instances, starting as `role`, told of changes by `events`.
-    pub fn member(role: Role, events: Receiver<Event>, fallback_after: Duration) -> Cluster {
-        Cluster {
+    pub fn member(role: Role, events: Receiver<Event>, fallback_after: Duration) -> RoleState {
+        RoleState {
             role,
             events: Some(events),
             listening: false,
@@ -160,9 +160,9 @@ mod tests {
 
     const F: Duration = Duration::from_secs(3);
 
-    fn follower(now: Instant) -> Cluster {
+    fn follower(now: Instant) -> RoleState {
         let (_tx, rx) = mpsc::channel();
-        let mut cluster = Cluster::member(Role::Follower, rx, F);
+        let mut cluster = RoleState::member(Role::Follower, rx, F);
         cluster.set_listening(true, now);
         cluster.heard(now, true);
         cluster
@@ -198,7 +198,7 @@ mod tests {
     fn a_leader_cut_off_from_the_database_keeps_polling_as_a_follower() {
         let start = Instant::now();
         let (_tx, rx) = mpsc::channel();
-        let mut cluster = Cluster::member(Role::Leader, rx, F);
+        let mut cluster = RoleState::member(Role::Leader, rx, F);
         cluster.set_listening(true, start);
         assert!(cluster.polls_feed(start));
         // The lock connection fails first, then the listen connection.
@@ -215,7 +215,7 @@ mod tests {
     fn a_leader_always_polls_and_standalone_too() {
         let now = Instant::now();
         let (_tx, rx) = mpsc::channel();
-        assert!(Cluster::member(Role::Leader, rx, F).polls_feed(now));
-        assert!(Cluster::standalone().polls_feed(now + Duration::from_secs(3600)));
+        assert!(RoleState::member(Role::Leader, rx, F).polls_feed(now));
+        assert!(RoleState::standalone().polls_feed(now + Duration::from_secs(3600)));
     }
 }
