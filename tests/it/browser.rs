@@ -4,17 +4,13 @@
 //! Screenshots land in `test-output/browser/` for a person to look at.
 //!
 //! Needs Chromium: run `.ci/install-chromium` once (as root).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
-
-mod cdp;
-mod common;
 
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cdp::{Chromium, Page};
-use common::Server;
+use crate::cdp::{Chromium, Page};
+use crate::common::Server;
 use serde_json::Value;
 
 /// A test failure, printed as plain text (a boxed error's `Debug` would escape the
@@ -460,7 +456,7 @@ fn root_serves_the_embedded_page_only_when_the_ui_is_enabled() -> TestResult {
     {
         return Err(format!("GET / is not served as HTML:\n{head}").into());
     }
-    if body != include_bytes!("../static/index.html") {
+    if body != include_bytes!("../../static/index.html") {
         return Err("GET / does not serve static/index.html as embedded".into());
     }
 
@@ -478,7 +474,7 @@ fn root_serves_the_embedded_page_only_when_the_ui_is_enabled() -> TestResult {
 /// The page stays small and self-contained: nothing is fetched from elsewhere.
 #[test]
 fn page_is_small_and_self_contained() -> TestResult {
-    let page = include_str!("../static/index.html");
+    let page = include_str!("../../static/index.html");
     if page.len() >= 50 * 1024 {
         return Err(format!(
             "static/index.html is {} bytes; keep it under 50 KiB",

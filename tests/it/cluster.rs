@@ -1,17 +1,14 @@
 //! Several instances on one PostgreSQL database: one leader polls the feed, every
 //! instance streams the same points, failover loses nothing and repeats nothing.
 //! Real processes, a real database (one per test), real WebSocket clients.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
-mod common;
-mod pgdb;
-
+use crate::common;
 use std::collections::BTreeMap;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, Server, run_to_exit, time_of, wait_until};
-use pgdb::{Proxy, TestDb};
+use crate::common::{Client, Server, run_to_exit, time_of, wait_until};
+use crate::pgdb::{Proxy, TestDb};
 use serde_json::Value;
 
 /// Starts an instance on `dsn` with `extra` settings.

@@ -12,16 +12,12 @@
 //! Each tick makes exactly one request, so two points from requests `a < b` are
 //! `b - a` seconds apart, plus any ticks the server reports it skipped (which only a
 //! stalled event loop does; the log names them).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
-
-mod common;
-mod fakefeed;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use common::{Client, Server};
-use fakefeed::{FakeFeed, Reply, rates_body};
+use crate::common::{Client, Server};
+use crate::fakefeed::{FakeFeed, Reply, rates_body};
 use serde_json::Value;
 
 /// The fetch timeout the tests run with: well under a tick, well over a loopback answer.

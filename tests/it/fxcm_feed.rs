@@ -1,8 +1,5 @@
 //! `FxcmFeed::fetch` against a small HTTP/1.1 server run inside the test, which
 //! answers each request with the next canned reply the test queued.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
-
-mod fakefeed;
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -10,7 +7,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use fakefeed::{FakeFeed as Server, Reply, rates_body};
+use crate::fakefeed::{FakeFeed as Server, Reply, rates_body};
 use ws_assets::asset::Asset;
 use ws_assets::feed::fxcm::FxcmFeed;
 use ws_assets::feed::{Feed, FeedError, Fetched};

@@ -1,13 +1,10 @@
 //! `ws_assets health` against the real binary: exit 0 with a running service, 1 with
 //! nothing listening or a bad configuration, and `--help` naming the command.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
-
-mod common;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use common::{Exited, Server, run_to_exit};
+use crate::common::{Exited, Server, run_to_exit};
 
 /// Runs `ws_assets health` with `host` and `port` (and whatever else `env` sets).
 fn health(host: &str, port: &str, env: &[(&str, &str)]) -> Exited {

@@ -1,11 +1,8 @@
 //! Plain HTTP on the WebSocket port.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
-
-mod common;
 
 use std::time::Duration;
 
-use common::{Server, http_exchange, http_request};
+use crate::common::{Server, http_exchange, http_request};
 
 #[test]
 fn the_page_is_served_on_root_and_404_when_the_ui_is_off() {

@@ -2,15 +2,11 @@
 //! still acknowledges every byte, so no TCP timeout fires. The real server binary on the
 //! real PostgreSQL, behind a proxy that swallows the write in the middle of the run, with
 //! a subscribed client alongside that must miss no second.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
-
-mod common;
-mod pgdb;
 
 use std::time::{Duration, Instant};
 
-use common::{Server, time_of, wait_until};
-use pgdb::{Proxy, TestDb};
+use crate::common::{Server, time_of, wait_until};
+use crate::pgdb::{Proxy, TestDb};
 use serde_json::Value;
 
 /// How soon a hung write must show in `/health`: the write's deadline (5 s) plus the

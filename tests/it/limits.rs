@@ -1,15 +1,12 @@
 //! Limits that protect the service and its other clients: message size, frames that
 //! break the protocol, slow consumers, ping timeouts, handshake deadlines and the
 //! connection cap.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
-
-mod common;
 
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common::{
     Client, Ended, Server, masked_frame, masked_text, read_until_closed, server_frames, time_of,
     wait_until,
 };

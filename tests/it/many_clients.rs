@@ -1,9 +1,6 @@
 //! A thousand clients at once all get their history and the same live ticks.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
-mod common;
-
-use common::{Client, Server, time_of};
+use crate::common::{Client, Server, time_of};
 
 #[test]
 fn a_thousand_concurrent_clients_all_receive_history_and_live_points() {

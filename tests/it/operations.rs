@@ -1,11 +1,8 @@
 //! Operations: the health probe, Prometheus metrics and graceful shutdown.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
-
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Server, try_http_exchange, wait_until};
+use crate::common::{Server, try_http_exchange, wait_until};
 use serde_json::Value;
 use tungstenite::protocol::frame::coding::CloseCode;
 

@@ -3,16 +3,12 @@
 //! history across a restart, assets from the database; an outage mid-run, `/health`
 //! during it, and the write queue's bound; an unreachable database at start-up;
 //! retention (and 0 keeping everything); the final flush on SIGTERM and its 5 s cap.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
-
-mod common;
-mod pgdb;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Server, epoch_now, run_to_exit, time_of, wait_until};
-use pgdb::{Proxy, TestDb};
+use crate::common::{Server, epoch_now, run_to_exit, time_of, wait_until};
+use crate::pgdb::{Proxy, TestDb};
 use serde_json::Value;
 use ws_assets::store::migrate::MIGRATIONS;
 

@@ -1,13 +1,10 @@
 //! The PostgreSQL store and its migrations against a real server, one database per test.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
-
-mod pgdb;
 
 use std::sync::{Arc, Barrier, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use pgdb::{Proxy, TestDb};
+use crate::pgdb::{Proxy, TestDb};
 use ws_assets::asset::{Asset, Point};
 use ws_assets::store::migrate::{self, Applied, Migration};
 use ws_assets::store::postgres::{self as pg, PostgresStore};

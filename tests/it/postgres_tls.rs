@@ -5,18 +5,15 @@
 //! sessions) or by how start-up ends: `require` encrypts, `disable` does not, `verify-ca`
 //! accepts the server's certificate as root and refuses another, `verify-full` accepts
 //! the name the certificate carries and refuses an address it does not.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
-mod common;
-mod pgdb;
-
+use crate::pgdb;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Exited, Server, run_to_exit};
-use pgdb::TestDb;
+use crate::common::{Exited, Server, run_to_exit};
+use crate::pgdb::TestDb;
 use postgres::NoTls;
 
 /// Bound on a run expected to end by itself (`migrate`, a refused start-up).

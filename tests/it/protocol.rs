@@ -1,14 +1,12 @@
 //! The wire protocol, against the real server: the assets list, history then live
 //! points with an exact seam, switching and dropping subscriptions, errors that keep the
 //! connection, pings, and requests however they are framed.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
-mod common;
-
+use crate::common;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use common::{Client, Server, masked_text, time_of};
+use crate::common::{Client, Server, masked_text, time_of};
 use serde_json::{Value, json};
 use tungstenite::Message;
 use tungstenite::protocol::frame::Frame;

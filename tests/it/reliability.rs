@@ -1,10 +1,8 @@
 //! No client, log sink or stall may hold up the loop or grow its memory: each test
 //! reproduces an abuse against the real binary with a well-behaved subscriber alongside,
 //! which must miss no second.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
-mod common;
-
+use crate::common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -13,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common::{
     Client, Server, masked_frame, masked_text, raw_websocket, read_until_closed, server_frames,
     time_of, wait_until,
 };

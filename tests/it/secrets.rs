@@ -10,11 +10,6 @@
 //! PostgreSQL server that asks for the password in clear, receives it, and refuses it,
 //! once politely and once quoting it back (which a real server never does, and which the
 //! service must still not repeat).
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
-
-mod common;
-mod fakefeed;
-mod pgdb;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -22,9 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use common::{Exited, Server, run_to_exit};
-use fakefeed::{FakeFeed, Reply, rates_body};
-use pgdb::TestDb;
+use crate::common::{Exited, Server, run_to_exit};
+use crate::fakefeed::{FakeFeed, Reply, rates_body};
+use crate::pgdb::TestDb;
 use ws_assets::store::dsn;
 
 const DB_PASSWORD: &str = "Db-pa55-Hunter2-x";

@@ -1,14 +1,12 @@
 //! Who may connect: strict handshakes, allowed origins and the per-address limit,
 //! against the real binary.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
-mod common;
-
+use crate::common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::Server;
+use crate::common::Server;
 
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 

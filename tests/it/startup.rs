@@ -1,8 +1,6 @@
 //! Start-up: configuration errors, --help, and the README staying equal to it.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
-mod common;
-
+use crate::common;
 use std::process::Command;
 
 fn ws_assets() -> Command {

@@ -11,7 +11,6 @@
 //! - [`wait_until`] polls for an event with a deadline, for what has no event to block on.
 //!
 //! Shared by every test crate, each using part of it.
-#![allow(dead_code, unused_imports)]
 
 mod http;
 mod metrics;
@@ -21,13 +20,13 @@ mod websocket;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use http::{HttpResponse, http_exchange, http_request, try_http_exchange};
+pub use http::{http_exchange, http_request, try_http_exchange};
 pub use metrics::Metrics;
 pub use process::{Exited, drain_lines, run_to_exit};
 pub use server::{Server, listening_addr};
 pub use websocket::{
-    Client, Ended, ServerFrame, masked_frame, masked_text, raw_websocket, read_until_closed,
-    server_frames, time_of,
+    Client, Ended, masked_frame, masked_text, raw_websocket, read_until_closed, server_frames,
+    time_of,
 };
 
 /// Polls `probe` every 100 ms until it answers `Ok`, and returns that; panics with the

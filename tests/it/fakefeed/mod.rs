@@ -1,7 +1,6 @@
 //! A fake FXCM ratesjson server for tests: a small HTTP/1.1 server run inside the
 //! test, which answers each request as the test decides (a queue of canned replies,
 //! then a script keyed by the request's number), and records what it was asked.
-#![allow(dead_code)]
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};

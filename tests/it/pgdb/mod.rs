@@ -6,7 +6,6 @@
 //! The admin DSN comes from `WS_ASSETS_TEST_POSTGRESQL_DSN` (default
 //! `postgresql://postgres@127.0.0.1:5432/postgres`); `.ci/start-postgres` provides it.
 //! Shared by several test crates, each using part of it.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -360,11 +359,6 @@ impl Proxy {
     /// The proxy's listening address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
-    }
-
-    /// The current mode.
-    pub fn mode(&self) -> ProxyMode {
-        *self.shared.mode()
     }
 
     /// Closes every connection through the proxy; new ones are closed on arrival.

@@ -1,0 +1,33 @@
+//! The black-box tests, in one binary so the harness is compiled and linked once.
+//!
+//! Each module is one area of the service, driven from outside: the real server binary
+//! on a free port, real WebSocket and HTTP clients, a real PostgreSQL (a throwaway
+//! database per test), a fake quote feed, and Chromium for the page. The harness is
+//! [`common`]; [`pgdb`], [`fakefeed`] and [`cdp`] are the database, feed and browser
+//! helpers.
+// A test fails by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cdp;
+mod common;
+mod fakefeed;
+mod pgdb;
+
+mod browser;
+mod cluster;
+mod feed_service;
+mod fxcm_feed;
+mod health_command;
+mod http;
+mod hung_database;
+mod limits;
+mod many_clients;
+mod operations;
+mod postgres_service;
+mod postgres_store;
+mod postgres_tls;
+mod protocol;
+mod reliability;
+mod secrets;
+mod security;
+mod startup;
