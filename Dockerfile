@@ -15,7 +15,11 @@ FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 # Dependencies first, so editing the sources does not rebuild them.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+# The workspace names the load tool as a member: its manifest and a stub of its main are
+# enough for cargo to resolve the workspace; only the service is built.
+COPY tools/wsbench/Cargo.toml tools/wsbench/Cargo.toml
+RUN mkdir -p src tools/wsbench/src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && echo 'fn main() {}' > tools/wsbench/src/main.rs \
     && cargo build --release --locked --bin ws_assets \
     && rm -rf src
 COPY src ./src

@@ -2,10 +2,10 @@
 //! and its stream check. Buffers exist only while something is incomplete, so an idle
 //! client costs about a hundred bytes here.
 
-use super::check::{PointFit, StreamCheck};
-use super::scan::{Action, Scanner, Summary};
-use super::tally::{Stamp, Tally};
-use super::ws;
+use crate::check::{PointFit, StreamCheck};
+use crate::scan::{Action, Scanner, Summary};
+use crate::tally::{Stamp, Tally};
+use crate::ws;
 use std::io::{self, Write};
 
 /// Where a client is in its life.
@@ -336,7 +336,6 @@ impl Client {
 }
 
 #[cfg(test)]
-#[allow(dead_code, unused_imports)] // the bench target builds it without the tests: main.rs
 mod tests {
     use super::*;
 

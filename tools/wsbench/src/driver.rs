@@ -1,11 +1,11 @@
 //! The single-threaded event loop that drives every client, and the load phases built on
 //! it: connect all, subscribe at a steady pace, wait for ticks, subscribe storm.
 
-use super::check::Findings;
-use super::client::{Behaviour, Client, Ending, Phase};
-use super::net;
-use super::tally::{Stamp, Tally};
-use super::ws;
+use crate::check::Findings;
+use crate::client::{Behaviour, Client, Ending, Phase};
+use crate::net;
+use crate::tally::{Stamp, Tally};
+use crate::ws;
 use mio::{Events, Interest, Poll, Token};
 use std::io::{self, Read};
 use std::net::SocketAddr;

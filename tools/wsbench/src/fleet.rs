@@ -11,11 +11,11 @@
 //! system-wide; a copy is told the base's value), so per-tick first and last arrivals
 //! merge exactly, and the final [`Snapshot`]s add up to the report's figures.
 
-use super::check::Findings;
-use super::client::{Behaviour, Phase};
-use super::driver::{Bench, Setup};
-use super::procfs;
-use super::tally::{self, Stamp, TickAgg};
+use crate::check::Findings;
+use crate::client::{Behaviour, Phase};
+use crate::driver::{Bench, Setup};
+use crate::procfs;
+use crate::tally::{self, Stamp, TickAgg};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -412,7 +412,7 @@ impl Fleet {
     pub fn map_instances(&mut self, pids: &[u32]) -> Result<Vec<usize>, FleetError> {
         let pids = pids.to_vec();
         self.send_each(|_| Command::Map { pids: pids.clone() })?;
-        let mut counts = super::instances::map_clients(&mut self.local.st.clients, &pids)
+        let mut counts = crate::instances::map_clients(&mut self.local.st.clients, &pids)
             .map_err(|e| FleetError::Io(io::Error::other(e.to_string())))?;
         self.local.st.tally.track_instances(pids.len());
         for reply in self.replies()? {
@@ -676,7 +676,7 @@ fn obey(bench: &mut Bench, cmd: Command) -> io::Result<Reply> {
             Reply::Done
         }
         Command::Map { pids } => {
-            let counts = super::instances::map_clients(&mut bench.st.clients, &pids)
+            let counts = crate::instances::map_clients(&mut bench.st.clients, &pids)
                 .map_err(|e| io::Error::other(e.to_string()))?;
             bench.st.tally.track_instances(pids.len());
             Reply::Mapped(counts)
@@ -729,7 +729,6 @@ fn obey(bench: &mut Bench, cmd: Command) -> io::Result<Reply> {
 }
 
 #[cfg(test)]
-#[allow(dead_code, unused_imports)] // the bench target builds it without the tests: main.rs
 mod tests {
     use super::*;
 

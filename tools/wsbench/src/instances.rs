@@ -7,10 +7,10 @@
 //! process: its `/proc` (CPU, memory, open files, and its sockets' peers, which name its
 //! clients) and its log (role).
 
-use super::client::Client;
-use super::pgdb::{DbError, ThrowawayDb};
-use super::procfs::{self, Memory, ProcError};
-use super::server::{Server, ServerError};
+use crate::client::Client;
+use crate::pgdb::{DbError, ThrowawayDb};
+use crate::procfs::{self, Memory, ProcError};
+use crate::server::{Server, ServerError};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;

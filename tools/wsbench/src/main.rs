@@ -11,29 +11,31 @@
 //!
 //! # Usage
 //!
-//! The tool is the package's `wsbench` bench target (without a test harness), so it is
-//! built with the service but not installed with it. `cargo bench` builds both with the
-//! release settings and starts the tool; flags go after `--`:
+//! The tool is a workspace member of its own (tools/wsbench): the service's build and
+//! tests never compile it. `cargo wsbench` (an alias in .cargo/config.toml for `cargo
+//! run --release -p wsbench --`) builds it with the release settings and starts it; it
+//! starts the service binary found beside its own executable, so build that first:
 //!
 //! ```text
-//! cargo bench --bench wsbench                     # 1000 clients, 10 ticks, full mode
-//! cargo bench --bench wsbench -- --clients 10000 --ticks 10
-//! cargo bench --bench wsbench -- --clients 50 --ticks 3 --mode quick
-//! cargo bench --bench wsbench -- --addr 127.0.0.1:8080 --pid 1234 --clients 2000
-//! cargo bench --bench wsbench -- --instances 2 --clients 38000  # two processes of clients
-//! cargo bench --bench wsbench -- --soak 30m --clients 10000
+//! cargo build --release
+//! cargo wsbench                                   # 1000 clients, 10 ticks, full mode
+//! cargo wsbench --clients 10000 --ticks 10
+//! cargo wsbench --clients 50 --ticks 3 --mode quick
+//! cargo wsbench --addr 127.0.0.1:8080 --pid 1234 --clients 2000
+//! cargo wsbench --instances 2 --clients 38000     # two processes of clients
+//! cargo wsbench --soak 30m --clients 10000
 //! ```
 //!
 //! Flags: `--clients N` (1000), `--ticks T` measured ticks (10), `--src-ips K` source
 //! addresses 127.0.0.2..=127.0.0.(1+K) bound with `IP_BIND_ADDRESS_NO_PORT` (4),
 //! `--mode full|quick` (quick skips the storm and the settle pauses), `--server PATH`
-//! (default: the `ws_assets` binary cargo built with the tool, e.g.
+//! (default: the `ws_assets` binary beside the tool's executable, e.g.
 //! `target/release/ws_assets`), `--addr HOST:PORT --pid PID` (benchmark a running
 //! server), `--sub-window W` subscriptions in flight in the paced phase (64),
 //! `--connect-window C` connects in flight (256), `--path P` (`/api/v1/websocket`),
 //! `--instances K` (below), `--dsn ADMIN_DSN`, `--client-procs P` (below), `--soak
 //! DURATION` with `--sample-every D`, `--churn N`, `--slow N`, `--ping-flood N` (see
-//! `soak.rs`). The `--bench` flag `cargo bench` adds is accepted and ignored.
+//! `soak.rs`).
 //!
 //! With `--instances K` the tool creates a throwaway database through the admin DSN
 //! (default `postgresql://postgres@127.0.0.1:5432/postgres`), starts the first instance
@@ -75,10 +77,8 @@
 //!
 //! # Tests
 //!
-//! A bench target without a harness is compiled with `cfg(test)` but its `#[test]`
-//! functions dropped, so each module's `tests` allows what only they use. They run in
-//! tests/wsbench.rs, which compiles these modules in as a module of its own (hence the
-//! `super::` paths between them, not `crate::`), next to a quick run of the tool.
+//! Each module's unit tests sit beside it (`cargo test -p wsbench`);
+//! tests/against_server.rs runs the built tool against the real server.
 
 mod check;
 mod client;
@@ -167,9 +167,7 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some(fleet::CHILD_FLAG) {
         return fleet::child_main(&args[1..]);
     }
-    // Cargo builds the package's binaries for a bench target and names their paths; the
-    // tool's own executable lives elsewhere (target/release/deps/wsbench-HASH).
-    let default_server = PathBuf::from(env!("CARGO_BIN_EXE_ws_assets"));
+    let default_server = server_beside_this_tool();
     let opts = match Options::parse(args, default_server) {
         Ok(o) => o,
         Err(OptionsError::Help) => {
@@ -640,8 +638,17 @@ fn finish_checks(snap: &Snapshot, report: &mut Report) {
     report.clients_with_findings = f.clients;
 }
 
+/// The service binary cargo puts beside this tool's executable (`target/release/ws_assets`
+/// for `cargo wsbench`), or its bare name when the tool's own path is unknown.
+fn server_beside_this_tool() -> PathBuf {
+    let name = "ws_assets";
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
 #[cfg(test)]
-#[allow(dead_code, unused_imports)] // the bench target builds it without the tests: main.rs
 mod tests {
     use super::*;
 

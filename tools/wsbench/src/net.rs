@@ -81,7 +81,6 @@ pub fn connect_from(src: Ipv4Addr, dst: SocketAddr) -> io::Result<mio::net::TcpS
 }
 
 #[cfg(test)]
-#[allow(dead_code, unused_imports)] // the bench target builds it without the tests: main.rs
 mod tests {
     use super::*;
     use std::io::Read;

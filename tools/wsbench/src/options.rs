@@ -96,7 +96,7 @@ impl fmt::Display for OptionsError {
 
 /// The `--help` text.
 pub const USAGE: &str = "\
-usage: cargo bench --bench wsbench -- [--clients N] [--ticks T] [--src-ips K]
+usage: cargo wsbench [--clients N] [--ticks T] [--src-ips K]
          [--mode full|quick] [--server PATH | --addr HOST:PORT --pid PID]
          [--sub-window W] [--connect-window C] [--path /api/v1/websocket]
          [--instances K [--dsn ADMIN_DSN]] [--client-procs P]
@@ -198,8 +198,6 @@ impl Options {
         while let Some(flag) = it.next() {
             match flag.as_str() {
                 "--help" | "-h" => return Err(OptionsError::Help),
-                // `cargo bench` appends it to a bench target's arguments.
-                "--bench" => {}
                 "--clients" => {
                     o.clients = number(&flag, it.next(), "a number of clients, 1 or more")?
                 }
@@ -327,7 +325,6 @@ impl Options {
 }
 
 #[cfg(test)]
-#[allow(dead_code, unused_imports)] // the bench target builds it without the tests: main.rs
 mod tests {
     use super::*;
 
@@ -454,14 +451,5 @@ mod tests {
             }
         }
         assert_eq!(parse(&["--help"]), Err(OptionsError::Help));
-    }
-
-    #[test]
-    fn ignores_the_flag_cargo_bench_adds() {
-        assert_eq!(
-            parse(&["--clients", "7", "--bench"]),
-            parse(&["--clients", "7"])
-        );
-        assert_eq!(parse(&["--bench"]), parse(&[]));
     }
 }

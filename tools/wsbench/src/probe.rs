@@ -1,7 +1,7 @@
 //! One blocking WebSocket client used before the load: it measures start-up (first
 //! successful connect plus an `assets` reply) and learns the asset ids to subscribe to.
 
-use super::ws;
+use crate::ws;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -266,7 +266,6 @@ fn asset_ids(v: &serde_json::Value) -> Result<Vec<i32>, ProbeError> {
 }
 
 #[cfg(test)]
-#[allow(dead_code, unused_imports)] // the bench target builds it without the tests: main.rs
 mod tests {
     use super::*;
 

@@ -260,7 +260,6 @@ pub fn process_cpu_seconds(pid: u32) -> f64 {
 }
 
 #[cfg(test)]
-#[allow(dead_code, unused_imports)] // the bench target builds it without the tests: main.rs
 mod tests {
     use super::*;
 

@@ -1,8 +1,8 @@
 //! The benchmark's findings and how they are printed: a report for people and one
 //! `RESULT key=value ...` line for scripts.
 
-use super::procfs::Memory;
-use super::stats::{Summary, show};
+use crate::procfs::Memory;
+use crate::stats::{Summary, show};
 use std::fmt::Write;
 
 /// One tick's arrivals.
@@ -703,7 +703,6 @@ impl Report {
 }
 
 #[cfg(test)]
-#[allow(dead_code, unused_imports)] // the bench target builds it without the tests: main.rs
 mod tests {
     use super::*;
 

@@ -229,7 +229,6 @@ fn string_value(b: &[u8]) -> Option<&[u8]> {
 }
 
 #[cfg(test)]
-#[allow(dead_code, unused_imports)] // the bench target builds it without the tests: main.rs
 mod tests {
     use super::*;
 

@@ -19,14 +19,14 @@
 //! and pages of a subscriber's code path are in it; the private part of the memory
 //! (`RssAnon`, without the executable's pages) is reported beside it.
 
-use super::client::{Behaviour, Phase};
-use super::driver::{Bench, Setup};
-use super::fleet::{self, Snapshot};
-use super::options::{Options, Soak};
-use super::procfs;
-use super::report::{TickFigures, total_memory};
-use super::stats::Summary;
-use super::{BenchError, alive, ms, rows, sample, start_servers, window};
+use crate::client::{Behaviour, Phase};
+use crate::driver::{Bench, Setup};
+use crate::fleet::{self, Snapshot};
+use crate::options::{Options, Soak};
+use crate::procfs;
+use crate::report::{TickFigures, total_memory};
+use crate::stats::Summary;
+use crate::{BenchError, alive, ms, rows, sample, start_servers, window};
 use std::fmt::Write;
 use std::time::{Duration, Instant};
 
@@ -102,7 +102,7 @@ pub struct SoakReport {
     /// The samples.
     pub samples: Vec<SoakSample>,
     /// Steady clients' findings over the whole run, with the final tail.
-    pub findings: super::check::Findings,
+    pub findings: crate::check::Findings,
     /// Steady clients the server dropped, by reason.
     pub steady_drops: String,
     /// Steady drops in all.
@@ -447,12 +447,12 @@ pub fn run(opts: &Options, soak: Soak) -> Result<SoakReport, BenchError> {
         )));
     }
     let mut servers = start_servers(opts)?;
-    let assets = match super::probe::probe(servers.addr(), &opts.path, Duration::from_secs(30)) {
+    let assets = match crate::probe::probe(servers.addr(), &opts.path, Duration::from_secs(30)) {
         Ok(p) => p.asset_ids,
-        Err(super::probe::ProbeError::Assets(_)) => vec![1, 2, 3, 4, 5],
+        Err(crate::probe::ProbeError::Assets(_)) => vec![1, 2, 3, 4, 5],
         Err(e) => return Err(BenchError::Probe(e)),
     };
-    if let (Some(k), super::options::Target::Spawn(path)) = (opts.instances, &opts.target) {
+    if let (Some(k), crate::options::Target::Spawn(path)) = (opts.instances, &opts.target) {
         servers.add_instances(path, k)?;
     }
     let pids = servers.pids();
@@ -476,7 +476,7 @@ pub fn run(opts: &Options, soak: Soak) -> Result<SoakReport, BenchError> {
     )?;
     // One subscriber first, so that the baseline already holds the pages of the code a
     // subscriber runs; then let its connection go.
-    super::probe::warm_up(servers.addr(), &opts.path, &assets).map_err(BenchError::Probe)?;
+    crate::probe::warm_up(servers.addr(), &opts.path, &assets).map_err(BenchError::Probe)?;
     bench.run_for(Duration::from_secs(1))?;
     alive(&mut servers)?;
     let base_memory = total_memory(&servers.memory()?);
@@ -504,9 +504,9 @@ pub fn run(opts: &Options, soak: Soak) -> Result<SoakReport, BenchError> {
         if idx < steady + soak.flood {
             c.behaviour = Behaviour::Flood;
             let mut frame = Vec::new();
-            super::ws::encode_masked(
+            crate::ws::encode_masked(
                 &mut frame,
-                super::ws::opcode::TEXT,
+                crate::ws::opcode::TEXT,
                 br#"{"action":"unsubscribe","message":{}}"#,
                 fastrand::u32(..).to_ne_bytes(),
             );
@@ -628,9 +628,9 @@ pub fn run(opts: &Options, soak: Soak) -> Result<SoakReport, BenchError> {
     let snap = Snapshot::of(&bench, newest);
     report.findings = snap.findings;
     report.steady_drop_count = bench.st.tally.dropped();
-    report.steady_drops = super::tally::reasons(&bench.st.tally.drops);
-    report.misbehaving_ends = super::tally::reasons(&bench.st.tally.misbehaving_ends);
-    report.failures = super::tally::reasons(&bench.st.tally.failures);
+    report.steady_drops = crate::tally::reasons(&bench.st.tally.drops);
+    report.misbehaving_ends = crate::tally::reasons(&bench.st.tally.misbehaving_ends);
+    report.failures = crate::tally::reasons(&bench.st.tally.failures);
 
     bench.close_all();
     let left = Instant::now();
@@ -675,13 +675,12 @@ pub fn run(opts: &Options, soak: Soak) -> Result<SoakReport, BenchError> {
 }
 
 fn tally_now_sec(bench: &Bench) -> i64 {
-    super::tally::Stamp::now(bench.st.base)
+    crate::tally::Stamp::now(bench.st.base)
         .wall_ns
         .div_euclid(1_000_000_000)
 }
 
 #[cfg(test)]
-#[allow(dead_code, unused_imports)] // the bench target builds it without the tests: main.rs
 mod tests {
     use super::*;
 

@@ -49,7 +49,6 @@ pub fn show(s: Option<Summary>, decimals: usize, unit: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(dead_code, unused_imports)] // the bench target builds it without the tests: main.rs
 mod tests {
     use super::*;
 

@@ -189,7 +189,6 @@ pub fn reasons(map: &BTreeMap<String, u32>) -> String {
 }
 
 #[cfg(test)]
-#[allow(dead_code, unused_imports)] // the bench target builds it without the tests: main.rs
 mod tests {
     use super::*;
 

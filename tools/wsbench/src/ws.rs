@@ -226,7 +226,6 @@ pub fn close_code(payload: &[u8]) -> u16 {
 }
 
 #[cfg(test)]
-#[allow(dead_code, unused_imports)] // the bench target builds it without the tests: main.rs
 mod tests {
     use super::*;
 

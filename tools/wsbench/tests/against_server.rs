@@ -5,72 +5,36 @@
 //! tests) and the clients split over two processes; and a soak of a few seconds. No
 //! timing is asserted.
 //!
-//! The tool is the package's `wsbench` bench target (benches/wsbench), which runs without a
-//! test harness: its own unit tests run here, its modules compiled in as `tool`, and its
-//! executable is built by asking cargo for it (tests get no `CARGO_BIN_EXE_` of a bench).
+//! The tool is this package's binary (`CARGO_BIN_EXE_wsbench`); the server is the
+//! service's binary of the same build, beside the test executable's directory
+//! (`target/debug/ws_assets`): `cargo nextest run --workspace` (what `.ci/test` runs)
+//! builds both.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 
-/// The load tool's modules, for their unit tests; `main` and what only it uses are unused.
-#[path = "../benches/wsbench/main.rs"]
-#[allow(dead_code)]
-mod tool;
+/// The load tool's executable.
+fn wsbench() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_wsbench"))
+}
 
-/// The tool's executable, built in the test profile by the cargo running this test (a
-/// no-op when it is up to date). Built once per test process.
-fn wsbench() -> &'static PathBuf {
-    static EXE: OnceLock<PathBuf> = OnceLock::new();
-    EXE.get_or_init(|| {
-        let mut cargo = Command::new(env!("CARGO"));
-        // Drop what cargo and nextest set for this test about this package: inherited,
-        // build scripts that watch them (ring's CARGO_MANIFEST_DIR) would rerun and
-        // rebuild the crates above them, here and again in the next outer build.
-        for (name, _) in std::env::vars_os() {
-            let Some(name) = name.to_str() else { continue };
-            if name.starts_with("CARGO_MANIFEST_")
-                || name.starts_with("CARGO_PKG_")
-                || [
-                    "CARGO_CRATE_NAME",
-                    "CARGO_BIN_NAME",
-                    "CARGO_PRIMARY_PACKAGE",
-                    "CARGO_TARGET_TMPDIR",
-                    "OUT_DIR",
-                ]
-                .contains(&name)
-            {
-                cargo.env_remove(name);
-            }
-        }
-        let out = cargo
-            .args(["test", "--bench", "wsbench", "--no-run"])
-            .args(["--message-format", "json-render-diagnostics"])
-            .arg("--manifest-path")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
-            .output()
-            .expect("run cargo to build the wsbench bench target");
-        assert!(
-            out.status.success(),
-            "building wsbench failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .find(|m| {
-                m["reason"] == "compiler-artifact"
-                    && m["target"]["name"] == "wsbench"
-                    && m["target"]["kind"]
-                        .as_array()
-                        .is_some_and(|k| k.iter().any(|k| k == "bench"))
-            })
-            .and_then(|m| m["executable"].as_str().map(PathBuf::from))
-            .expect("cargo names the wsbench executable")
-    })
+/// The service's executable of this build: target/PROFILE/ws_assets, two levels above
+/// this test's own executable (target/PROFILE/deps/against_server-HASH).
+fn server() -> String {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("ws_assets"))
+        .expect("the test runs from target/PROFILE/deps");
+    assert!(
+        path.exists(),
+        "{} is missing: build the service first (cargo build, or cargo nextest run --workspace)",
+        path.display()
+    );
+    path.to_string_lossy().into_owned()
 }
 
 fn result_line(stdout: &str) -> HashMap<String, String> {
@@ -94,7 +58,7 @@ fn result_line(stdout: &str) -> HashMap<String, String> {
 fn run_ok(args: &[&str]) -> (String, HashMap<String, String>) {
     let out = Command::new(wsbench())
         .args(args)
-        .args(["--server", env!("CARGO_BIN_EXE_ws_assets")])
+        .args(["--server", &server()])
         .output()
         .expect("wsbench runs");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -128,7 +92,7 @@ fn wsbench_quick_run_against_the_server() {
             "--mode",
             "quick",
         ])
-        .args(["--server", env!("CARGO_BIN_EXE_ws_assets")])
+        .args(["--server", &server()])
         .output()
         .expect("wsbench runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
