@@ -48,6 +48,14 @@ impl Ring {
         true
     }
 
+    /// Whether this very point (second and value) is held.
+    pub fn holds(&self, point: &Point) -> bool {
+        let at = self.points.partition_point(|p| p.time < point.time);
+        self.points
+            .get(at)
+            .is_some_and(|held| held.time == point.time && held.value == point.value)
+    }
+
     /// Drops points older than `oldest`; returns whether any were dropped.
     pub fn trim(&mut self, oldest: i64) -> bool {
         let before = self.points.len();
@@ -223,7 +231,8 @@ impl Market {
             .ring
             .last_time()
             .map_or(i64::MIN, |last| last - self.window + 1);
-        if point.time < oldest {
+        if point.time < oldest || state.ring.holds(&point) {
+            // A leader hears its own points back: nothing changes, the history stays built.
             return true;
         }
         if state.ring.upsert(point) {
@@ -425,6 +434,29 @@ mod tests {
         let (_, history) = market.subscribe(1, 0, None);
         assert_eq!(history_times(&history), [1, 2, 3, 4, 5]);
         assert_eq!(market.assets()[0].ring.iter().nth(1), Some(&stored));
+    }
+
+    #[test]
+    fn merging_a_point_already_held_keeps_the_built_history() {
+        let mut market = Market::new(default_assets(), 60);
+        market.record(point(1, 1));
+        market.record(point(1, 2));
+        let (_, before) = market.subscribe(1, 0, None);
+        assert!(market.merge(point(1, 2)), "the same second and value");
+        let (_, after) = market.subscribe(2, 0, None);
+        assert_eq!(before.as_ptr(), after.as_ptr(), "not rebuilt");
+        let changed = Point {
+            asset_id: 1,
+            time: 2,
+            value: 7.5,
+        };
+        assert!(market.merge(changed));
+        let (_, rebuilt) = market.subscribe(3, 0, None);
+        assert_ne!(
+            before.as_ptr(),
+            rebuilt.as_ptr(),
+            "a new value is a new history"
+        );
     }
 
     #[test]

@@ -2,14 +2,27 @@
 //! instance streams the same points, failover loses nothing and repeats nothing.
 //! Real processes, a real database (one per test), real WebSocket clients.
 
-use crate::common;
 use std::collections::BTreeMap;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::common::{Client, Server, run_to_exit, time_of, wait_until};
+use crate::fakefeed::{FakeFeed, Reply, rates_body};
 use crate::pgdb::{Proxy, TestDb};
 use serde_json::Value;
+
+/// A leader checks its lock connection this often (README: Several instances)...
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// ...and a check that gets no answer within this long fails: it steps down.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// PostgreSQL ends an election session silent this long, and its lock goes.
+const IDLE_SESSION_TIMEOUT: Duration = Duration::from_secs(3);
+/// A hung listen connection is replaced within this long: 1 s of silence, a 2 s check,
+/// a 1 s pause, a new connection.
+const LISTEN_REPLACED_WITHIN: Duration = Duration::from_secs(5);
+/// Allowance for a loaded machine: the test watches through `/health`, and processes
+/// sharing two cores with other builds may be scheduled late.
+const MARGIN: Duration = Duration::from_secs(2);
 
 /// Starts an instance on `dsn` with `extra` settings.
 fn instance(dsn: &str, extra: &[(&str, &str)]) -> Server {
@@ -110,46 +123,105 @@ fn three_instances_stream_the_same_points_and_hold_the_same_history() {
     assert_eq!(metrics.value("ws_assets_role{role=\"follower\"}"), 1.0);
 }
 
-#[test]
-fn when_the_leader_is_killed_a_follower_takes_over_within_3_seconds() {
-    let db = TestDb::create();
-    let dsn = db.dsn();
-    let mut servers: Vec<Server> = (0..3).map(|_| instance(&dsn, &[])).collect();
-    assert_eq!(role(&servers[0]), "leader");
-    let mut watchers: Vec<Client> = servers[1..].iter().map(Server::client).collect();
-    for watcher in &mut watchers {
-        watcher.subscribe_history(1);
-        watcher.recv_point();
-    }
-
-    servers[0].kill();
-    let killed = Instant::now();
-    let took = wait_until(Duration::from_secs(10), "a new leader", || {
-        let leaders = servers[1..].iter().filter(|s| role(s) == "leader").count();
-        match leaders {
-            1 => Ok(killed.elapsed()),
-            n => Err(format!("{n} leaders")),
+/// Waits until request number `n` of `feed` has begun to arrive; returns when it did.
+fn request_arrival(feed: &FakeFeed, n: usize, within: Duration) -> SystemTime {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(at) = feed.arrival(n) {
+            return at;
         }
-    });
-    eprintln!("takeover after {took:?}");
-    assert!(took <= Duration::from_secs(3), "takeover took {took:?}");
-
-    let until = Instant::now() + Duration::from_secs(4);
-    for watcher in &mut watchers {
-        let points = points_until(watcher, until.max(Instant::now() + Duration::from_secs(1)));
-        assert!(points.len() >= 2, "{points:?}");
         assert!(
-            strictly_ascending(&points),
-            "no duplicate, no second out of order: {points:?}"
+            Instant::now() < deadline,
+            "feed request {n} did not come within {within:?}"
         );
+        thread::sleep(Duration::from_millis(2));
     }
-    let new_leader = servers[1..].iter().find(|s| role(s) == "leader").unwrap();
-    assert!(new_leader.metric_value("ws_assets_leader_changes_total") >= 1.0);
-    assert!(new_leader.log().contains("role: leader"));
+}
+
+fn epoch_seconds(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// Asserts that `points` hold consecutive seconds: none missing, none twice, in order.
+fn assert_every_second(points: &[(i64, f64)], what: &str) {
+    for pair in points.windows(2) {
+        assert_eq!(pair[1].0, pair[0].0 + 1, "{what}: {points:?}");
+    }
 }
 
 #[test]
-fn a_stalled_leader_does_not_stop_the_stream_and_one_leader_remains() {
+fn a_killed_leader_is_replaced_at_once_and_its_unpublished_second_is_not_lost() {
+    // Every answer takes 300 ms: the leader is killed while it waits for one, so that
+    // second is in progress and nobody has it.
+    let body = rates_body(&[("EURUSD", "1.1", "1.2"), ("USDJPY", "150.1", "150.2")]);
+    let feed = FakeFeed::scripted(move |_| Reply::Slow(Duration::from_millis(300), body.clone()));
+    let url = feed.url();
+    let db = TestDb::create();
+    let dsn = db.dsn();
+    let feed_env = [("WS_ASSETS_RATES_URL", url.as_str())];
+    let mut servers: Vec<Server> = (0..3).map(|_| instance(&dsn, &feed_env)).collect();
+    assert_eq!(role(&servers[0]), "leader");
+    let mut watchers: Vec<Client> = servers[1..].iter().map(Server::client).collect();
+    let mut seen: Vec<Vec<(i64, f64)>> = Vec::new();
+    for watcher in &mut watchers {
+        watcher.subscribe(1);
+        watcher.recv_action("asset_history");
+        seen.push(vec![pair(&watcher.recv_point())]);
+    }
+
+    // The leader's next fetch, early in its second: it is killed before the answer.
+    let (second, asked) = loop {
+        let n = feed.request_count();
+        let asked = request_arrival(&feed, n, Duration::from_secs(5));
+        let at = epoch_seconds(asked);
+        if at.fract() < 0.2 {
+            break (at.floor() as i64, n);
+        }
+    };
+    servers[0].kill();
+    let killed = SystemTime::now();
+    // Only the new leader polls now: its first fetch is the second in progress.
+    let polled = request_arrival(&feed, asked + 1, Duration::from_secs(5));
+    let took = polled.duration_since(killed).unwrap_or_default();
+    eprintln!(
+        "killed at {:.3}: the new leader polled {took:?} later",
+        epoch_seconds(killed)
+    );
+    assert_eq!(
+        epoch_seconds(polled).floor() as i64,
+        second,
+        "the new leader's first poll ({took:?} after the kill) is in the second in progress"
+    );
+
+    let new_leader = wait_until(Duration::from_secs(5), "one new leader", || {
+        let leaders: Vec<usize> = (1..3).filter(|&i| role(&servers[i]) == "leader").collect();
+        match leaders[..] {
+            [one] => Ok(one),
+            _ => Err(format!("leaders: {leaders:?}")),
+        }
+    });
+    for (watcher, points) in watchers.iter_mut().zip(&mut seen) {
+        while points[points.len() - 1].0 < second + 2 {
+            points.push(pair(&watcher.recv_point()));
+        }
+        assert!(
+            points.iter().any(|(t, _)| *t == second),
+            "second {second}, in progress at the kill, reached every client: {points:?}"
+        );
+        assert_every_second(points, "no second lost, none twice");
+    }
+    let leader = &servers[new_leader];
+    assert!(leader.metric_value("ws_assets_leader_changes_total") >= 1.0);
+    assert!(leader.log().contains("role: leader"));
+    assert!(
+        leader
+            .log()
+            .contains(&format!("polling second {second} now"))
+    );
+}
+
+#[test]
+fn a_stalled_leader_is_replaced_and_one_leader_remains() {
     let db = TestDb::create();
     let dsn = db.dsn();
     let servers: Vec<Server> = (0..3).map(|_| instance(&dsn, &[])).collect();
@@ -160,9 +232,23 @@ fn a_stalled_leader_does_not_stop_the_stream_and_one_leader_remains() {
         watcher.recv_point();
     }
 
+    // A stopped process checks nothing: the server ends its session after
+    // idle_session_timeout, and a follower, waiting for the lock, has it at once.
     servers[0].signal(libc::SIGSTOP);
     let stopped = Instant::now();
-    let until = stopped + Duration::from_secs(6);
+    let took = wait_until(Duration::from_secs(10), "a new leader", || {
+        let leaders = servers[1..].iter().filter(|s| role(s) == "leader").count();
+        match leaders {
+            1 => Ok(stopped.elapsed()),
+            n => Err(format!("{n} leaders")),
+        }
+    });
+    eprintln!("a new leader {took:?} after the leader stopped");
+    assert!(
+        took <= IDLE_SESSION_TIMEOUT + MARGIN,
+        "a new leader after {took:?}"
+    );
+    let until = Instant::now() + Duration::from_secs(3);
     let seen: Vec<Vec<(i64, f64)>> = thread::scope(|scope| {
         let handles: Vec<_> = watchers
             .iter_mut()
@@ -170,47 +256,145 @@ fn a_stalled_leader_does_not_stop_the_stream_and_one_leader_remains() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    servers[0].signal(libc::SIGCONT);
     for points in &seen {
-        assert!(strictly_ascending(points), "{points:?}");
-        // Fallback starts 3 s after the last point heard: the last seconds have points.
-        let late = points
-            .iter()
-            .filter(|(t, _)| *t >= common::epoch_now() - 3)
-            .count();
-        assert!(
-            late >= 1,
-            "points kept coming while the leader was stopped: {points:?}"
-        );
+        assert!(points.len() >= 2, "points from the new leader: {points:?}");
+        assert_every_second(points, "after the takeover");
     }
-    assert!(servers[1].metric_value("ws_assets_fallback_polling_seconds_total") >= 1.0);
 
-    wait_until(Duration::from_secs(10), "exactly one leader", || {
-        let roles: Vec<String> = servers.iter().map(role).collect();
-        match roles.iter().filter(|r| *r == "leader").count() {
-            1 => Ok(()),
-            n => Err(format!("{n} leaders: {roles:?}")),
-        }
-    });
-    thread::sleep(Duration::from_secs(2));
+    // Resumed, it finds its session ended and steps down: one leader.
+    servers[0].signal(libc::SIGCONT);
+    wait_until(
+        Duration::from_secs(10),
+        "the old leader a follower",
+        || match role(&servers[0]).as_str() {
+            "follower" => Ok(()),
+            other => Err(other.to_string()),
+        },
+    );
     let roles: Vec<String> = servers.iter().map(role).collect();
     assert_eq!(
         roles.iter().filter(|r| *r == "leader").count(),
         1,
         "{roles:?}"
     );
-    // Followers follow again: points from the leader, no fallback.
-    for server in &servers[1..] {
+    // Every follower follows the new leader, the old one included.
+    for (i, server) in servers.iter().enumerate() {
+        if role(server) == "leader" {
+            continue;
+        }
         let before = server.metric_value("ws_assets_notifications_received_total");
-        wait_until(Duration::from_secs(5), "notifications again", || {
+        wait_until(Duration::from_secs(10), "notifications", || {
             let now = server.metric_value("ws_assets_notifications_received_total");
             if now > before {
                 Ok(())
             } else {
-                Err(format!("{now}"))
+                Err(format!("instance {i}: {now}"))
             }
         });
     }
+}
+
+#[test]
+fn a_leader_whose_connection_silently_stops_answering_is_replaced() {
+    let db = TestDb::create();
+    let proxy = Proxy::start(db.server_addr());
+    let leader = instance(&db.dsn_via(&proxy), &[]);
+    assert_eq!(role(&leader), "leader");
+    let follower = instance(&db.dsn(), &[]);
+    assert_eq!(role(&follower), "follower");
+    let mut on_leader = leader.client();
+    on_leader.subscribe_history(1);
+    let mut seen = vec![pair(&on_leader.recv_point())];
+
+    // Like a host that vanished: nothing answers, nothing is closed.
+    proxy.blackhole();
+    let hung = Instant::now();
+    let (mut stepped_down, mut replaced) = (None, None);
+    while stepped_down.is_none() || replaced.is_none() {
+        assert!(
+            hung.elapsed() < Duration::from_secs(15),
+            "stepped down after {stepped_down:?}, replaced after {replaced:?}\n{}",
+            leader.log()
+        );
+        if stepped_down.is_none() && role(&leader) == "follower" {
+            stepped_down = Some(hung.elapsed());
+        }
+        if replaced.is_none() && role(&follower) == "leader" {
+            replaced = Some(hung.elapsed());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let (stepped_down, replaced) = (stepped_down.unwrap(), replaced.unwrap());
+    eprintln!("stepped down after {stepped_down:?}; replaced after {replaced:?}");
+    // Its check every second fails within 2 s.
+    assert!(stepped_down <= CHECK_EVERY + CHECK_TIMEOUT + MARGIN);
+    // The server ends its silent session after idle_session_timeout.
+    assert!(replaced <= IDLE_SESSION_TIMEOUT + MARGIN);
+    assert!(
+        leader
+            .log()
+            .contains("lost the leadership lock's connection")
+    );
+
+    // The old leader's clients missed no second: it polls on alone, cut off.
+    seen.extend(points_until(
+        &mut on_leader,
+        Instant::now() + Duration::from_secs(3),
+    ));
+    assert_every_second(&seen, "the old leader's client across the hang");
+    assert!(leader.metric_value("ws_assets_fallback_polling_seconds_total") >= 1.0);
+    drop(proxy);
+}
+
+#[test]
+fn a_follower_whose_listen_connection_hangs_replaces_it() {
+    let db = TestDb::create();
+    let _leader = instance(&db.dsn(), &[]);
+    let proxy = Proxy::start(db.server_addr());
+    let follower = instance(&db.dsn_via(&proxy), &[]);
+    assert_eq!(role(&follower), "follower");
+    assert!(follower.wait_for_log("listening for the leader's points", Duration::from_secs(10)));
+    let mut watcher = follower.client();
+    watcher.subscribe_history(1);
+    let mut seen = vec![pair(&watcher.recv_point())];
+
+    // Its connections stop answering but stay open; new ones work.
+    proxy.hang_open();
+    let hung = Instant::now();
+    let replaced = wait_until(Duration::from_secs(20), "listening again", || {
+        let lost = follower.log_count("not listening for the leader's points");
+        let listening = follower.log_count("listening for the leader's points") - lost;
+        if lost >= 1 && listening >= 2 {
+            Ok(hung.elapsed())
+        } else {
+            Err(format!("{lost} lost, {listening} listening"))
+        }
+    });
+    eprintln!("listen connection replaced {replaced:?} after it hung");
+    // Silent for 1 s, then a check that gets 2 s, then a new connection after 1 s.
+    assert!(replaced <= LISTEN_REPLACED_WITHIN + MARGIN, "{replaced:?}");
+    let (_, health) = follower.health();
+    assert_eq!(health["listening"], true, "{health}");
+
+    // The leader's points come again; nothing came twice or out of order meanwhile.
+    let before = follower.metric_value("ws_assets_notifications_received_total");
+    seen.extend(points_until(
+        &mut watcher,
+        Instant::now() + Duration::from_secs(3),
+    ));
+    assert!(follower.metric_value("ws_assets_notifications_received_total") > before);
+    assert!(strictly_ascending(&seen), "{seen:?}");
+    // What it did not hear while the connection hung, it read back: its history is the
+    // table's.
+    let history = history(&mut follower.client());
+    let (first, last) = (history[0].0, history[history.len() - 1].0);
+    let stored: Vec<(i64, f64)> = db
+        .stored(1)
+        .into_iter()
+        .filter(|(t, _)| (first..=last).contains(t))
+        .collect();
+    assert_eq!(history, stored, "{}", follower.log());
+    drop(proxy);
 }
 
 #[test]
