@@ -4,6 +4,7 @@
 //! taken in one step, and a tick's point is recorded and its frame built in one step,
 //! so no tick can fall between a history and the live points after it.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use bytes::Bytes;
@@ -147,6 +148,11 @@ pub struct AssetState {
     pub ring: Ring,
     /// Who receives its points.
     pub subscribers: Subscribers,
+    /// Resumed subscribers that already hold seconds this instance has not recorded yet
+    /// (they came from an instance further ahead, e.g. the leader, to a follower that has
+    /// not heard its last notification): `(key, since)`. They get no live point of a
+    /// second up to `since`, which they have; pruned as newer points are recorded.
+    ahead: Vec<(usize, i64)>,
     /// The encoded `asset_history` frame of the current ring, built on first demand.
     history: Option<Bytes>,
 }
@@ -159,6 +165,11 @@ pub struct Subscription {
     /// Slot in that asset's [`Subscribers`].
     pub slot: usize,
 }
+
+/// How far a resuming client's `since` may be ahead of this instance's newest point and
+/// still be honoured for live points: another instance may be a second or two ahead;
+/// a `since` further out is not a second that exists yet, and is ignored as before.
+const AHEAD_AT_MOST: i64 = 5;
 
 /// All assets with their rings and subscribers.
 #[derive(Debug)]
@@ -180,6 +191,7 @@ impl Market {
                     asset,
                     ring: Ring::default(),
                     subscribers: Subscribers::default(),
+                    ahead: Vec::new(),
                     history: None,
                 })
                 .collect(),
@@ -215,6 +227,8 @@ impl Market {
         }
         state.ring.trim(point.time - self.window + 1);
         state.history = None;
+        // Those who had only up to an older second get this one.
+        state.ahead.retain(|&(_, since)| since >= point.time);
         let frame = text_frame(&protocol::point_message(&state.asset.name, &point));
         Some((index, frame))
     }
@@ -302,13 +316,24 @@ impl Market {
                 state.ring.since(since),
             )),
         };
+        let last = state.ring.last_time().unwrap_or(i64::MIN);
+        if let Some(since) = since
+            && since > last
+            && since - last <= AHEAD_AT_MOST
+        {
+            state.ahead.push((key, since));
+        }
         let slot = state.subscribers.add(key);
         (Subscription { asset: index, slot }, history)
     }
 
     /// Ends a subscription; returns the key whose slot changed (it now holds `sub.slot`).
     pub fn unsubscribe(&mut self, sub: Subscription) -> Option<usize> {
-        self.assets.get_mut(sub.asset)?.subscribers.remove(sub.slot)
+        let state = self.assets.get_mut(sub.asset)?;
+        if let Some(&key) = state.subscribers.keys().get(sub.slot) {
+            state.ahead.retain(|&(ahead, _)| ahead != key);
+        }
+        state.subscribers.remove(sub.slot)
     }
 
     /// Subscribed keys of the asset at `index`.
@@ -316,6 +341,26 @@ impl Market {
         self.assets
             .get(index)
             .map_or(&[], |state| state.subscribers.keys())
+    }
+
+    /// Who gets the asset's point of second `time`: its subscribers, less those that
+    /// resumed with a later `since` (they have it already). Borrowed, with no copy, unless
+    /// such a subscriber is waiting.
+    pub fn recipients(&self, index: usize, time: i64) -> Cow<'_, [usize]> {
+        let Some(state) = self.assets.get(index) else {
+            return Cow::Borrowed(&[]);
+        };
+        let keys = state.subscribers.keys();
+        let has = |key: usize| {
+            state
+                .ahead
+                .iter()
+                .any(|&(ahead, since)| ahead == key && since >= time)
+        };
+        if state.ahead.iter().all(|&(_, since)| since < time) {
+            return Cow::Borrowed(keys);
+        }
+        Cow::Owned(keys.iter().copied().filter(|&key| !has(key)).collect())
     }
 }
 
@@ -434,6 +479,41 @@ mod tests {
         let (_, history) = market.subscribe(1, 0, None);
         assert_eq!(history_times(&history), [1, 2, 3, 4, 5]);
         assert_eq!(market.assets()[0].ring.iter().nth(1), Some(&stored));
+    }
+
+    #[test]
+    fn a_client_resuming_ahead_of_this_instance_gets_no_second_twice() {
+        let mut market = Market::new(default_assets(), 60);
+        market.record(point(1, 10));
+        let (plain, _) = market.subscribe(7, 0, None);
+        // It had 11 from an instance further ahead; this one has not recorded 11 yet.
+        let (ahead, history) = market.subscribe(8, 0, Some(11));
+        assert_eq!(history_times(&history), [] as [i64; 0]);
+        market.record(point(1, 11));
+        assert_eq!(market.recipients(0, 11).as_ref(), [7], "8 has 11 already");
+        market.record(point(1, 12));
+        assert_eq!(market.recipients(0, 12).as_ref(), [7, 8]);
+        assert!(
+            matches!(market.recipients(0, 12), Cow::Borrowed(_)),
+            "no copy"
+        );
+        let _ = (plain, ahead);
+    }
+
+    #[test]
+    fn an_ahead_subscriber_that_leaves_is_forgotten_and_far_futures_are_ignored() {
+        let mut market = Market::new(default_assets(), 60);
+        market.record(point(1, 10));
+        let (ahead, _) = market.subscribe(8, 0, Some(12));
+        assert_eq!(market.unsubscribe(ahead), None);
+        // The key is used again by a client with nothing ahead: it gets every point.
+        let (_, _) = market.subscribe(8, 0, None);
+        market.record(point(1, 11));
+        assert_eq!(market.recipients(0, 11).as_ref(), [8]);
+        // A since that is no second yet (far ahead of anything) changes nothing.
+        let (_, _) = market.subscribe(9, 0, Some(1_000_000));
+        market.record(point(1, 12));
+        assert_eq!(market.recipients(0, 12).as_ref(), [8, 9]);
     }
 
     #[test]

@@ -341,9 +341,6 @@ impl Reactor {
             Event::Role(role) => {
                 if self.role.set_role(role, now) {
                     self.metrics.leader_changes_total += 1;
-                    if role == Role::Leader {
-                        self.take_over();
-                    }
                 }
             }
             Event::Listening => self.role.set_listening(true),
@@ -367,19 +364,6 @@ impl Reactor {
                 }
             }
             Event::CatchUp(_) => {}
-        }
-    }
-
-    /// A follower has just taken the lead. If nobody has delivered the second in progress
-    /// (the leader died before publishing it), it is polled now rather than lost.
-    fn take_over(&mut self) {
-        if self.ops.stopping() {
-            return;
-        }
-        if let Some(second) = self.ticks.unpolled_current_second() {
-            info!("polling second {second} now: the leader before did not publish it");
-            self.ticks
-                .start_fetch(second, &self.workers, &mut self.metrics);
         }
     }
 
@@ -431,8 +415,8 @@ impl Reactor {
         }
         let fanout_started = Instant::now();
         for (index, frame) in &frames {
-            self.clients
-                .fan_out(self.market.subscribers(*index), frame, &mut self.metrics);
+            let recipients = self.market.recipients(*index, time);
+            self.clients.fan_out(&recipients, frame, &mut self.metrics);
         }
         self.metrics
             .fanout_seconds

@@ -25,8 +25,6 @@ pub struct Ticks {
     max_in_flight: usize,
     /// The last second a tick was started for.
     last_second: i64,
-    /// The last second a fetch was started for.
-    last_fetch: i64,
     /// The newest second that recorded a point.
     last_point_time: i64,
     in_flight: usize,
@@ -44,7 +42,6 @@ impl Ticks {
             assets,
             max_in_flight,
             last_second: epoch_second(),
-            last_fetch: 0,
             last_point_time: 0,
             in_flight: 0,
             failing: false,
@@ -87,7 +84,6 @@ impl Ticks {
             return;
         }
         self.in_flight += 1;
-        self.last_fetch = self.last_fetch.max(second);
         let feed = Arc::clone(&self.feed);
         let assets = Arc::clone(&self.assets);
         workers.submit(
@@ -147,14 +143,6 @@ impl Ticks {
             return None;
         }
         Some((time, fetched.quotes))
-    }
-
-    /// The second in progress, if its tick has begun and it has neither been fetched nor
-    /// recorded points (a follower's tick, which leaves the second to the leader).
-    pub fn unpolled_current_second(&self) -> Option<i64> {
-        let second = self.last_second;
-        let current = second == epoch_second();
-        (current && self.last_fetch < second && self.last_point_time < second).then_some(second)
     }
 
     /// Notes that `time` recorded points.

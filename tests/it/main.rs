@@ -17,6 +17,7 @@ mod browser;
 mod cluster;
 mod feed_service;
 mod fxcm_feed;
+mod haproxy;
 mod health_command;
 mod http;
 mod hung_database;
