@@ -38,7 +38,6 @@ pub mod config;
 mod conn;
 pub mod feed;
 mod frame;
-mod framescan;
 #[cfg(any(fuzzing, test))]
 #[doc(hidden)]
 pub mod fuzzing;
