@@ -53,7 +53,7 @@ pub(super) fn run_connection(data: &[u8]) -> Vec<u8> {
     let (mut market, mut metrics, mut shared) = (
         Market::new(default_assets(), config.history_seconds),
         Metrics::default(),
-        Shared::default(),
+        Shared::new(&config),
     );
     let mut now = Instant::now();
     let mut second = 1_700_000_000;

@@ -98,7 +98,7 @@ pub fn parse_head_and_route(data: &[u8]) {
                 assert!(head.http11 && head.host.is_some());
                 assert!(matches!(head.path.as_str(), "/" | "/api/v1/websocket"));
                 assert_eq!(key.len(), 24, "key {key:?}");
-                check_http_response(&http::upgrade_response(&key), 101, true);
+                check_http_response(&http::upgrade_response(&key, None), 101, true);
             }
             Route::Page => {
                 assert!(ui);
