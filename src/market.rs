@@ -155,6 +155,9 @@ impl AssetState {
     }
 }
 
+/// Makes a compressed frame of a message, for clients that negotiated permessage-deflate.
+pub type Compress<'a> = dyn FnMut(&[u8]) -> Bytes + 'a;
+
 /// Where a connection's subscription sits: which asset, which slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Subscription {
@@ -305,7 +308,7 @@ impl Market {
         key: usize,
         index: usize,
         since: Option<i64>,
-        compress: Option<&mut dyn FnMut(&[u8]) -> Bytes>,
+        compress: Option<&mut Compress<'_>>,
     ) -> Bytes {
         self.unsubscribe(key);
         let state = &mut self.assets[index];
