@@ -37,7 +37,7 @@ mod clock;
 pub mod cluster;
 pub mod config;
 mod conn;
-mod deflate;
+pub mod deflate;
 pub mod feed;
 mod frame;
 #[cfg(any(fuzzing, test))]
