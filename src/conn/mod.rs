@@ -272,6 +272,11 @@ impl<S: Stream> Conn<S> {
         self.outbox.backlog_bytes() + self.stream.pending_bytes()
     }
 
+    /// Whether every byte queued for this client has reached the kernel.
+    pub fn is_drained(&self) -> bool {
+        self.outbox.is_empty() && self.stream.pending_bytes() == 0
+    }
+
     /// Whether more waits for this client than the slow-consumer `limit` allows.
     pub fn is_over_limit(&self, limit: usize) -> bool {
         self.backlog() > limit

@@ -248,7 +248,7 @@ fn check_output(mut conn: Conn<Peer>, open: bool) -> Vec<u8> {
         conn.stream_mut().room = usize::MAX / 2;
         let _ = conn.flush();
     }
-    let complete = conn.backlog() == 0;
+    let complete = conn.is_drained();
     let out = std::mem::take(&mut conn.stream_mut().written);
     let Some(head_len) = out
         .windows(4)
