@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The admin DSN without `--dsn`.
@@ -59,6 +59,24 @@ pub struct Options {
     pub client_procs: Option<usize>,
     /// `--soak DURATION`: run the soak for this long instead of the benchmark.
     pub soak: Option<Soak>,
+}
+
+impl Options {
+    /// The server binary the tool starts (None when it attaches to a running server).
+    pub fn server_path(&self) -> Option<&Path> {
+        match &self.target {
+            Target::Spawn(p) => Some(p),
+            Target::Attach { .. } => None,
+        }
+    }
+
+    /// "full" or "quick", as the report names the mode.
+    pub fn mode_name(&self) -> &'static str {
+        match self.mode {
+            Mode::Full => "full",
+            Mode::Quick => "quick",
+        }
+    }
 }
 
 /// What a soak does besides keeping its clients subscribed.

@@ -3,6 +3,8 @@
 
 use crate::procfs::Memory;
 use crate::stats::{Summary, show};
+use crate::tally::TickAgg;
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// One tick's arrivals.
@@ -208,6 +210,23 @@ pub struct Report {
     pub client_procs: usize,
     /// The machine's 1-minute load average when the measured ticks began.
     pub load_avg: Option<f64>,
+}
+
+/// The rows of ticks `first..=last` (empty when `first > last`).
+pub fn tick_rows(ticks: &BTreeMap<i64, TickAgg>, first: i64, last: i64) -> Vec<TickRow> {
+    if first > last {
+        return Vec::new();
+    }
+    ticks
+        .range(first..=last)
+        .map(|(&t, a)| TickRow {
+            time: t,
+            clients: a.n,
+            spread_ms: a.spread_ms(),
+            first_after_ms: a.first_after_ms(t),
+            last_after_ms: a.last_after_ms(t),
+        })
+        .collect()
 }
 
 fn sum_memory(m: impl Iterator<Item = Memory>) -> Memory {
