@@ -4,7 +4,7 @@
 //! the servers. Each phase fills its part of the [`Report`].
 
 use crate::cpu;
-use crate::driver::Setup;
+use crate::driver::{Setup, connect_limit, subscribe_limit};
 use crate::error::BenchError;
 use crate::fleet::{self, Fleet, Snapshot};
 use crate::instances::Servers;
@@ -110,11 +110,8 @@ impl<'a> Benchmark<'a> {
     fn connect(&mut self) -> Result<(), BenchError> {
         let n = self.opts.clients;
         let t = Instant::now();
-        self.fleet.connect_all(
-            n,
-            self.opts.connect_window,
-            Duration::from_secs(60) + Duration::from_millis(n as u64),
-        )?;
+        self.fleet
+            .connect_all(n, self.opts.connect_window, connect_limit(n))?;
         self.report.connect_s = t.elapsed().as_secs_f64();
         self.report.mem_idle = total_memory(&self.memory_after_settle()?);
         if self.opts.instances.is_some() {
@@ -130,11 +127,9 @@ impl<'a> Benchmark<'a> {
     fn subscribe(&mut self) -> Result<(), BenchError> {
         let n = self.opts.clients;
         let t = Instant::now();
-        let (complete, latencies) = self.fleet.subscribe_paced(
-            &self.assets,
-            self.opts.sub_window,
-            Duration::from_secs(60) + Duration::from_millis(5 * n as u64),
-        )?;
+        let (complete, latencies) =
+            self.fleet
+                .subscribe_paced(&self.assets, self.opts.sub_window, subscribe_limit(n))?;
         self.report.subscribe_complete = complete;
         self.report.subscribe_s = t.elapsed().as_secs_f64();
         self.report.sub_latency = Summary::of_micros_as_ms(&latencies);

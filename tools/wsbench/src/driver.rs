@@ -18,6 +18,16 @@ const READ_SIZE: usize = 256 * 1024;
 /// Poll wait while a phase is waiting for something.
 const POLL_WAIT: Duration = Duration::from_millis(5);
 
+/// How long connecting `clients` may take: a minute plus a millisecond a client.
+pub fn connect_limit(clients: usize) -> Duration {
+    Duration::from_secs(60) + Duration::from_millis(clients as u64)
+}
+
+/// How long subscribing `clients` at a steady pace may take: a minute plus 5 ms a client.
+pub fn subscribe_limit(clients: usize) -> Duration {
+    Duration::from_secs(60) + Duration::from_millis(5 * clients as u64)
+}
+
 /// Where the clients connect and how.
 #[derive(Debug, Clone)]
 pub struct Setup {

@@ -84,8 +84,10 @@
 //! its answer checked in `handshake.rs`; a client's frames are read in one place,
 //! `Client::receive` in `client.rs`, with headers parsed by tungstenite's
 //! `FrameHeader` in `frame.rs` and payloads scanned where they lie by `scan.rs`; the
-//! stream checks are `check.rs`. A new mode of connecting (TLS, an extension) changes
-//! `net.rs` / `handshake.rs` / `Client::receive`, not the phases.
+//! stream checks are `check.rs`. A new way of connecting leaves the phases alone: TLS
+//! wraps the socket where it is opened (`net.rs`) and read (`State::read` in
+//! `driver.rs`); an extension is asked for and accepted in `handshake.rs`, and its
+//! frames unpacked in `Client::receive`.
 //!
 //! # Tests
 //!

@@ -21,7 +21,7 @@
 
 use crate::client::{Behaviour, Phase};
 use crate::cpu::{self, CpuSample};
-use crate::driver::{Bench, Setup};
+use crate::driver::{Bench, Setup, connect_limit, subscribe_limit};
 use crate::error::BenchError;
 use crate::fleet::{self, Snapshot};
 use crate::frame;
@@ -215,16 +215,11 @@ impl<'a> SoakRun<'a> {
     fn set_up_load(&mut self) -> Result<(), BenchError> {
         let n = self.opts.clients;
         let t = Instant::now();
-        self.bench.connect_all(
-            n,
-            self.opts.connect_window,
-            Duration::from_secs(60) + Duration::from_millis(n as u64),
-        )?;
-        self.report.setup_complete = self.bench.subscribe_paced(
-            &self.assets,
-            self.opts.sub_window,
-            Duration::from_secs(60) + Duration::from_millis(5 * n as u64),
-        )?;
+        self.bench
+            .connect_all(n, self.opts.connect_window, connect_limit(n))?;
+        self.report.setup_complete =
+            self.bench
+                .subscribe_paced(&self.assets, self.opts.sub_window, subscribe_limit(n))?;
         self.report.setup_s = t.elapsed().as_secs_f64();
         self.bench.st.tally.history_lat_us.clear();
         for idx in self.steady..n {
