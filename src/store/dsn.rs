@@ -511,6 +511,25 @@ pub fn with_service_defaults(config: &postgres::Config) -> postgres::Config {
     config
 }
 
+/// A copy of `config` whose server cancels any statement of the session that runs longer
+/// than `timeout`.
+///
+/// `-c statement_timeout=<ms>` goes in front of the connection's `options` (libpq's
+/// switches for the server process, sent with the start-up message), so no `SET` round
+/// trip follows each new connection. The DSN's own `options` come after it and are kept
+/// as written: the server applies switches in order, so a `statement_timeout` the DSN sets
+/// is the one in force.
+pub fn with_statement_timeout(config: &postgres::Config, timeout: Duration) -> postgres::Config {
+    let mut config = config.clone();
+    let ours = format!("-c statement_timeout={}", timeout.as_millis());
+    let options = match config.get_options().map(str::trim) {
+        Some(theirs) if !theirs.is_empty() => format!("{ours} {theirs}"),
+        _ => ours,
+    };
+    config.options(&options);
+    config
+}
+
 /// The driver quotes the option it refuses (`unknown option `...``); in a DSN that is
 /// not quite a URL (`postgresql:/u:secret@h/db?x=1`) that "option" carries the password.
 /// A quoted part that is not a plain option name is left out. Found by the dsn fuzz
@@ -711,6 +730,30 @@ mod tests {
         assert_eq!(chosen.get_tcp_user_timeout(), Some(&Duration::from_secs(2)));
         assert_eq!(chosen.get_keepalives_idle(), Duration::from_secs(3));
         assert_eq!(chosen.get_application_name(), Some("mine"));
+    }
+
+    #[test]
+    fn the_statement_timeout_goes_first_in_the_options_and_the_dsns_own_follow() {
+        let timeout = Duration::from_millis(1500);
+        let plain = with_statement_timeout(&parsed("postgresql://u@h/db"), timeout);
+        assert_eq!(plain.get_options(), Some("-c statement_timeout=1500"));
+        let blank = with_statement_timeout(&parsed("host=h options=' '"), timeout);
+        assert_eq!(blank.get_options(), Some("-c statement_timeout=1500"));
+        let theirs = with_statement_timeout(
+            &parsed(
+                "postgresql://u@h/db?options=-c%20statement_timeout%3D5s%20-c%20lock_timeout%3D2s",
+            ),
+            timeout,
+        );
+        assert_eq!(
+            theirs.get_options(),
+            Some("-c statement_timeout=1500 -c statement_timeout=5s -c lock_timeout=2s")
+        );
+        let kv = with_statement_timeout(&parsed(r"host=h options='-c search_path=a\\ b'"), timeout);
+        assert_eq!(
+            kv.get_options(),
+            Some(r"-c statement_timeout=1500 -c search_path=a\ b")
+        );
     }
 
     fn settings(dsn: &str) -> PgSettings {
