@@ -36,6 +36,7 @@ mod clock;
 pub mod cluster;
 pub mod config;
 mod conn;
+mod conninfo;
 pub mod feed;
 mod frame;
 mod framescan;
