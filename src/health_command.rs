@@ -26,8 +26,9 @@ const MAX_ANSWER_BYTES: u64 = 64 * 1024;
 /// Longest part of the answer's body quoted in a report line.
 const QUOTED_BODY_CHARS: usize = 300;
 
-/// The scheme the service is asked with: the one place it is chosen (the service speaks
-/// plain HTTP on its port).
+/// The scheme the service is asked with, chosen here and nowhere else: plain HTTP, all
+/// the service's port speaks. (With native TLS on that port, this is where `https` is
+/// picked.)
 const SCHEME: &str = "http";
 
 /// What one check found.
