@@ -37,6 +37,7 @@ mod clock;
 pub mod cluster;
 pub mod config;
 mod conn;
+mod conninfo;
 pub mod deflate;
 pub mod feed;
 mod frame;
