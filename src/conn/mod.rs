@@ -698,8 +698,7 @@ impl<S: Stream> Conn<S> {
             _ => {}
         }
         let written = self.outbox.write_to(&mut self.stream)?;
-        if self.outbox.is_empty()
-            && self.stream.pending_bytes() == 0
+        if self.is_drained()
             && let Phase::Closing { shut, .. } = &mut self.phase
             && !*shut
         {
