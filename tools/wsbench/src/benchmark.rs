@@ -16,7 +16,7 @@ use crate::report::{
 };
 use crate::server::{LogSummary, Server};
 use crate::stats::Summary;
-use crate::tally::{self, Stamp};
+use crate::tally::{self, Lateness, Stamp};
 use std::time::{Duration, Instant};
 
 /// The assets subscribed to when the `assets` reply cannot be read.
@@ -37,6 +37,22 @@ pub fn run(opts: &Options) -> Result<Report, BenchError> {
     let snap = bench.final_check(measured, storm)?;
     bench.server_tick_timing();
     Ok(bench.finish(&snap, measured))
+}
+
+/// `--beside N`: the benchmark with N instances, then with the K of `opts`, one after the
+/// other on the same machine; both reports, N's first.
+pub fn run_beside(opts: &Options, n: usize) -> Result<(Report, Report), BenchError> {
+    let base = Options {
+        instances: Some(n),
+        beside: None,
+        ..opts.clone()
+    };
+    let first = run(&base)?;
+    let second = run(&Options {
+        beside: None,
+        ..opts.clone()
+    })?;
+    Ok((first, second))
 }
 
 /// A span of ticks, first and last included.
@@ -185,6 +201,8 @@ impl<'a> Benchmark<'a> {
         self.fleet.wait_tick(newest)?;
         let snap = self.fleet.snapshot(newest)?;
         self.report.ticks = tick_rows(&snap.ticks, measured.0, measured.1);
+        self.report.lateness =
+            Lateness::summary(snap.lateness.range(measured.0..=measured.1).map(|(_, l)| l));
         self.report.tick_points = points(&self.report.ticks);
         if let (Some(s), Some((first, last))) = (self.report.storm.as_mut(), storm) {
             s.ticks = tick_rows(&snap.ticks, first, last);
@@ -203,6 +221,13 @@ impl<'a> Benchmark<'a> {
         } else {
             ""
         };
+        if self.pids.len() > 1 {
+            // Each connection to the shared port reaches one instance: ask a follower.
+            self.report.follower_lag =
+                probe::scrape_metrics_of(self.servers.addr(), "follower", 50).and_then(|t| {
+                    probe::HistogramBounds::read(&t, "ws_assets_follower_lag_seconds")
+                });
+        }
         for (what, name) in [
             ("second -> fan-out start", "ws_assets_tick_delay_seconds"),
             ("fan-out of a tick", "ws_assets_fanout_duration_seconds"),
@@ -219,6 +244,8 @@ impl<'a> Benchmark<'a> {
     /// each instance's row.
     fn finish(mut self, snap: &Snapshot, measured: Ticks) -> Report {
         self.fleet.close_all();
+        // The roles of the run: once the leader stops, a follower takes over (and logs it).
+        let roles: Vec<LogSummary> = self.servers.list.iter().map(Server::log).collect();
         let exits = self.servers.stop();
         self.report.server_exit = exits.join(", ");
         for (i, server) in self.servers.list.iter().enumerate() {
@@ -241,7 +268,7 @@ impl<'a> Benchmark<'a> {
                     .get(i)
                     .map(|m| tick_rows(m, measured.0, measured.1))
                     .unwrap_or_default();
-                let mut row = self.per_instance.row(i, server, &log, &measured_rows);
+                let mut row = self.per_instance.row(i, server, &roles[i], &measured_rows);
                 row.log = counts;
                 row.exit = exits.get(i).cloned().unwrap_or_default();
                 self.report.instances.push(row);

@@ -140,7 +140,11 @@ fn main() -> ExitCode {
     };
     let outcome = match opts.soak {
         Some(soak) => soak::run(&opts, soak).map(|r| (r.human(), r.result_line())),
-        None => benchmark::run(&opts).map(|r| (r.human(), r.result_line())),
+        None => match opts.beside {
+            Some(n) => benchmark::run_beside(&opts, n)
+                .map(|(base, run)| (run.human_beside(&base), run.result_line_beside(&base))),
+            None => benchmark::run(&opts).map(|r| (r.human(), r.result_line())),
+        },
     };
     match outcome {
         Ok((human, result)) => {
