@@ -166,14 +166,30 @@ impl<'a> Benchmark<'a> {
                 BenchError::ServerGone("no tick reached every subscribed client within 5 s".into())
             })?;
         self.report.load_avg = procfs::load_average();
+        let lag_before = self.follower_lag();
         let before = cpu::sample(&self.pids, &self.helpers)?;
         let last = start + i64::from(self.opts.ticks);
         self.fleet.wait_ticks(start + 1, last)?;
         let after = cpu::sample(&self.pids, &self.helpers)?;
+        if let (Some(before), Some(after)) = (lag_before, self.follower_lag()) {
+            self.report.follower_lag = probe::HistogramBounds::of(&after.since(&before));
+        }
         let (total, each) = cpu::window(&before, &after);
         self.report.tick_cpu = total;
         self.per_instance.tick_cpu = each;
         Ok((start + 1, last))
+    }
+
+    /// With several instances: a follower's `ws_assets_follower_lag_seconds` so far (each
+    /// connection to the shared port reaches one instance, so it asks until a follower
+    /// answers; the two readings around the measured ticks are of the same follower
+    /// with two instances, the only case that matters here).
+    fn follower_lag(&self) -> Option<probe::Buckets> {
+        if self.pids.len() != 2 {
+            return None;
+        }
+        probe::scrape_metrics_of(self.servers.addr(), "follower", 50)
+            .and_then(|text| probe::Buckets::read(&text, "ws_assets_follower_lag_seconds"))
     }
 
     /// The subscribe storm (full mode): its figures go into the report; the span of
@@ -221,13 +237,6 @@ impl<'a> Benchmark<'a> {
         } else {
             ""
         };
-        if self.pids.len() > 1 {
-            // Each connection to the shared port reaches one instance: ask a follower.
-            self.report.follower_lag =
-                probe::scrape_metrics_of(self.servers.addr(), "follower", 50).and_then(|t| {
-                    probe::HistogramBounds::read(&t, "ws_assets_follower_lag_seconds")
-                });
-        }
         for (what, name) in [
             ("second -> fan-out start", "ws_assets_tick_delay_seconds"),
             ("fan-out of a tick", "ws_assets_fanout_duration_seconds"),

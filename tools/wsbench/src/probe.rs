@@ -72,9 +72,13 @@ pub struct HistogramBounds {
     pub count: f64,
 }
 
-impl HistogramBounds {
-    /// Reads histogram `name` out of `text`; `None` when absent or empty.
-    pub fn read(text: &str, name: &str) -> Option<HistogramBounds> {
+/// A Prometheus histogram's cumulative buckets: (upper bound in ms, count).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Buckets(Vec<(f64, f64)>);
+
+impl Buckets {
+    /// Reads histogram `name` out of `text`; `None` when absent or unreadable.
+    pub fn read(text: &str, name: &str) -> Option<Buckets> {
         let prefix = format!("{name}_bucket{{le=\"");
         let mut buckets: Vec<(f64, f64)> = Vec::new();
         for line in text.lines() {
@@ -88,6 +92,30 @@ impl HistogramBounds {
             };
             buckets.push((bound, count.trim().parse().ok()?));
         }
+        (!buckets.is_empty()).then_some(Buckets(buckets))
+    }
+
+    /// The observations made since `before` (the same histogram read earlier).
+    pub fn since(&self, before: &Buckets) -> Buckets {
+        Buckets(
+            self.0
+                .iter()
+                .zip(&before.0)
+                .map(|(&(bound, now), &(_, then))| (bound, (now - then).max(0.0)))
+                .collect(),
+        )
+    }
+}
+
+impl HistogramBounds {
+    /// Reads histogram `name` out of `text`; `None` when absent or empty.
+    pub fn read(text: &str, name: &str) -> Option<HistogramBounds> {
+        HistogramBounds::of(&Buckets::read(text, name)?)
+    }
+
+    /// The bounds of `buckets`; `None` when empty.
+    pub fn of(buckets: &Buckets) -> Option<HistogramBounds> {
+        let buckets = &buckets.0;
         let count = buckets.last()?.1;
         if count == 0.0 {
             return None;
@@ -326,6 +354,15 @@ mod tests {
             "p50 <= 10 ms, p99 <= 100 ms, max <= 100 ms (10 ticks)"
         );
         assert_eq!(histogram_summary(text, "ws_assets_y"), None);
+        let later = "ws_assets_x_bucket{le=\"0.001\"} 2\nws_assets_x_bucket{le=\"0.01\"} 9\n\
+                     ws_assets_x_bucket{le=\"0.1\"} 14\nws_assets_x_bucket{le=\"+Inf\"} 15\n";
+        let (before, after) = (
+            Buckets::read(text, "ws_assets_x").unwrap(),
+            Buckets::read(later, "ws_assets_x").unwrap(),
+        );
+        let recent = HistogramBounds::of(&after.since(&before)).unwrap();
+        assert_eq!(recent.count, 5.0);
+        assert_eq!((recent.p50_ms, recent.p99_ms), (100.0, f64::INFINITY));
     }
 
     #[test]

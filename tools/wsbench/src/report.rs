@@ -177,8 +177,8 @@ pub struct Report {
     pub tick_points: u64,
     /// Every client's arrival of the measured ticks after the tick's second, ms.
     pub lateness: Option<Summary>,
-    /// With several instances: a follower's `ws_assets_follower_lag_seconds` (second's
-    /// start to its fan-out start), whole run, as bucket bounds.
+    /// With two instances: the follower's `ws_assets_follower_lag_seconds` (second's start
+    /// to its fan-out start) over the measured ticks, as bucket bounds.
     pub follower_lag: Option<HistogramBounds>,
     /// Seconds skipped, summed over clients.
     pub lost: u64,
@@ -447,7 +447,7 @@ impl Report {
         if let Some(lag) = self.follower_lag {
             let _ = writeln!(
                 o,
-                "  follower lag (a follower's /metrics, whole run: second -> its fan-out start) \
+                "  follower lag (its /metrics: second -> its fan-out start) \
                  p50 <= {} ms, p99 <= {} ms, max <= {} ms ({} ticks)",
                 lag.p50_ms, lag.p99_ms, lag.max_ms, lag.count
             );
