@@ -46,20 +46,59 @@ fn wait_stored_through(db: &TestDb, from: i64, to: i64) {
     });
 }
 
+/// The server on a throwaway database reached through a test proxy, without a backfill
+/// (every stored point is a live one). Bind its fields as `db, proxy, server`, so that
+/// the server is dropped (killed) first and the database last.
+struct Proxied {
+    server: Server,
+    proxy: Proxy,
+    db: TestDb,
+}
+
+impl Proxied {
+    fn start() -> Proxied {
+        let db = TestDb::create();
+        let proxy = Proxy::start(db.server_addr());
+        // dsn_via asks for no TLS, so that the proxy sees the statements go by.
+        let dsn = db.dsn_via(&proxy);
+        let server = Server::start(&[
+            ("WS_ASSETS_POSTGRESQL_DSN", &dsn),
+            ("WS_ASSETS_SIMULATED_BACKFILL", "false"),
+        ]);
+        Proxied { server, proxy, db }
+    }
+
+    /// Started, with a subscriber that got a live point; then the database hangs until
+    /// at least `n` points wait in the write queue. Returns how many did.
+    fn hung_with_points_queued(n: u64) -> (Proxied, u64) {
+        let proxied = Proxied::start();
+        let mut client = proxied.server.client();
+        client.subscribe_history(1);
+        client.recv_point();
+        proxied.proxy.blackhole();
+        let queued = wait_until(SOON, "points queued", || {
+            let (_, health) = proxied.server.health();
+            match health["store"]["queued_points"].as_u64() {
+                Some(queued) if queued >= n => Ok(queued),
+                other => Err(format!("{other:?}")),
+            }
+        });
+        (proxied, queued)
+    }
+}
+
 fn problems(health: &Value) -> String {
     health["problems"].to_string()
 }
 
 #[test]
 fn a_database_that_hangs_mid_write_is_reported_down_within_seconds_and_loses_no_point() {
-    let db = TestDb::create();
-    let proxy = Proxy::start(db.server_addr());
-    // dsn_via asks for no TLS, so that the proxy sees the statement go by.
-    let dsn = db.dsn_via(&proxy);
-    let mut server = Server::start(&[
-        ("WS_ASSETS_POSTGRESQL_DSN", &dsn),
-        ("WS_ASSETS_SIMULATED_BACKFILL", "false"),
-    ]);
+    // Bound in this order, they are dropped server first, database last.
+    let Proxied {
+        db,
+        proxy,
+        mut server,
+    } = Proxied::start();
     let mut client = server.client();
     let mut seen: Vec<i64> = client.subscribe_history(1).iter().map(time_of).collect();
     seen.push(time_of(&client.recv_point()));
@@ -151,13 +190,11 @@ const HANG: Duration = Duration::from_secs(25);
 
 #[test]
 fn a_leader_whose_database_hangs_steps_down_and_its_subscriber_loses_no_second() {
-    let db = TestDb::create();
-    let proxy = Proxy::start(db.server_addr());
-    let dsn = db.dsn_via(&proxy);
-    let server = Server::start(&[
-        ("WS_ASSETS_POSTGRESQL_DSN", &dsn),
-        ("WS_ASSETS_SIMULATED_BACKFILL", "false"),
-    ]);
+    let Proxied {
+        db: _db,
+        proxy,
+        server,
+    } = Proxied::start();
     let role = |server: &Server| server.health().1["role"].as_str().unwrap_or("").to_string();
     assert_eq!(role(&server), "leader");
     let mut client = server.client();
@@ -209,26 +246,15 @@ fn a_leader_whose_database_hangs_steps_down_and_its_subscriber_loses_no_second()
 
 #[test]
 fn a_second_signal_exits_at_once_saying_how_many_points_were_not_written() {
-    let db = TestDb::create();
-    let proxy = Proxy::start(db.server_addr());
-    let dsn = db.dsn_via(&proxy);
-    let mut server = Server::start(&[
-        ("WS_ASSETS_POSTGRESQL_DSN", &dsn),
-        ("WS_ASSETS_SIMULATED_BACKFILL", "false"),
-    ]);
-    let mut client = server.client();
-    client.subscribe_history(1);
-    client.recv_point();
-
     // Writes hang: points queue up.
-    proxy.blackhole();
-    let queued = wait_until(SOON, "points queued", || {
-        let (_, health) = server.health();
-        match health["store"]["queued_points"].as_u64() {
-            Some(n) if n >= 15 => Ok(n),
-            other => Err(format!("{other:?}")),
-        }
-    });
+    let (
+        Proxied {
+            db: _db,
+            proxy: _proxy,
+            mut server,
+        },
+        queued,
+    ) = Proxied::hung_with_points_queued(15);
     server.terminate();
     assert!(
         server.wait_for_log("shutting down", SOON),
@@ -273,25 +299,14 @@ fn a_second_signal_exits_at_once_saying_how_many_points_were_not_written() {
 
 #[test]
 fn a_stop_gives_up_on_a_hung_database_after_its_5_seconds() {
-    let db = TestDb::create();
-    let proxy = Proxy::start(db.server_addr());
-    let dsn = db.dsn_via(&proxy);
-    let mut server = Server::start(&[
-        ("WS_ASSETS_POSTGRESQL_DSN", &dsn),
-        ("WS_ASSETS_SIMULATED_BACKFILL", "false"),
-    ]);
-    let mut client = server.client();
-    client.subscribe_history(1);
-    client.recv_point();
-
-    proxy.blackhole();
-    wait_until(SOON, "points queued", || {
-        let (_, health) = server.health();
-        match health["store"]["queued_points"].as_u64() {
-            Some(n) if n >= 5 => Ok(n),
-            other => Err(format!("{other:?}")),
-        }
-    });
+    let (
+        Proxied {
+            db: _db,
+            proxy: _proxy,
+            mut server,
+        },
+        _,
+    ) = Proxied::hung_with_points_queued(5);
     server.terminate();
     let signalled = Instant::now();
     // The queued points cannot be written: it waits its 5 s, says so, and exits 0 without

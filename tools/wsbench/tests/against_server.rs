@@ -72,6 +72,14 @@ fn run_ok(args: &[&str]) -> (String, HashMap<String, String>) {
     (stdout, r)
 }
 
+/// The test PostgreSQL's admin DSN, where `--instances` makes its database.
+fn admin_dsn() -> String {
+    std::env::var("WS_ASSETS_TEST_POSTGRESQL_DSN")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| "postgresql://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
 fn number(r: &HashMap<String, String>, k: &str) -> f64 {
     r.get(k)
         .unwrap_or_else(|| panic!("RESULT has no {k}: {r:?}"))
@@ -132,10 +140,7 @@ fn wsbench_quick_run_against_the_server() {
 /// process's open files would be.
 #[test]
 fn wsbench_two_instances_and_two_client_processes() {
-    let admin = std::env::var("WS_ASSETS_TEST_POSTGRESQL_DSN")
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .unwrap_or_else(|| "postgresql://postgres@127.0.0.1:5432/postgres".to_string());
+    let admin = admin_dsn();
     let (stdout, r) = run_ok(&[
         "--clients",
         "40",
@@ -174,10 +179,7 @@ fn wsbench_two_instances_and_two_client_processes() {
 
 #[test]
 fn wsbench_two_instances_beside_one() {
-    let admin = std::env::var("WS_ASSETS_TEST_POSTGRESQL_DSN")
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .unwrap_or_else(|| "postgresql://postgres@127.0.0.1:5432/postgres".to_string());
+    let admin = admin_dsn();
     let (stdout, r) = run_ok(&[
         "--clients",
         "40",
