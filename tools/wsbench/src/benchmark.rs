@@ -82,6 +82,7 @@ impl<'a> Benchmark<'a> {
             path: opts.path.clone(),
             src_ips: opts.src_ips,
             index_offset: 0,
+            wire: opts.wire,
         };
         let mut fleet = Fleet::new(setup, Instant::now(), procs)?;
         if opts.mode == Mode::Full {
@@ -316,6 +317,7 @@ fn report_header(opts: &Options, servers: &Servers, procs: usize) -> Report {
         .join(" ");
     Report {
         mode: opts.mode_name().to_string(),
+        wire: opts.wire.name().to_string(),
         clients: opts.clients,
         src_ips: opts.src_ips,
         sub_window: opts.sub_window,
@@ -451,12 +453,17 @@ fn storm(
 /// Copies what every client saw (the final snapshot) into the report.
 fn finish_checks(snap: &Snapshot, report: &mut Report) {
     report.connected = snap.connected;
+    report.compressing = snap.compressing;
     report.failed = snap.failures.values().map(|&n| n as usize).sum();
     report.failures = tally::reasons(&snap.failures);
     report.dropped = snap.drops.values().map(|&n| n as usize).sum();
     report.drops = tally::reasons(&snap.drops);
     report.connect_latency = Summary::of_micros_as_ms(&snap.connect_lat_us);
     report.history_len = snap.history_len;
+    report.histories = snap.histories;
+    report.history_wire_bytes = snap.history_wire_bytes;
+    report.history_json_bytes = snap.history_json_bytes;
+    report.compressed_messages = snap.compressed_messages;
     report.history_gaps = snap.history_gaps;
     report.history_wrong_asset = snap.history_wrong_asset;
     report.error_replies = snap.error_replies;

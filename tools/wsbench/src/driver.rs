@@ -4,8 +4,10 @@
 use crate::check::Findings;
 use crate::client::{Behaviour, Client, Ending, Phase};
 use crate::frame;
+use crate::inflate::Inflater;
 use crate::net;
 use crate::tally::{Stamp, Tally};
+use crate::wire::Wire;
 use mio::{Events, Interest, Poll, Token};
 use std::io::{self, Read};
 use std::net::SocketAddr;
@@ -40,6 +42,8 @@ pub struct Setup {
     /// Index of this process's first client among all the load's clients (another client
     /// process continues the cycle over the source addresses where this one stops).
     pub index_offset: usize,
+    /// How the clients connect (plain, or offering permessage-deflate).
+    pub wire: Wire,
 }
 
 /// The clients and what they have seen.
@@ -53,6 +57,8 @@ pub struct State {
     /// Findings of steady clients whose slot was reused by a new connection (soak).
     pub retired: Findings,
     scratch: Vec<u8>,
+    /// The process's one inflater: every client's compressed messages go through it.
+    inflater: Inflater,
     setup: Setup,
     host: String,
 }
@@ -77,6 +83,7 @@ impl Bench {
                 base,
                 retired: Findings::default(),
                 scratch: vec![0; HEADROOM + READ_SIZE],
+                inflater: Inflater::default(),
                 host: setup.addr.to_string(),
                 setup,
             },
@@ -414,7 +421,7 @@ impl State {
             Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
             Err(e) => return self.end(idx, Ending::Io(format!("connect: {e}"))),
         }
-        if let Err(e) = c.start_upgrade(&self.host, &self.setup.path) {
+        if let Err(e) = c.start_upgrade(&self.host, &self.setup.path, self.setup.wire.deflate) {
             self.end(idx, Ending::Io(format!("sending upgrade: {e}")));
         }
     }
@@ -427,6 +434,7 @@ impl State {
                 clients,
                 tally,
                 scratch,
+                inflater,
                 base,
                 ..
             } = self;
@@ -452,7 +460,7 @@ impl State {
                 Err(e) => return self.end(idx, Ending::Io(e.to_string())),
             };
             let buf = &scratch[start..HEADROOM + n];
-            match c.receive(buf, Stamp::now(*base), tally) {
+            match c.receive(buf, Stamp::now(*base), tally, inflater) {
                 Ok(used) => c.keep(&buf[used..]),
                 Err(ending) => return self.end(idx, ending),
             }

@@ -1,5 +1,6 @@
 //! Command-line flags of `wsbench`.
 
+use crate::wire::Wire;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -59,6 +60,11 @@ pub struct Options {
     pub client_procs: Option<usize>,
     /// `--soak DURATION`: run the soak for this long instead of the benchmark.
     pub soak: Option<Soak>,
+    /// How this run's clients connect (each run of a comparison has its own).
+    pub wire: Wire,
+    /// `--deflate`: run the benchmark twice, plain clients then clients that offer
+    /// permessage-deflate, each against fresh servers, and compare the two.
+    pub compare_deflate: bool,
 }
 
 /// What a soak does besides keeping its clients subscribed.
@@ -99,7 +105,7 @@ pub const USAGE: &str = "\
 usage: cargo wsbench [--clients N] [--ticks T] [--src-ips K]
          [--mode full|quick] [--server PATH | --addr HOST:PORT --pid PID]
          [--sub-window W] [--connect-window C] [--path /api/v1/websocket]
-         [--instances K [--dsn ADMIN_DSN]] [--client-procs P]
+         [--instances K [--dsn ADMIN_DSN]] [--client-procs P] [--deflate]
          [--soak DURATION [--sample-every DURATION] [--churn N] [--slow N] [--ping-flood N]]
 
   --clients N         WebSocket clients (default 1000)
@@ -120,6 +126,10 @@ usage: cargo wsbench [--clients N] [--ticks T] [--src-ips K]
                       (default postgresql://postgres@127.0.0.1:5432/postgres)
   --client-procs P    processes driving the clients, each holding its share of the
                       sockets (default: as few as the open-file limit allows)
+  --deflate           run the benchmark twice against fresh servers, plain clients first,
+                      then clients offering permessage-deflate (every phase the same),
+                      and compare setup time, history bytes on the wire, reactor CPU per
+                      point and memory per connection
   --soak DURATION     instead of the benchmark: keep the clients subscribed for DURATION
                       (30m, 90s, 1h) with churn and a few misbehaving clients, sampling the
                       server's RSS and open files and the points lost
@@ -178,6 +188,10 @@ impl Options {
             if flag == "--help" || flag == "-h" {
                 return Err(OptionsError::Help);
             }
+            if flag == "--deflate" {
+                o.compare_deflate = true;
+                continue;
+            }
             o.take(&flag, it.next(), &mut later)?;
         }
         o.check_numbers()?;
@@ -196,6 +210,16 @@ impl Options {
             ));
         }
         o.target = later.target(o.target)?;
+        if o.compare_deflate && o.soak.is_some() {
+            return Err(OptionsError::Bad(
+                "--deflate compares two benchmark runs: not with --soak".into(),
+            ));
+        }
+        if o.compare_deflate && o.server_path().is_none() {
+            return Err(OptionsError::Bad(
+                "--deflate starts a fresh server for each run: not with --addr".into(),
+            ));
+        }
         Ok(o)
     }
 
@@ -214,6 +238,8 @@ impl Options {
             dsn: DEFAULT_ADMIN_DSN.to_string(),
             client_procs: None,
             soak: None,
+            wire: Wire::default(),
+            compare_deflate: false,
         }
     }
 
@@ -407,6 +433,18 @@ mod tests {
             (1000, 10, 4, Mode::Full)
         );
         assert_eq!(o.target, Target::Spawn(PathBuf::from("/x/ws_assets")));
+        assert_eq!((o.wire, o.compare_deflate), (Wire::default(), false));
+    }
+
+    #[test]
+    fn deflate_is_a_flag_without_a_value() {
+        let o = parse(&["--deflate", "--clients", "50"]).unwrap();
+        assert!(o.compare_deflate);
+        assert_eq!(o.clients, 50);
+        // The flag asks for the comparison; each run's clients are set by the runs.
+        assert_eq!(o.wire, Wire::default());
+        let o = parse(&["--clients", "7", "--deflate"]).unwrap();
+        assert!(o.compare_deflate && o.clients == 7);
     }
 
     #[test]
@@ -495,6 +533,8 @@ mod tests {
             &["--instances", "17"],
             &["--instances", "2", "--addr", "127.0.0.1:1", "--pid", "1"],
             &["--client-procs", "0"],
+            &["--deflate", "--soak", "1m"],
+            &["--deflate", "--addr", "127.0.0.1:1", "--pid", "1"],
             &["--soak", "0s"],
             &["--soak", "soon"],
             &["--churn", "3"],

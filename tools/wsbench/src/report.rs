@@ -120,6 +120,8 @@ pub struct InstanceRow {
 pub struct Report {
     /// "full" or "quick".
     pub mode: String,
+    /// How the clients connected: "plain" or "permessage-deflate".
+    pub wire: String,
     /// Clients asked for.
     pub clients: usize,
     /// Source addresses used.
@@ -144,6 +146,8 @@ pub struct Report {
     pub mem_sub: Memory,
     /// Clients upgraded.
     pub connected: usize,
+    /// Of those, the ones that agreed on permessage-deflate.
+    pub compressing: usize,
     /// Clients that failed to connect/upgrade, and why.
     pub failed: usize,
     /// Failure reasons.
@@ -164,6 +168,14 @@ pub struct Report {
     pub subscribe_complete: bool,
     /// Smallest and largest history.
     pub history_len: Option<(u32, u32)>,
+    /// Histories received (paced subscribes and storm).
+    pub histories: u64,
+    /// Their bytes on the wire, summed.
+    pub history_wire_bytes: u64,
+    /// Their JSON's bytes (inflated), summed.
+    pub history_json_bytes: u64,
+    /// Messages that came compressed.
+    pub compressed_messages: u64,
     /// History points not 1 s after the previous.
     pub history_gaps: u64,
     /// History points of the wrong asset.
@@ -281,13 +293,43 @@ fn tick_table(out: &mut String, rows: &[TickRow]) {
 }
 
 impl Report {
+    /// Connect plus subscribe of every client, seconds.
+    pub fn setup_s(&self) -> f64 {
+        self.connect_s + self.subscribe_s
+    }
+
+    /// A history's bytes on the wire (headers and payload as received), on average.
+    pub fn history_wire_b(&self) -> Option<f64> {
+        (self.histories > 0).then(|| self.history_wire_bytes as f64 / self.histories as f64)
+    }
+
+    /// A history's JSON bytes (inflated), on average.
+    pub fn history_json_b(&self) -> Option<f64> {
+        (self.histories > 0).then(|| self.history_json_bytes as f64 / self.histories as f64)
+    }
+
+    /// The reactor thread's CPU per point delivered in the measured ticks, µs.
+    pub fn reactor_us_per_point(&self) -> Option<f64> {
+        us_per(self.tick_cpu.reactor_s, self.tick_points)
+    }
+
+    /// Server RSS per connected, idle connection, bytes.
+    pub fn idle_per_conn_b(&self) -> Option<f64> {
+        per_conn(self.mem_base, self.mem_idle, self.connected)
+    }
+
+    /// Server RSS per subscribed connection (history sent), bytes.
+    pub fn sub_per_conn_b(&self) -> Option<f64> {
+        per_conn(self.mem_base, self.mem_sub, self.connected)
+    }
+
     /// The human-readable report.
     pub fn human(&self) -> String {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "wsbench: {} clients, mode {}, {} source addresses, server {}",
-            self.clients, self.mode, self.src_ips, self.server
+            "wsbench: {} clients ({}), mode {}, {} source addresses, server {}",
+            self.clients, self.wire, self.mode, self.src_ips, self.server
         );
         self.write_server(&mut o);
         self.write_clients(&mut o);
@@ -347,6 +389,13 @@ impl Report {
         );
         let _ = writeln!(o, "  failures: {}", self.failures);
         let _ = writeln!(o, "  drops:    {}", self.drops);
+        if self.compressing > 0 || self.wire != "plain" {
+            let _ = writeln!(
+                o,
+                "  permessage-deflate agreed by {} of {}; {} messages came compressed",
+                self.compressing, self.connected, self.compressed_messages
+            );
+        }
     }
 
     /// How long connecting and subscribing took, and what the histories looked like.
@@ -373,7 +422,7 @@ impl Report {
         let _ = writeln!(
             o,
             "  total setup                        {:.3} s",
-            self.connect_s + self.subscribe_s
+            self.setup_s()
         );
         let hl = self
             .history_len
@@ -383,6 +432,15 @@ impl Report {
             "  history length {hl}; gaps inside histories {}; wrong-asset points {}",
             self.history_gaps, self.history_wrong_asset
         );
+        if let (Some(wire), Some(json)) = (self.history_wire_b(), self.history_json_b()) {
+            let _ = writeln!(
+                o,
+                "  history on the wire {wire:.0} B per subscribe, {:.1} % of its {json:.0} B \
+                 of JSON ({} histories)",
+                100.0 * wire / json.max(1.0),
+                self.histories
+            );
+        }
     }
 
     /// Server memory at rest, with idle and with subscribed clients, after the storm.
@@ -444,7 +502,8 @@ impl Report {
             "  reactor thread CPU {:.3} s (utime+stime {:.2} s) = {} per point",
             c.reactor_s,
             c.reactor_ticks_s,
-            us_per(c.reactor_s, self.tick_points).map_or("n/a".into(), |v| format!("{v:.2} µs"))
+            self.reactor_us_per_point()
+                .map_or("n/a".into(), |v| format!("{v:.2} µs"))
         );
         let _ = writeln!(
             o,
@@ -601,6 +660,11 @@ impl Report {
 
     /// The machine-readable `RESULT key=value ...` line.
     pub fn result_line(&self) -> String {
+        self.result_keys().line()
+    }
+
+    /// The `RESULT` line's keys and values.
+    pub fn result_keys(&self) -> Keys {
         let mut k = Keys::default();
         self.setup_keys(&mut k);
         self.tick_keys(&mut k);
@@ -611,15 +675,17 @@ impl Report {
         k.put("client_procs", self.client_procs);
         k.opt("load1", self.load_avg);
         self.instance_keys(&mut k);
-        k.line()
+        k
     }
 
     /// Connection outcomes, start-up, memory and the set-up phases.
     fn setup_keys(&self, k: &mut Keys) {
         let n = self.connected;
         k.put("mode", &self.mode);
+        k.put("wire", &self.wire);
         k.put("clients", self.clients);
         k.put("connected", n);
+        k.put("compressing", self.compressing);
         k.put("failed", self.failed);
         k.put("dropped", self.dropped);
         k.opt("startup_ms", self.startup_ms);
@@ -629,17 +695,21 @@ impl Report {
         );
         k.put("rss_base_kib", self.mem_base.rss_kib);
         k.put("rss_idle_kib", self.mem_idle.rss_kib);
-        k.opt("idle_per_conn_b", per_conn(self.mem_base, self.mem_idle, n));
+        k.opt("idle_per_conn_b", self.idle_per_conn_b());
         k.put("rss_sub_kib", self.mem_sub.rss_kib);
-        k.opt("sub_per_conn_b", per_conn(self.mem_base, self.mem_sub, n));
+        k.opt("sub_per_conn_b", self.sub_per_conn_b());
         k.num("connect_s", self.connect_s);
         k.num("subscribe_s", self.subscribe_s);
-        k.num("setup_s", self.connect_s + self.subscribe_s);
+        k.num("setup_s", self.setup_s());
         k.summary("sub", self.sub_latency);
         k.put(
             "history_min",
             self.history_len.map_or("na".into(), |h| h.0.to_string()),
         );
+        k.put("histories", self.histories);
+        k.opt("history_wire_b", self.history_wire_b());
+        k.opt("history_json_b", self.history_json_b());
+        k.put("compressed_msgs", self.compressed_messages);
     }
 
     /// The measured ticks: arrival figures and CPU per point.
@@ -652,10 +722,7 @@ impl Report {
         k.summary("last_after", f.last_after);
         k.put("tick_points", self.tick_points);
         k.num("reactor_cpu_s", cpu.reactor_s);
-        k.opt(
-            "reactor_us_per_point",
-            us_per(cpu.reactor_s, self.tick_points),
-        );
+        k.opt("reactor_us_per_point", self.reactor_us_per_point());
         k.num("process_cpu_s", cpu.process_s);
         k.opt(
             "process_us_per_point",
@@ -722,10 +789,11 @@ impl Report {
 /// The `RESULT` line's keys and values, in order; numbers with three decimals, an
 /// absent figure as `na`.
 #[derive(Default)]
-struct Keys(Vec<(String, String)>);
+pub struct Keys(Vec<(String, String)>);
 
 impl Keys {
-    fn put(&mut self, key: impl Into<String>, value: impl ToString) {
+    /// Adds a key and its value.
+    pub fn put(&mut self, key: impl Into<String>, value: impl ToString) {
         self.0.push((key.into(), value.to_string()));
     }
 
@@ -733,7 +801,8 @@ impl Keys {
         self.put(key, format!("{value:.3}"));
     }
 
-    fn opt(&mut self, key: impl Into<String>, value: Option<f64>) {
+    /// Adds a figure with three decimals, or `na` when there is none.
+    pub fn opt(&mut self, key: impl Into<String>, value: Option<f64>) {
         match value {
             Some(v) => self.num(key, v),
             None => self.put(key, "na"),
@@ -747,7 +816,15 @@ impl Keys {
         self.opt(format!("{name}_max_ms"), s.map(|s| s.max));
     }
 
-    fn line(self) -> String {
+    /// Adds every key of `other`, each behind `prefix` (a second run's keys).
+    pub fn append_prefixed(&mut self, prefix: &str, other: Keys) {
+        for (k, v) in other.0 {
+            self.0.push((format!("{prefix}{k}"), v));
+        }
+    }
+
+    /// `RESULT key=value ...`.
+    pub fn line(self) -> String {
         let body: Vec<String> = self
             .0
             .into_iter()

@@ -182,6 +182,7 @@ impl<'a> SoakRun<'a> {
             path: opts.path.clone(),
             src_ips: opts.src_ips,
             index_offset: 0,
+            wire: opts.wire,
         };
         let mut run = SoakRun {
             opts,
