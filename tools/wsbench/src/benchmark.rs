@@ -123,16 +123,19 @@ impl<'a> Benchmark<'a> {
         Ok(())
     }
 
-    /// Subscribes every client at a steady pace (latency to the history), then reads
-    /// the memory of subscribed connections.
+    /// Subscribes every client at a steady pace (latency to the history, the CPU it
+    /// took), then reads the memory of subscribed connections.
     fn subscribe(&mut self) -> Result<(), BenchError> {
         let n = self.opts.clients;
+        let before = cpu::sample(&self.pids, &self.helpers)?;
         let t = Instant::now();
         let (complete, latencies) =
             self.fleet
                 .subscribe_paced(&self.assets, self.opts.sub_window, subscribe_limit(n))?;
         self.report.subscribe_complete = complete;
         self.report.subscribe_s = t.elapsed().as_secs_f64();
+        let after = cpu::sample(&self.pids, &self.helpers)?;
+        self.report.subscribe_cpu = cpu::window(&before, &after).0;
         self.report.sub_latency = Summary::of_micros_as_ms(&latencies);
         let mem_sub = self.memory_after_settle()?;
         self.report.mem_sub = total_memory(&mem_sub);

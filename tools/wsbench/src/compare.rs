@@ -116,6 +116,22 @@ impl Comparison {
             format!("{:.3} s", d.setup_s()),
             format!("{}{faster}", show(self.setup_ratio(), 2, "")),
         );
+        let (pc, dc) = (p.subscribe_cpu, d.subscribe_cpu);
+        for (what, plain, deflate) in [
+            (
+                "  reactor CPU while subscribing",
+                pc.reactor_s,
+                dc.reactor_s,
+            ),
+            ("  tool CPU while subscribing", pc.tool_s, dc.tool_s),
+        ] {
+            row(
+                what,
+                format!("{plain:.3} s"),
+                format!("{deflate:.3} s"),
+                show(ratio(Some(plain), Some(deflate)), 2, ""),
+            );
+        }
         row(
             "reactor CPU per delivered point",
             show(p.reactor_us_per_point(), 2, " µs"),
@@ -206,6 +222,11 @@ mod tests {
                 reactor_s,
                 ..Default::default()
             },
+            subscribe_cpu: crate::report::CpuWindow {
+                reactor_s: 0.5,
+                tool_s: setup_s,
+                ..Default::default()
+            },
             ..Report::default()
         }
     }
@@ -245,6 +266,8 @@ mod tests {
         assert_eq!(k["reactor_ratio"], "0.909");
         assert_eq!(k["history_wire_share"], "0.068");
         assert_eq!(k["deflate_idle_per_conn_b"], "1024.000");
+        assert_eq!(k["subscribe_tool_cpu_s"], "2.000");
+        assert_eq!(k["deflate_subscribe_tool_cpu_s"], "1.000");
         // No key appears twice.
         assert_eq!(k.len(), line.split(' ').count() - 1);
         let human = c.human();

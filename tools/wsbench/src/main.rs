@@ -75,7 +75,8 @@
 //! which the tool raises its soft limit to (the servers it starts inherit it).
 //!
 //! Output: the report, then one line `RESULT key=value ...` (keys: wire, connected,
-//! compressing, failed, dropped, lost, duplicated, setup_s, sub_p50_ms, history_wire_b,
+//! compressing, failed, dropped, lost, duplicated, setup_s, subscribe_reactor_cpu_s,
+//! subscribe_tool_cpu_s, sub_p50_ms, history_wire_b,
 //! history_json_b, spread_p99_ms, reactor_us_per_point, idle_per_conn_b, storm_s, load1,
 //! client_procs, with `--instances` also instances and per instance i0_role, i0_clients,
 //! i0_reactor_us_per_point, i0_spread_p99_ms, ...; with `--deflate` the plain run's keys,

@@ -160,6 +160,9 @@ pub struct Report {
     pub connect_s: f64,
     /// Paced subscribe phase wall time, s.
     pub subscribe_s: f64,
+    /// CPU over the paced subscribe phase (the server shipping every history, the tool
+    /// reading, and inflating, them).
+    pub subscribe_cpu: CpuWindow,
     /// Connect-to-101 latency, ms.
     pub connect_latency: Option<Summary>,
     /// Subscribe-to-history latency (paced), ms.
@@ -418,6 +421,16 @@ impl Report {
             } else {
                 "  (INCOMPLETE)"
             }
+        );
+        let sc = self.subscribe_cpu;
+        let _ = writeln!(
+            o,
+            "  CPU while subscribing              reactor {:.3} s, whole server {:.2} s, \
+             tool {:.2} s, other load {:.2} s",
+            sc.reactor_s,
+            sc.process_s,
+            sc.tool_s,
+            sc.other_s()
         );
         let _ = writeln!(
             o,
@@ -701,6 +714,8 @@ impl Report {
         k.num("connect_s", self.connect_s);
         k.num("subscribe_s", self.subscribe_s);
         k.num("setup_s", self.setup_s());
+        k.num("subscribe_reactor_cpu_s", self.subscribe_cpu.reactor_s);
+        k.num("subscribe_tool_cpu_s", self.subscribe_cpu.tool_s);
         k.summary("sub", self.sub_latency);
         k.put(
             "history_min",
