@@ -56,5 +56,6 @@ pub mod redact;
 pub mod service;
 pub mod store;
 mod throttle;
+pub mod tls;
 mod workers;
 mod writebehind;

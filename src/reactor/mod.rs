@@ -47,6 +47,7 @@ use crate::logsink;
 use crate::market::Market;
 use crate::metrics::{Gauges, Metrics, TickOutcome};
 use crate::store::Store;
+use crate::tls::Acceptor;
 use crate::workers::Workers;
 
 use clients::{Asked, Clients};
@@ -68,6 +69,8 @@ const EVENTS_BETWEEN_CLOCK_CHECKS: usize = 32;
 pub struct Parts {
     /// Validated configuration.
     pub config: Config,
+    /// With TLS configured: the certificate and key new connections get.
+    pub tls: Option<Acceptor>,
     /// The bound listener.
     pub listener: TcpListener,
     /// Assets with warmed rings.
@@ -114,6 +117,8 @@ pub struct Reactor {
     ops: Ops,
     role: RoleState,
     give_back: MemoryGiveBack,
+    /// With TLS configured: what new connections get, renewed on SIGHUP.
+    tls: Option<Acceptor>,
 }
 
 impl Reactor {
@@ -121,6 +126,7 @@ impl Reactor {
     pub fn new(parts: Parts) -> io::Result<Reactor> {
         let Parts {
             config,
+            tls,
             listener,
             market,
             feed,
@@ -164,6 +170,7 @@ impl Reactor {
             ops,
             role,
             give_back: MemoryGiveBack::new(Instant::now()),
+            tls,
         })
     }
 
@@ -256,9 +263,13 @@ impl Reactor {
         }
     }
 
-    /// A signal arrived: the first starts the shutdown.
+    /// A signal arrived: the first SIGINT or SIGTERM starts the shutdown, SIGHUP
+    /// reloads the TLS certificate.
     fn on_signal(&mut self, now: Instant) -> Signal {
         let signal = self.ops.on_signal(now);
+        if self.ops.take_reload() {
+            self.ops.reload_tls(self.tls.as_mut(), &mut self.metrics);
+        }
         match signal {
             Signal::Nothing => {}
             Signal::Stop => {
