@@ -78,6 +78,11 @@ pub enum DropReason {
     AddressLimit,
     /// A browser page whose origin is not allowed asked for a WebSocket.
     OriginRefused,
+    /// Its TLS handshake failed: no protocol version, cipher suite or ALPN protocol in
+    /// common, a malformed message, or a client that does not trust the certificate.
+    TlsHandshake,
+    /// It spoke plain HTTP to the TLS port (answered 400 in plain text).
+    PlainHttp,
 }
 
 impl Label for DropReason {
@@ -91,6 +96,8 @@ impl Label for DropReason {
         DropReason::ConnectionLimit,
         DropReason::AddressLimit,
         DropReason::OriginRefused,
+        DropReason::TlsHandshake,
+        DropReason::PlainHttp,
     ];
 
     fn label(self) -> &'static str {
@@ -103,6 +110,8 @@ impl Label for DropReason {
             DropReason::ConnectionLimit => "connection_limit",
             DropReason::AddressLimit => "address_limit",
             DropReason::OriginRefused => "origin_refused",
+            DropReason::TlsHandshake => "tls_handshake",
+            DropReason::PlainHttp => "plain_http",
         }
     }
 }

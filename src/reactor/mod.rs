@@ -24,6 +24,7 @@ mod ops;
 mod role;
 mod store_jobs;
 mod ticks;
+mod transport;
 
 use std::io;
 use std::net::SocketAddr;
@@ -117,8 +118,6 @@ pub struct Reactor {
     ops: Ops,
     role: RoleState,
     give_back: MemoryGiveBack,
-    /// With TLS configured: what new connections get, renewed on SIGHUP.
-    tls: Option<Acceptor>,
 }
 
 impl Reactor {
@@ -151,6 +150,7 @@ impl Reactor {
             listener,
             LISTENER,
             Rc::clone(&config),
+            tls,
         )?;
         let ops = Ops::new(poll.registry(), SIGNALS)?;
         let assets: Arc<[Asset]> = market.assets().iter().map(|a| a.asset.clone()).collect();
@@ -170,7 +170,6 @@ impl Reactor {
             ops,
             role,
             give_back: MemoryGiveBack::new(Instant::now()),
-            tls,
         })
     }
 
@@ -268,7 +267,8 @@ impl Reactor {
     fn on_signal(&mut self, now: Instant) -> Signal {
         let signal = self.ops.on_signal(now);
         if self.ops.take_reload() {
-            self.ops.reload_tls(self.tls.as_mut(), &mut self.metrics);
+            self.ops
+                .reload_tls(self.clients.tls_mut(), &mut self.metrics);
         }
         match signal {
             Signal::Nothing => {}
