@@ -41,8 +41,8 @@ const RECORD_PLAINTEXT: usize = 16 * 1024;
 /// Room for one record's header, tag and padding beyond its plaintext.
 const RECORD_OVERHEAD: usize = 256;
 
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 4 * 1024;
+/// Bytes asked of the socket per read: a whole record of the largest size.
+const READ_CHUNK: usize = RECORD_PLAINTEXT + RECORD_OVERHEAD;
 
 /// Most received bytes held while a record or handshake message is incomplete: the
 /// largest handshake message rustls accepts (64 KiB) plus one record.
@@ -509,31 +509,49 @@ fn gather<'a>(
 }
 
 impl<S: Tcp> Read for TlsStream<S> {
+    /// Fills `buf` with decrypted bytes as far as the socket has records for it, like a
+    /// socket's own read: `WouldBlock` only when there is nothing at all.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut filled = 0;
         loop {
             if self.plain_read < self.plain.len() {
                 let available = &self.plain[self.plain_read..];
-                let n = available.len().min(buf.len());
-                buf[..n].copy_from_slice(&available[..n]);
+                let n = available.len().min(buf.len() - filled);
+                buf[filled..filled + n].copy_from_slice(&available[..n]);
                 self.plain_read += n;
+                filled += n;
                 if self.plain_read == self.plain.len() {
                     self.plain = Vec::new();
                     self.plain_read = 0;
                 }
-                return Ok(n);
+                if filled == buf.len() {
+                    return Ok(filled);
+                }
             }
             if let Some(failure) = &self.failed {
-                return Err(failure.to_io());
+                // What was read before the failure first; the failure next time.
+                return if filled > 0 {
+                    Ok(filled)
+                } else {
+                    Err(failure.to_io())
+                };
             }
             if self.peer_closed {
-                return Ok(0);
+                return Ok(filled);
             }
-            self.process(Job::Nothing)?;
-            if self.plain_read < self.plain.len() || self.peer_closed {
-                continue;
-            }
-            if !self.receive()? {
-                return Err(io::ErrorKind::WouldBlock.into());
+            let step = self.process(Job::Nothing).and_then(|()| {
+                if self.plain_read < self.plain.len() || self.peer_closed {
+                    Ok(true)
+                } else {
+                    self.receive()
+                }
+            });
+            match step {
+                Ok(true) => {}
+                Ok(false) if filled > 0 => return Ok(filled),
+                Ok(false) => return Err(io::ErrorKind::WouldBlock.into()),
+                Err(_) if filled > 0 => return Ok(filled),
+                Err(e) => return Err(e),
             }
         }
     }
@@ -760,6 +778,30 @@ mod tests {
             assert_eq!(pair.received, b"HTTP/1.1 200 OK\r\n\r\n");
             assert_eq!(pair.server.pending_bytes(), 0);
         }
+    }
+
+    #[test]
+    fn a_read_takes_as_many_records_as_the_buffer_holds() {
+        let (pki, acceptor) = setup();
+        let mut pair = Pair::new(&acceptor, pki.client(&[&TLS13]));
+        pair.handshake();
+        for part in [&b"one "[..], b"two ", b"three"] {
+            pair.client.writer().write_all(part).unwrap();
+            // One record each.
+            pair.client_io();
+        }
+        let mut buf = [0u8; 64];
+        assert_eq!(pair.server.read(&mut buf).unwrap(), 13);
+        assert_eq!(&buf[..13], b"one two three");
+        let mut small = [0u8; 5];
+        pair.client.writer().write_all(b"abcdefgh").unwrap();
+        pair.client_io();
+        assert_eq!(pair.server.read(&mut small).unwrap(), 5);
+        assert_eq!(pair.server.read(&mut small).unwrap(), 3);
+        assert_eq!(
+            pair.server.read(&mut small).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
     }
 
     #[test]
