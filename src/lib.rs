@@ -22,7 +22,10 @@
 //! `/health` and `/metrics` answered from `reactor/ops.rs` and `metrics.rs`, or the
 //! WebSocket upgrade); WebSocket frames are read by `conn/reader.rs`, the JSON request
 //! parsed by `protocol.rs`, answered in `conn/` from `market.rs`, and written through
-//! `outbox.rs`.
+//! `outbox.rs`. With TLS configured, the driver's stream is the socket wrapped by
+//! `reactor/transport.rs` in [`tls`]'s `stream.rs` (rustls, in the same loop), whose
+//! configuration `tls/acceptor.rs` builds from the files `tls/identity.rs` reads and
+//! renews on SIGHUP (`reactor/ops.rs`).
 //!
 //! On a follower (several instances on one database) the points come instead from the
 //! leader's notifications, heard by `cluster/listen.rs` and handed to the loop by

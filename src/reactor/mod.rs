@@ -5,10 +5,11 @@
 //! handler: the listener, the workers' waker (finished jobs) and the signals. The state
 //! is split into parts that own it:
 //!
-//! - [`clients`]: every connection, from accept to close, and the fan-out writes;
+//! - [`clients`]: every connection, from accept to close, and the fan-out writes (each
+//!   over a [`transport`]: the plain socket, or TLS over it);
 //! - [`ticks`]: the wall-clock second, the feed fetches and their results;
 //! - [`store_jobs`]: the write-behind queue and retention jobs of the store;
-//! - [`ops`]: signals, shutdown and `/health`;
+//! - [`ops`]: signals (shutdown, the TLS certificate's renewal) and `/health`;
 //! - [`role`]: the role among several instances on one database, and the leader's
 //!   points as a follower hears them (the notifications source);
 //!
