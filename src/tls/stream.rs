@@ -750,6 +750,16 @@ mod tests {
         }
     }
 
+    /// A server stream whose client is the test itself, writing raw bytes to the wire.
+    fn server_alone(acceptor: &Acceptor) -> (Rc<RefCell<Wire>>, TlsStream<ServerEnd>) {
+        let wire = Rc::new(RefCell::new(Wire {
+            window: 1 << 16,
+            ..Wire::default()
+        }));
+        let server = acceptor.accept(ServerEnd(Rc::clone(&wire))).unwrap();
+        (wire, server)
+    }
+
     fn setup() -> (TestPki, Acceptor) {
         let pki = TestPki::new();
         let acceptor = Acceptor::load(pki.issue("server")).unwrap();
@@ -826,11 +836,7 @@ mod tests {
     #[test]
     fn plain_http_is_answered_400_and_fails_quietly() {
         let (_pki, acceptor) = setup();
-        let wire = Rc::new(RefCell::new(Wire {
-            window: 1 << 16,
-            ..Wire::default()
-        }));
-        let mut server = acceptor.accept(ServerEnd(Rc::clone(&wire))).unwrap();
+        let (wire, mut server) = server_alone(&acceptor);
         wire.borrow_mut()
             .to_server
             .extend(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -855,11 +861,7 @@ mod tests {
     #[test]
     fn a_broken_handshake_is_a_handshake_failure() {
         let (_pki, acceptor) = setup();
-        let wire = Rc::new(RefCell::new(Wire {
-            window: 1 << 16,
-            ..Wire::default()
-        }));
-        let mut server = acceptor.accept(ServerEnd(Rc::clone(&wire))).unwrap();
+        let (wire, mut server) = server_alone(&acceptor);
         // A handshake record whose body is not a ClientHello.
         wire.borrow_mut()
             .to_server
