@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use http::{http_exchange, http_request, try_http_exchange};
 pub use metrics::Metrics;
-pub use process::{Exited, drain_lines, run_to_exit};
+pub use process::{Exited, drain_lines, run_command, run_to_exit};
 pub use server::{Server, listening_addr};
 pub use tls::{TlsSocket, https_exchange, https_get, tls_connect, try_tls_connect};
 pub use websocket::{
