@@ -544,7 +544,8 @@ pub fn help_text() -> String {
          Usage:\n  ws_assets            run the service\n  \
          ws_assets migrate    apply the database migrations and exit\n  \
          ws_assets health     ask the running service's GET /health on WS_ASSETS_HOST:WS_ASSETS_PORT\n                       \
-         (0.0.0.0 and :: are asked on loopback); prints one line, exits 0 on 200, else 1\n  \
+         (0.0.0.0 and :: are asked on loopback; over https when TLS is configured);\n                       \
+         prints one line, exits 0 on 200, else 1\n  \
          ws_assets --version  print the version\n  \
          ws_assets --help     print this text\n\n\
          Configuration (environment variables, default in brackets):\n",

@@ -108,6 +108,38 @@ fn wss_streams_history_and_points_and_https_serves_the_page_health_and_metrics()
 }
 
 #[test]
+fn ws_assets_health_asks_over_https_when_tls_is_configured() {
+    let ca = TestCa::new();
+    let issued = ca.issue("server", KeyKind::Ecdsa);
+    let server = start_tls(&issued, &[]);
+    let port = server.addr.port().to_string();
+    let files = issued.env();
+    let mut env: Vec<(&str, &str)> = files.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.extend([
+        ("WS_ASSETS_HOST", "0.0.0.0"),
+        ("WS_ASSETS_PORT", port.as_str()),
+    ]);
+    let out = run_to_exit(&["health"], &env, Duration::from_secs(10));
+    assert_eq!(out.code, Some(0), "{}", out.stdout);
+    assert!(
+        out.stdout.starts_with(&format!(
+            "healthy: https://127.0.0.1:{port}/health answered 200 "
+        )),
+        "{}",
+        out.stdout
+    );
+    // Asked without the TLS settings, the answer says what is wrong.
+    let out = run_to_exit(
+        &["health"],
+        &[("WS_ASSETS_PORT", port.as_str())],
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.code, Some(1), "{}", out.stdout);
+    assert!(out.stdout.contains("answered 400"), "{}", out.stdout);
+    assert!(out.stdout.contains("TLS only"), "{}", out.stdout);
+}
+
+#[test]
 fn every_key_kind_serves_tls_1_3_and_1_2_and_sessions_resume() {
     let ca = TestCa::new();
     for kind in [KeyKind::Ecdsa, KeyKind::Rsa, KeyKind::Ed25519] {
