@@ -16,7 +16,7 @@ use crate::client::{Behaviour, Phase};
 use crate::driver::{Bench, Setup};
 use crate::procfs;
 use crate::tally::{self, Stamp, TickAgg};
-use crate::wire::Wire;
+use crate::tls::ClientTls;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -317,7 +317,8 @@ impl Fleet {
                 .arg(setup.addr.to_string())
                 .arg(&setup.path)
                 .arg(setup.src_ips.to_string())
-                .arg(setup.wire.to_arg())
+                .arg(if setup.deflate { "deflate" } else { "none" })
+                .args(setup.tls.as_ref().map(|t| t.root.as_os_str()))
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
@@ -606,7 +607,8 @@ impl Drop for Fleet {
     }
 }
 
-/// A client process: `--client-process BASE_MONO_NS ADDR PATH SRC_IPS WIRE`, steered through
+/// A client process: `--client-process BASE_MONO_NS ADDR PATH SRC_IPS OFFER
+/// [TLS_ROOT_PEM]` (OFFER: `deflate` or `none`), steered through
 /// stdin (see the module's text). Exit status 0 after `Close` or when stdin closes.
 pub fn child_main(args: &[String]) -> ExitCode {
     match child_run(args) {
@@ -619,12 +621,23 @@ pub fn child_main(args: &[String]) -> ExitCode {
 }
 
 fn child_run(args: &[String]) -> Result<(), String> {
-    let [base_mono, addr, path, src_ips, wire] = args else {
-        return Err(format!(
-            "{CHILD_FLAG} BASE_MONO_NS ADDR PATH SRC_IPS WIRE, got {args:?}"
-        ));
+    let (base_mono, addr, path, src_ips, offer, tls_root) = match args {
+        [base, addr, path, src, offer] => (base, addr, path, src, offer, None),
+        [base, addr, path, src, offer, root] => (base, addr, path, src, offer, Some(root)),
+        _ => {
+            return Err(format!(
+                "{CHILD_FLAG} BASE_MONO_NS ADDR PATH SRC_IPS OFFER [TLS_ROOT_PEM], got {args:?}"
+            ));
+        }
     };
-    let wire = Wire::from_arg(wire)?;
+    let deflate = match offer.as_str() {
+        "deflate" => true,
+        "none" => false,
+        other => return Err(format!("offer {other:?}: expected deflate or none")),
+    };
+    let tls = tls_root
+        .map(|root| ClientTls::trusting(std::path::Path::new(root)))
+        .transpose()?;
     let base_mono: u64 = base_mono.parse().map_err(|e| format!("base: {e}"))?;
     let addr: SocketAddr = addr.parse().map_err(|e| format!("address: {e}"))?;
     let src_ips: u8 = src_ips
@@ -639,7 +652,8 @@ fn child_run(args: &[String]) -> Result<(), String> {
         path: path.clone(),
         src_ips,
         index_offset: 0,
-        wire,
+        tls,
+        deflate,
     };
     let mut bench = Bench::new(setup, base).map_err(|e| format!("event loop: {e}"))?;
     let (tx, rx) = mpsc::channel();

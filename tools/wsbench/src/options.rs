@@ -1,6 +1,5 @@
 //! Command-line flags of `wsbench`.
 
-use crate::wire::Wire;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -60,11 +59,13 @@ pub struct Options {
     pub client_procs: Option<usize>,
     /// `--soak DURATION`: run the soak for this long instead of the benchmark.
     pub soak: Option<Soak>,
-    /// How this run's clients connect (each run of a comparison has its own).
-    pub wire: Wire,
-    /// `--deflate`: run the benchmark twice, plain clients then clients that offer
-    /// permessage-deflate, each against fresh servers, and compare the two.
-    pub compare_deflate: bool,
+    /// `--tls`: run the benchmark twice, plain and then over TLS, and compare.
+    pub tls: bool,
+    /// `--deflate`: run the benchmark twice, clients offering no extension and then
+    /// clients offering permessage-deflate, each against fresh servers, and compare.
+    pub deflate: bool,
+    /// This run's clients offer permessage-deflate (set for each run of `--deflate`).
+    pub offer_deflate: bool,
 }
 
 /// What a soak does besides keeping its clients subscribed.
@@ -105,7 +106,7 @@ pub const USAGE: &str = "\
 usage: cargo wsbench [--clients N] [--ticks T] [--src-ips K]
          [--mode full|quick] [--server PATH | --addr HOST:PORT --pid PID]
          [--sub-window W] [--connect-window C] [--path /api/v1/websocket]
-         [--instances K [--dsn ADMIN_DSN]] [--client-procs P] [--deflate]
+         [--instances K [--dsn ADMIN_DSN]] [--client-procs P] [--tls | --deflate]
          [--soak DURATION [--sample-every DURATION] [--churn N] [--slow N] [--ping-flood N]]
 
   --clients N         WebSocket clients (default 1000)
@@ -126,6 +127,10 @@ usage: cargo wsbench [--clients N] [--ticks T] [--src-ips K]
                       (default postgresql://postgres@127.0.0.1:5432/postgres)
   --client-procs P    processes driving the clients, each holding its share of the
                       sockets (default: as few as the open-file limit allows)
+  --tls               run the benchmark twice in one go, plain and then with the server
+                      speaking TLS (a certificate made with openssl) and the clients wss,
+                      and compare: CPU per point, memory per connection, setup time,
+                      handshakes per core-second
   --deflate           run the benchmark twice against fresh servers, plain clients first,
                       then clients offering permessage-deflate (every phase the same),
                       and compare setup time, history bytes on the wire, reactor CPU per
@@ -188,8 +193,12 @@ impl Options {
             if flag == "--help" || flag == "-h" {
                 return Err(OptionsError::Help);
             }
+            if flag == "--tls" {
+                o.tls = true;
+                continue;
+            }
             if flag == "--deflate" {
-                o.compare_deflate = true;
+                o.deflate = true;
                 continue;
             }
             o.take(&flag, it.next(), &mut later)?;
@@ -210,12 +219,24 @@ impl Options {
             ));
         }
         o.target = later.target(o.target)?;
-        if o.compare_deflate && o.soak.is_some() {
+        if o.tls && (o.soak.is_some() || o.instances.is_some() || later.addr.is_some()) {
+            return Err(OptionsError::Bad(
+                "--tls compares one server it starts, plain and TLS: not with --soak, \
+                 --instances or --addr"
+                    .into(),
+            ));
+        }
+        if o.tls && o.deflate {
+            return Err(OptionsError::Bad(
+                "--tls and --deflate are two comparisons: one at a time".into(),
+            ));
+        }
+        if o.deflate && o.soak.is_some() {
             return Err(OptionsError::Bad(
                 "--deflate compares two benchmark runs: not with --soak".into(),
             ));
         }
-        if o.compare_deflate && o.server_path().is_none() {
+        if o.deflate && o.server_path().is_none() {
             return Err(OptionsError::Bad(
                 "--deflate starts a fresh server for each run: not with --addr".into(),
             ));
@@ -238,8 +259,9 @@ impl Options {
             dsn: DEFAULT_ADMIN_DSN.to_string(),
             client_procs: None,
             soak: None,
-            wire: Wire::default(),
-            compare_deflate: false,
+            tls: false,
+            deflate: false,
+            offer_deflate: false,
         }
     }
 
@@ -426,6 +448,16 @@ mod tests {
     }
 
     #[test]
+    fn tls_is_a_flag_of_its_own_and_only_for_the_benchmark() {
+        let o = parse(&["--tls", "--clients", "20"]).unwrap();
+        assert!(o.tls);
+        assert_eq!(o.clients, 20);
+        assert!(!parse(&[]).unwrap().tls);
+        assert!(parse(&["--tls", "--soak", "1m"]).is_err());
+        assert!(parse(&["--tls", "--instances", "2"]).is_err());
+    }
+
+    #[test]
     fn defaults() {
         let o = parse(&[]).unwrap();
         assert_eq!(
@@ -433,18 +465,18 @@ mod tests {
             (1000, 10, 4, Mode::Full)
         );
         assert_eq!(o.target, Target::Spawn(PathBuf::from("/x/ws_assets")));
-        assert_eq!((o.wire, o.compare_deflate), (Wire::default(), false));
+        assert_eq!((o.deflate, o.offer_deflate), (false, false));
     }
 
     #[test]
     fn deflate_is_a_flag_without_a_value() {
         let o = parse(&["--deflate", "--clients", "50"]).unwrap();
-        assert!(o.compare_deflate);
+        assert!(o.deflate);
         assert_eq!(o.clients, 50);
         // The flag asks for the comparison; each run's clients are set by the runs.
-        assert_eq!(o.wire, Wire::default());
+        assert!(!o.offer_deflate);
         let o = parse(&["--clients", "7", "--deflate"]).unwrap();
-        assert!(o.compare_deflate && o.clients == 7);
+        assert!(o.deflate && o.clients == 7);
     }
 
     #[test]
@@ -534,6 +566,7 @@ mod tests {
             &["--instances", "2", "--addr", "127.0.0.1:1", "--pid", "1"],
             &["--client-procs", "0"],
             &["--deflate", "--soak", "1m"],
+            &["--deflate", "--tls"],
             &["--deflate", "--addr", "127.0.0.1:1", "--pid", "1"],
             &["--soak", "0s"],
             &["--soak", "soon"],

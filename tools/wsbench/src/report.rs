@@ -120,8 +120,8 @@ pub struct InstanceRow {
 pub struct Report {
     /// "full" or "quick".
     pub mode: String,
-    /// How the clients connected: "plain" or "permessage-deflate".
-    pub wire: String,
+    /// The extension the clients offered: "none" or "permessage-deflate" (`--deflate`).
+    pub extension: String,
     /// Clients asked for.
     pub clients: usize,
     /// Source addresses used.
@@ -156,8 +156,12 @@ pub struct Report {
     pub dropped: usize,
     /// Drop reasons (close codes, EOF).
     pub drops: String,
+    /// How the clients spoke to the server: "plain", or "tls" (`--tls`).
+    pub transport: String,
     /// Connect phase wall time, s.
     pub connect_s: f64,
+    /// CPU over the connect phase (TCP accepts, TLS handshakes, upgrades).
+    pub connect_cpu: CpuWindow,
     /// Paced subscribe phase wall time, s.
     pub subscribe_s: f64,
     /// CPU over the paced subscribe phase (the server shipping every history, the tool
@@ -311,19 +315,24 @@ impl Report {
         (self.histories > 0).then(|| self.history_json_bytes as f64 / self.histories as f64)
     }
 
-    /// The reactor thread's CPU per point delivered in the measured ticks, µs.
-    pub fn reactor_us_per_point(&self) -> Option<f64> {
-        us_per(self.tick_cpu.reactor_s, self.tick_points)
+    /// Reactor CPU per connection set up (accept, TLS handshake, upgrade), µs.
+    pub fn connect_us_per_conn(&self) -> Option<f64> {
+        us_per(self.connect_cpu.reactor_s, self.connected as u64)
     }
 
-    /// Server RSS per connected, idle connection, bytes.
-    pub fn idle_per_conn_b(&self) -> Option<f64> {
+    /// Server memory per idle connection, bytes.
+    pub fn idle_per_conn(&self) -> Option<f64> {
         per_conn(self.mem_base, self.mem_idle, self.connected)
     }
 
-    /// Server RSS per subscribed connection (history sent), bytes.
-    pub fn sub_per_conn_b(&self) -> Option<f64> {
+    /// Server memory per subscribed connection, bytes.
+    pub fn sub_per_conn(&self) -> Option<f64> {
         per_conn(self.mem_base, self.mem_sub, self.connected)
+    }
+
+    /// Reactor CPU per delivered point over the measured ticks, µs.
+    pub fn reactor_us_per_point(&self) -> Option<f64> {
+        us_per(self.tick_cpu.reactor_s, self.tick_points)
     }
 
     /// The human-readable report.
@@ -331,8 +340,8 @@ impl Report {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "wsbench: {} clients ({}), mode {}, {} source addresses, server {}",
-            self.clients, self.wire, self.mode, self.src_ips, self.server
+            "wsbench: {} clients, mode {}, {} source addresses, {}, extension offered: {}, server {}",
+            self.clients, self.mode, self.src_ips, self.transport, self.extension, self.server
         );
         self.write_server(&mut o);
         self.write_clients(&mut o);
@@ -392,7 +401,7 @@ impl Report {
         );
         let _ = writeln!(o, "  failures: {}", self.failures);
         let _ = writeln!(o, "  drops:    {}", self.drops);
-        if self.compressing > 0 || self.wire != "plain" {
+        if self.compressing > 0 || self.extension != "none" {
             let _ = writeln!(
                 o,
                 "  permessage-deflate agreed by {} of {}; {} messages came compressed",
@@ -409,6 +418,15 @@ impl Report {
             "  connect+upgrade all                {:.3} s; per client p50/p99/max {}",
             self.connect_s,
             show(self.connect_latency, 2, "ms")
+        );
+        let _ = writeln!(
+            o,
+            "  reactor CPU while connecting       {:.3} s = {} per connection ({} set up per core-second)",
+            self.connect_cpu.reactor_s,
+            self.connect_us_per_conn()
+                .map_or("n/a".into(), |us| format!("{us:.1} µs")),
+            self.connect_us_per_conn()
+                .map_or("n/a".into(), |us| format!("{:.0}", 1e6 / us))
         );
         let _ = writeln!(
             o,
@@ -695,7 +713,8 @@ impl Report {
     fn setup_keys(&self, k: &mut Keys) {
         let n = self.connected;
         k.put("mode", &self.mode);
-        k.put("wire", &self.wire);
+        k.put("transport", &self.transport);
+        k.put("extension", &self.extension);
         k.put("clients", self.clients);
         k.put("connected", n);
         k.put("compressing", self.compressing);
@@ -708,10 +727,12 @@ impl Report {
         );
         k.put("rss_base_kib", self.mem_base.rss_kib);
         k.put("rss_idle_kib", self.mem_idle.rss_kib);
-        k.opt("idle_per_conn_b", self.idle_per_conn_b());
+        k.opt("idle_per_conn_b", self.idle_per_conn());
         k.put("rss_sub_kib", self.mem_sub.rss_kib);
-        k.opt("sub_per_conn_b", self.sub_per_conn_b());
+        k.opt("sub_per_conn_b", self.sub_per_conn());
         k.num("connect_s", self.connect_s);
+        k.num("connect_reactor_cpu_s", self.connect_cpu.reactor_s);
+        k.opt("connect_us_per_conn", self.connect_us_per_conn());
         k.num("subscribe_s", self.subscribe_s);
         k.num("setup_s", self.setup_s());
         k.num("subscribe_reactor_cpu_s", self.subscribe_cpu.reactor_s);

@@ -1,5 +1,6 @@
 //! `--deflate`: the benchmark twice, each against fresh servers and with every phase the
-//! same, plain clients first, then clients that offer permessage-deflate; both reports,
+//! same, clients offering no extension first, then clients that offer permessage-deflate;
+//! both reports,
 //! then what the compression changed: setup time, history bytes on the wire, reactor CPU
 //! per delivered point, server memory per connection.
 
@@ -21,12 +22,12 @@ pub struct Comparison {
 /// Runs the benchmark `opts` describe with plain clients, then with compressing ones.
 pub fn run(opts: &Options) -> Result<Comparison, BenchError> {
     let mut plain = opts.clone();
-    plain.wire.deflate = false;
+    plain.offer_deflate = false;
     let mut deflate = opts.clone();
-    deflate.wire.deflate = true;
+    deflate.offer_deflate = true;
     Ok(Comparison {
-        plain: benchmark::run(&plain)?,
-        deflate: benchmark::run(&deflate)?,
+        plain: benchmark::run(&plain, None)?,
+        deflate: benchmark::run(&deflate, None)?,
     })
 }
 
@@ -69,7 +70,7 @@ impl Comparison {
         o.push_str(&d.human());
         let _ = writeln!(
             o,
-            "\npermessage-deflate against plain clients ({} each, two runs on fresh servers)",
+            "\nclients offering permessage-deflate against clients offering none ({} each, two runs on fresh servers)",
             p.clients
         );
         let mut row = |what: &str, plain: String, deflate: String, change: String| {
@@ -78,9 +79,9 @@ impl Comparison {
         };
         row(
             "",
-            "plain".into(),
+            "no extension".into(),
             "permessage-deflate".into(),
-            "deflate / plain".into(),
+            "deflate / none".into(),
         );
         row(
             "clients that agreed on the extension",
@@ -141,13 +142,13 @@ impl Comparison {
         for (what, plain, deflate) in [
             (
                 "server RSS per idle connection",
-                p.idle_per_conn_b(),
-                d.idle_per_conn_b(),
+                p.idle_per_conn(),
+                d.idle_per_conn(),
             ),
             (
                 "server RSS per subscribed connection",
-                p.sub_per_conn_b(),
-                d.sub_per_conn_b(),
+                p.sub_per_conn(),
+                d.sub_per_conn(),
             ),
         ] {
             row(
@@ -188,13 +189,14 @@ mod tests {
     use crate::report::TickRow;
     use std::collections::HashMap;
 
-    fn report(wire: &str, setup_s: f64, wire_bytes: u64, reactor_s: f64) -> Report {
+    fn report(extension: &str, setup_s: f64, wire_bytes: u64, reactor_s: f64) -> Report {
         Report {
             mode: "quick".into(),
-            wire: wire.into(),
+            transport: "plain".into(),
+            extension: extension.into(),
             clients: 4,
             connected: 4,
-            compressing: if wire == "plain" { 0 } else { 4 },
+            compressing: if extension == "none" { 0 } else { 4 },
             connect_s: setup_s / 2.0,
             subscribe_s: setup_s / 2.0,
             histories: 4,
@@ -245,7 +247,7 @@ mod tests {
     #[test]
     fn the_result_line_keeps_the_plain_keys_and_adds_the_deflate_run_and_ratios() {
         let c = Comparison {
-            plain: report("plain", 2.0, 125_004, 0.000_044),
+            plain: report("none", 2.0, 125_004, 0.000_044),
             deflate: report("permessage-deflate", 1.0, 8_500, 0.000_040),
         };
         let line = c.result_line();
@@ -254,8 +256,8 @@ mod tests {
         for (key, value) in keys(&c.plain.result_line()) {
             assert_eq!(k.get(&key), Some(&value), "{key}");
         }
-        assert_eq!(k["wire"], "plain");
-        assert_eq!(k["deflate_wire"], "permessage-deflate");
+        assert_eq!(k["extension"], "none");
+        assert_eq!(k["deflate_extension"], "permessage-deflate");
         assert_eq!(k["history_wire_b"], "125004.000");
         assert_eq!(k["deflate_history_wire_b"], "8500.000");
         assert_eq!(k["compressing"], "0");
@@ -271,8 +273,8 @@ mod tests {
         // No key appears twice.
         assert_eq!(k.len(), line.split(' ').count() - 1);
         let human = c.human();
-        assert!(human.contains("wsbench: 4 clients (plain)"), "{human}");
-        assert!(human.contains("wsbench: 4 clients (permessage-deflate)"));
+        assert!(human.contains("extension offered: none,"), "{human}");
+        assert!(human.contains("extension offered: permessage-deflate,"));
         assert!(human.contains("0.50 (2.00× faster)"), "{human}");
         assert!(human.contains("6.8 %"), "{human}");
     }
@@ -280,7 +282,7 @@ mod tests {
     #[test]
     fn missing_figures_are_na_not_a_division_by_zero() {
         let mut c = Comparison {
-            plain: report("plain", 0.0, 0, 0.0),
+            plain: report("none", 0.0, 0, 0.0),
             deflate: report("permessage-deflate", 1.0, 0, 0.0),
         };
         c.deflate.histories = 0;
