@@ -129,7 +129,13 @@ fn assert_migrated(run: &Exited) {
 /// Starts the service on `db` at 127.0.0.1 with the TLS `params`, expects start-up to end
 /// at once (no retrying) with exit code 1 and a message, not a panic; returns the message.
 fn start_up_refusal(db: &TestDb, params: &str) -> String {
-    let run = run_to_exit(&[], &[dsn_var(&dsn(db, "127.0.0.1", params))], RUN_LIMIT);
+    refusal(&[dsn_var(&dsn(db, "127.0.0.1", params))])
+}
+
+/// Starts the service with `env`, expects start-up to end at once (no retrying) with exit
+/// code 1 and a message, not a panic; returns the message.
+fn refusal(env: &[(&str, &str)]) -> String {
+    let run = run_to_exit(&[], env, RUN_LIMIT);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
     assert!(!run.stderr.contains("listening on"), "{}", run.stderr);
@@ -192,12 +198,21 @@ fn verify_full_accepts_the_name_the_certificate_carries() {
     let ca = test_ca();
     let db = TestDb::create();
     // The key=value form, with the name the server's certificate carries.
+    let pairs = localhost_pairs(
+        &db,
+        &format!("sslmode=verify-full sslrootcert='{}'", ca.display()),
+    );
+    assert_migrated(&run_to_exit(&["migrate"], &[dsn_var(&pairs)], RUN_LIMIT));
+}
+
+/// `db`'s DSN as libpq `key=value` pairs by the name `localhost` (the name the server's
+/// certificate carries), followed by `params`.
+fn localhost_pairs(db: &TestDb, params: &str) -> String {
     let config = pgdb::admin_config();
     let mut pairs = format!(
-        "host=localhost port={} dbname={} sslmode=verify-full sslrootcert='{}'",
+        "host=localhost port={} dbname={} {params}",
         config.get_ports().first().copied().unwrap_or(5432),
         db.name(),
-        ca.display()
     );
     if let Some(user) = config.get_user() {
         pairs.push_str(&format!(" user={user}"));
@@ -208,7 +223,80 @@ fn verify_full_accepts_the_name_the_certificate_carries() {
             String::from_utf8_lossy(password)
         ));
     }
-    assert_migrated(&run_to_exit(&["migrate"], &[dsn_var(&pairs)], RUN_LIMIT));
+    pairs
+}
+
+#[test]
+fn verify_full_without_a_root_file_trusts_the_systems_roots() {
+    // The system's roots are where SSL_CERT_FILE says, here the test CA alone.
+    let ca = test_ca();
+    let roots = ca.display().to_string();
+    for params in [
+        "sslmode=verify-full",
+        "sslmode=verify-full sslrootcert=system",
+    ] {
+        let db = TestDb::create();
+        let pairs = localhost_pairs(&db, params);
+        let run = run_to_exit(
+            &["migrate"],
+            &[dsn_var(&pairs), ("SSL_CERT_FILE", &roots)],
+            RUN_LIMIT,
+        );
+        assert_migrated(&run);
+    }
+}
+
+#[test]
+fn system_roots_that_did_not_sign_the_server_refuse_it() {
+    test_ca();
+    let dir = TempDir::new();
+    let other_root = dir.path().join("other-ca.pem");
+    make_self_signed_ca(&other_root);
+    let db = TestDb::create();
+    let roots = other_root.display().to_string();
+    let message = refusal(&[
+        dsn_var(&localhost_pairs(&db, "sslmode=verify-full")),
+        ("SSL_CERT_FILE", &roots),
+    ]);
+    assert!(message.contains("UnknownIssuer"), "{message}");
+    assert!(message.contains("sslrootcert"), "{message}");
+}
+
+#[test]
+fn no_system_roots_fail_at_start_up_saying_what_to_install() {
+    test_ca();
+    let dir = TempDir::new();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").expect("write an empty file");
+    let db = TestDb::create();
+    let roots = empty.display().to_string();
+    let message = refusal(&[
+        dsn_var(&localhost_pairs(&db, "sslmode=verify-full")),
+        ("SSL_CERT_FILE", &roots),
+    ]);
+    assert!(
+        message.contains("no trusted root certificates found"),
+        "{message}"
+    );
+    assert!(message.contains("sslrootcert=PATH"), "{message}");
+}
+
+#[test]
+fn a_root_file_without_a_certificate_fails_at_start_up_naming_it() {
+    test_ca();
+    let dir = TempDir::new();
+    let junk = dir.path().join("not-a-certificate.pem");
+    std::fs::write(&junk, "this is not a certificate\n").expect("write a file");
+    let db = TestDb::create();
+    let message = start_up_refusal(
+        &db,
+        &format!("sslmode=verify-ca&sslrootcert={}", junk.display()),
+    );
+    assert!(
+        message.contains(&format!("sslrootcert {} is not usable", junk.display())),
+        "{message}"
+    );
+    assert!(message.contains("PEM certificates"), "{message}");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The server under test: the real binary, its log, its signals and its HTTP side.
 
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -125,8 +125,27 @@ impl Server {
     /// Starts the binary and waits for its address; with `leave_log_unread`, its log is
     /// not read past that line (see [`Server::start_with_log_unread`]).
     fn launch(port: u16, env: &[(&str, &str)], leave_log_unread: bool) -> Result<Server, String> {
+        Server::launch_with(port, env, leave_log_unread, |_| {})
+    }
+
+    /// Like [`Server::start`], with `configure` given the command before it is spawned,
+    /// for what the environment cannot say (e.g. a resource limit set in the child).
+    pub fn start_with_command(
+        env: &[(&str, &str)],
+        configure: impl FnOnce(&mut Command),
+    ) -> Server {
+        Server::launch_with(0, env, false, configure).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn launch_with(
+        port: u16,
+        env: &[(&str, &str)],
+        leave_log_unread: bool,
+        configure: impl FnOnce(&mut Command),
+    ) -> Result<Server, String> {
         let mut command = ws_assets(port, env);
         command.stdout(Stdio::null()).stderr(Stdio::piped());
+        configure(&mut command);
         let mut child = command
             .spawn()
             .map_err(|e| format!("cannot spawn ws_assets: {e}"))?;
