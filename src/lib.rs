@@ -16,12 +16,13 @@
 //! `reactor/store_jobs.rs` (`writebehind.rs` batches them for `store/postgres.rs` or
 //! `store/memory.rs`).
 //!
-//! A request, from bytes to reply: `reactor/clients.rs` reads the socket through
-//! `conn.rs`; an HTTP head is parsed and routed by `http.rs` (the page, `/health` and
-//! `/metrics` answered from `reactor/ops.rs` and `metrics.rs`, or the WebSocket
-//! upgrade); WebSocket frames are decoded by tungstenite inside `conn.rs`, the JSON
-//! request parsed by `protocol.rs`, answered in `reactor/clients.rs` from `market.rs`,
-//! and written through `outbox.rs`.
+//! A request, from bytes to reply: `reactor/clients.rs` (the connection table) hands a
+//! connection's events to its driver in `conn/` (`Conn`), which reads the socket into
+//! the reactor's one buffer; an HTTP head is parsed and routed by `http.rs` (the page,
+//! `/health` and `/metrics` answered from `reactor/ops.rs` and `metrics.rs`, or the
+//! WebSocket upgrade); WebSocket frames are read by `conn/reader.rs`, the JSON request
+//! parsed by `protocol.rs`, answered in `conn/` from `market.rs`, and written through
+//! `outbox.rs`.
 //!
 //! On a follower (several instances on one database) the points come instead from the
 //! leader's notifications, heard by `cluster/listen.rs` and handed to the loop by
@@ -38,7 +39,6 @@ pub mod config;
 mod conn;
 pub mod feed;
 mod frame;
-mod framescan;
 #[cfg(any(fuzzing, test))]
 #[doc(hidden)]
 pub mod fuzzing;

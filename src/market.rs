@@ -2,7 +2,9 @@
 //!
 //! The reactor owns one [`Market`]. A subscription is registered and its history frame
 //! taken in one step, and a tick's point is recorded and its frame built in one step,
-//! so no tick can fall between a history and the live points after it.
+//! so no tick can fall between a history and the live points after it. Connections are
+//! known here by their key in the reactor's connection table; which asset each one is
+//! subscribed to is kept here too, so a connection ends its subscription by its key alone.
 
 use std::collections::VecDeque;
 
@@ -145,11 +147,11 @@ pub struct AssetState {
 
 /// Where a connection's subscription sits: which asset, which slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Subscription {
+struct Subscription {
     /// Index into [`Market::assets`].
-    pub asset: usize,
+    asset: u32,
     /// Slot in that asset's [`Subscribers`].
-    pub slot: usize,
+    slot: u32,
 }
 
 /// How long after its second has begun a point may still come and be the newest the
@@ -164,6 +166,8 @@ pub struct Market {
     assets: Vec<AssetState>,
     window: i64,
     assets_frame: Bytes,
+    /// Each connection key's subscription, if it has one.
+    subscriptions: Vec<Option<Subscription>>,
 }
 
 impl Market {
@@ -183,6 +187,7 @@ impl Market {
                 .collect(),
             window: i64::from(window),
             assets_frame,
+            subscriptions: Vec::new(),
         }
     }
 
@@ -275,22 +280,26 @@ impl Market {
         }
     }
 
-    /// Shrinks every asset's subscriber list to its size, after many clients left.
+    /// Shrinks every asset's subscriber list and the table of subscriptions to their
+    /// size, after many clients left.
     pub fn shrink_subscribers(&mut self) {
         for state in &mut self.assets {
             state.subscribers.shrink_to_fit();
         }
+        let used = self
+            .subscriptions
+            .iter()
+            .rposition(Option::is_some)
+            .map_or(0, |last| last + 1);
+        self.subscriptions.truncate(used);
+        self.subscriptions.shrink_to_fit();
     }
 
-    /// Subscribes `key` to the asset at `index`; returns the subscription and the
-    /// `asset_history` frame to send before any later point. With `since` (a resuming
-    /// client) the history holds only the points after that second.
-    pub fn subscribe(
-        &mut self,
-        key: usize,
-        index: usize,
-        since: Option<i64>,
-    ) -> (Subscription, Bytes) {
+    /// Subscribes connection `key` to the asset at `index`, ending its subscription to
+    /// any other; returns the `asset_history` frame to send before any later point. With
+    /// `since` (a resuming client) the history holds only the points after that second.
+    pub fn subscribe(&mut self, key: usize, index: usize, since: Option<i64>) -> Bytes {
+        self.unsubscribe(key);
         let state = &mut self.assets[index];
         let history = match since {
             None => state
@@ -308,12 +317,38 @@ impl Market {
             )),
         };
         let slot = state.subscribers.add(key);
-        (Subscription { asset: index, slot }, history)
+        if self.subscriptions.len() <= key {
+            self.subscriptions.resize(key + 1, None);
+        }
+        self.subscriptions[key] = Some(Subscription {
+            asset: index as u32,
+            slot: slot as u32,
+        });
+        history
     }
 
-    /// Ends a subscription; returns the key whose slot changed (it now holds `sub.slot`).
-    pub fn unsubscribe(&mut self, sub: Subscription) -> Option<usize> {
-        self.assets.get_mut(sub.asset)?.subscribers.remove(sub.slot)
+    /// Ends connection `key`'s subscription; returns whether it had one.
+    pub fn unsubscribe(&mut self, key: usize) -> bool {
+        let Some(sub) = self.subscriptions.get_mut(key).and_then(Option::take) else {
+            return false;
+        };
+        let slot = sub.slot as usize;
+        let moved = self
+            .assets
+            .get_mut(sub.asset as usize)
+            .and_then(|state| state.subscribers.remove(slot));
+        // The last subscriber of that asset took the freed slot.
+        if let Some(moved) = moved
+            && let Some(Some(other)) = self.subscriptions.get_mut(moved)
+        {
+            other.slot = sub.slot;
+        }
+        true
+    }
+
+    /// Whether connection `key` is subscribed to an asset.
+    pub fn is_subscribed(&self, key: usize) -> bool {
+        self.subscriptions.get(key).is_some_and(Option::is_some)
     }
 
     /// Subscribed keys of the asset at `index`.
@@ -384,7 +419,7 @@ mod tests {
         for t in 100..=120 {
             assert!(market.record(point(1, t)).is_some());
         }
-        let (_, history) = market.subscribe(1, 0, None);
+        let history = market.subscribe(1, 0, None);
         assert_eq!(history_times(&history), [116, 117, 118, 119, 120]);
         assert!(market.record(point(99, 121)).is_none(), "unknown asset");
         assert!(market.record(point(1, 120)).is_none(), "not newer");
@@ -394,14 +429,14 @@ mod tests {
     fn history_frame_is_shared_until_the_ring_changes() {
         let mut market = Market::new(default_assets(), 60);
         market.record(point(2, 1));
-        let (_, a) = market.subscribe(1, 1, None);
-        let (_, b) = market.subscribe(2, 1, None);
+        let a = market.subscribe(1, 1, None);
+        let b = market.subscribe(2, 1, None);
         assert_eq!(a.as_ptr(), b.as_ptr(), "one encoding for both subscribers");
         market.record(point(2, 2));
-        let (_, c) = market.subscribe(3, 1, None);
+        let c = market.subscribe(3, 1, None);
         assert_eq!(history_times(&c), [1, 2]);
         market.trim(61 + LATE_POINT_SECONDS);
-        let (_, d) = market.subscribe(4, 1, None);
+        let d = market.subscribe(4, 1, None);
         assert_eq!(history_times(&d), [2]);
     }
 
@@ -417,15 +452,15 @@ mod tests {
         // a whole window, ending at the newest second held.
         market.trim(121);
         for index in 0..5 {
-            let (_, history) = market.subscribe(index, index, None);
+            let history = market.subscribe(index, index, None);
             assert_eq!(history_times(&history), [116, 117, 118, 119, 120]);
         }
         market.record(point(1, 121));
-        let (_, history) = market.subscribe(9, 0, None);
+        let history = market.subscribe(9, 0, None);
         assert_eq!(history_times(&history), [117, 118, 119, 120, 121]);
         // An asset without a point for 121 ends with the others' newest second too.
         market.trim(122);
-        let (_, history) = market.subscribe(10, 1, None);
+        let history = market.subscribe(10, 1, None);
         assert_eq!(history_times(&history), [117, 118, 119, 120]);
     }
 
@@ -436,14 +471,14 @@ mod tests {
             market.record(point(1, t));
         }
         market.trim(120 + LATE_POINT_SECONDS);
-        let (_, history) = market.subscribe(1, 0, None);
+        let history = market.subscribe(1, 0, None);
         assert_eq!(history_times(&history), [116, 117, 118, 119, 120]);
         // Three silent seconds later the window follows the clock, LATE_POINT_SECONDS behind.
         market.trim(123 + LATE_POINT_SECONDS);
-        let (_, history) = market.subscribe(2, 0, None);
+        let history = market.subscribe(2, 0, None);
         assert_eq!(history_times(&history), [119, 120]);
         market.trim(200);
-        let (_, history) = market.subscribe(3, 0, None);
+        let history = market.subscribe(3, 0, None);
         assert_eq!(history_times(&history), [] as [i64; 0]);
         // Nothing held at all: the clock alone.
         market.trim(300);
@@ -456,13 +491,13 @@ mod tests {
         for t in 1..=10 {
             market.record(point(1, t));
         }
-        let (_, history) = market.subscribe(1, 0, Some(7));
+        let history = market.subscribe(1, 0, Some(7));
         assert_eq!(history_times(&history), [8, 9, 10]);
-        let (_, history) = market.subscribe(2, 0, Some(10));
+        let history = market.subscribe(2, 0, Some(10));
         assert_eq!(history_times(&history), [] as [i64; 0]);
-        let (_, history) = market.subscribe(3, 0, Some(0));
+        let history = market.subscribe(3, 0, Some(0));
         assert_eq!(history_times(&history), (1..=10).collect::<Vec<_>>());
-        let (_, full) = market.subscribe(4, 0, None);
+        let full = market.subscribe(4, 0, None);
         assert_eq!(history_times(&full), (1..=10).collect::<Vec<_>>());
     }
 
@@ -481,7 +516,7 @@ mod tests {
         assert!(market.merge(stored), "a held second takes the stored value");
         assert!(!market.merge(point(1, 6)), "newer: for the live path");
         assert!(market.merge(point(99, 1)), "unknown asset: nothing to do");
-        let (_, history) = market.subscribe(1, 0, None);
+        let history = market.subscribe(1, 0, None);
         assert_eq!(history_times(&history), [1, 2, 3, 4, 5]);
         assert_eq!(market.assets()[0].ring.iter().nth(1), Some(&stored));
     }
@@ -494,7 +529,7 @@ mod tests {
             .chain([point(42, 25)])
             .collect();
         assert_eq!(market.warm(&stored, 30), 10);
-        let (_, history) = market.subscribe(7, 2, None);
+        let history = market.subscribe(7, 2, None);
         assert_eq!(history_times(&history), (21..=30).collect::<Vec<_>>());
     }
 
@@ -509,6 +544,30 @@ mod tests {
         assert_eq!(subs.remove(1), None, "last slot: nothing moved");
         assert_eq!(subs.keys(), [12]);
         assert_eq!(subs.remove(5), None);
+    }
+
+    #[test]
+    fn subscriptions_are_kept_by_key_through_moves() {
+        let mut market = Market::new(default_assets(), 60);
+        for key in [3, 7, 9] {
+            market.subscribe(key, 0, None);
+        }
+        assert!(market.unsubscribe(3), "9 moves into 3's slot");
+        assert_eq!(market.subscribers(0), [9, 7]);
+        assert!(market.unsubscribe(9), "found in its new slot");
+        assert_eq!(market.subscribers(0), [7]);
+        assert!(!market.unsubscribe(9), "not subscribed any more");
+        market.subscribe(7, 2, None);
+        assert_eq!(
+            market.subscribers(0),
+            [] as [usize; 0],
+            "one subscription per key"
+        );
+        assert_eq!(market.subscribers(2), [7]);
+        assert!(market.is_subscribed(7) && !market.is_subscribed(3));
+        market.unsubscribe(7);
+        market.shrink_subscribers();
+        assert!(market.subscriptions.is_empty());
     }
 
     #[test]

@@ -294,7 +294,7 @@ impl Reactor {
                 self.ticks
                     .start_fetch(second, &self.workers, &mut self.metrics);
             }
-            self.clients.sweep(now, &mut self.metrics);
+            self.clients.sweep(now, &self.market, &mut self.metrics);
             let shrank = self.clients.shrink_after_peak(&mut self.market);
             self.give_back.run(now, shrank);
         }

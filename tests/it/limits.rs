@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::{
     Client, Ended, Server, assert_seconds_follow, masked_frame, masked_text, read_until_closed,
-    server_frames, time_of, wait_until,
+    server_frames, time_of, try_http_exchange, wait_until,
 };
 use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -269,6 +269,66 @@ fn connections_over_the_limit_are_turned_away_and_others_keep_working() {
             (status, body) => Err(format!("{status} {body}")),
         },
     );
+}
+
+#[test]
+fn health_is_answered_through_a_connection_storm_at_the_limit() {
+    let server = Server::start(&[("WS_ASSETS_MAX_CONNECTIONS", "200")]);
+    let mut held: Vec<Client> = (0..200)
+        .map(|i| {
+            let mut client = server.client();
+            client.subscribe_history(1 + i % 5);
+            client
+        })
+        .collect();
+    // The storm: 1,000 more connections over about 2 s; half send nothing, half send
+    // an upgrade request and never read the answer.
+    let addr = server.addr;
+    let storm = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for i in 0..1000 {
+            let Ok(mut stream) = TcpStream::connect(addr) else {
+                continue;
+            };
+            if i % 2 == 1 {
+                let _ = stream.write_all(
+                    b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                      Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+                );
+            }
+            open.push(stream);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        open
+    });
+    // Through it, an orchestrator's probe is answered, healthy, within a second.
+    let mut probes = 0;
+    while !storm.is_finished() || probes < 8 {
+        let asked = Instant::now();
+        let probe = try_http_exchange(
+            addr,
+            b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n",
+            Duration::from_secs(1),
+        )
+        .expect("the probe connects");
+        assert_eq!(
+            probe.status, 200,
+            "probe {probes} during the storm: {probe:?}"
+        );
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "probe {probes} took {:?}",
+            asked.elapsed()
+        );
+        probes += 1;
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let storm = storm.join().unwrap();
+    // The clients holding the slots kept receiving their points, every second.
+    for client in &mut held {
+        keeps_receiving(&server, client, 3);
+    }
+    drop(storm);
 }
 
 #[test]
