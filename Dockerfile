@@ -15,11 +15,11 @@ FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 # Dependencies first, so editing the sources does not rebuild them.
 COPY Cargo.toml Cargo.lock ./
-# The workspace names the load tool as a member: its manifest and a stub of its main are
-# enough for cargo to resolve the workspace; only the service is built.
+# The workspace names the load tool as a member and the manifest a bench: stubs of their
+# mains are enough for cargo to read the manifests; only the service is built.
 COPY tools/wsbench/Cargo.toml tools/wsbench/Cargo.toml
-RUN mkdir -p src tools/wsbench/src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && echo 'fn main() {}' > tools/wsbench/src/main.rs \
+RUN mkdir -p src benches tools/wsbench/src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && echo 'fn main() {}' > tools/wsbench/src/main.rs && echo 'fn main() {}' > benches/compression.rs \
     && cargo build --release --locked --bin ws_assets \
     && rm -rf src
 COPY src ./src

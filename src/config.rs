@@ -62,6 +62,12 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Outgoing bytes a client may have waiting before it is closed as a slow consumer (1008).
     pub client_queue_bytes: usize,
+    /// Accept permessage-deflate offers.
+    pub compression: bool,
+    /// Messages of at least this many bytes go out compressed to clients that negotiated it.
+    pub compression_min_bytes: usize,
+    /// DEFLATE level of outgoing messages, 1 (fastest) to 9 (smallest).
+    pub compression_level: u32,
     /// Silence after which the server pings a client.
     pub ping_interval: Duration,
     /// Time a pinged client has to answer before it is dropped.
@@ -236,6 +242,27 @@ pub const VARS: &[Var] = &[
         help: "outgoing bytes a client may have waiting behind the message being sent; beyond it the client is closed with 1008",
         accepts: "an integer 4096..=1073741824",
         apply: |c, v| int(v, 4096, 1 << 30).map(|n| c.client_queue_bytes = n),
+    },
+    Var {
+        name: "COMPRESSION",
+        default: "TRUE",
+        help: "accept permessage-deflate (RFC 7692) from clients that offer it: large messages (a history) go out compressed, once for all such clients",
+        accepts: BOOL,
+        apply: |c, v| boolean(v).map(|b| c.compression = b),
+    },
+    Var {
+        name: "COMPRESSION_MIN_BYTES",
+        default: "1024",
+        help: "messages of at least this many bytes go out compressed to clients that negotiated permessage-deflate; smaller ones (a point) go out plain",
+        accepts: "an integer 0..=1073741824",
+        apply: |c, v| int(v, 0, 1 << 30).map(|n| c.compression_min_bytes = n),
+    },
+    Var {
+        name: "COMPRESSION_LEVEL",
+        default: "1",
+        help: "DEFLATE level of compressed messages: 1 is fastest, 9 smallest",
+        accepts: "an integer 1..=9",
+        apply: |c, v| int(v, 1, 9).map(|n| c.compression_level = n),
     },
     Var {
         name: "PING_INTERVAL_SECONDS",
@@ -421,6 +448,9 @@ impl Config {
             max_connections: 0,
             max_message_bytes: 0,
             client_queue_bytes: 0,
+            compression: false,
+            compression_min_bytes: 0,
+            compression_level: 0,
             ping_interval: Duration::ZERO,
             pong_timeout: Duration::ZERO,
             handshake_timeout: Duration::ZERO,

@@ -13,6 +13,12 @@ pub fn text_frame(payload: &[u8]) -> Bytes {
     frame(0x81, payload)
 }
 
+/// Encodes an already compressed `payload` as one final text frame with RSV1 set, the
+/// permessage-deflate mark (RFC 7692 §6).
+pub fn compressed_text_frame(payload: &[u8]) -> Bytes {
+    frame(0xC1, payload)
+}
+
 /// A pong echoing a ping's payload (at most 125 bytes, as the reader ensures).
 pub fn pong_frame(payload: &[u8]) -> Bytes {
     frame(0x8A, payload)
@@ -34,7 +40,7 @@ pub fn close_frame(code_and_reason: Option<(u16, &str)>) -> Bytes {
     frame(0x88, &payload)
 }
 
-/// One final, unmasked frame: `first` is the FIN bit with the opcode.
+/// One final, unmasked frame: `first` is the FIN and RSV1 bits with the opcode.
 fn frame(first: u8, payload: &[u8]) -> Bytes {
     let len = payload.len();
     let mut out = Vec::with_capacity(len + 10);

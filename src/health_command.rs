@@ -4,25 +4,32 @@
 //! It reads the same configuration as the service (`WS_ASSETS_HOST`, `WS_ASSETS_PORT`),
 //! so it finds the service started with that environment. A service listening on every
 //! address (`0.0.0.0` or `::`) is asked on the matching loopback address. The whole
-//! exchange (connect, request, answer) must finish within [`TIMEOUT`]. Plain HTTP over
-//! a `std` socket: no event loop, no TLS, nothing but the status line is interpreted.
+//! exchange (connect, request, answer) must finish within [`TIMEOUT`]. The client is the
+//! feed's HTTP client (ureq), set up for one local question: no proxy from the
+//! environment, no redirects followed, any status taken as an answer; only the status
+//! decides.
 
 use std::fmt;
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::Config;
 
 /// Longest time one check may take, from connect to the end of the answer.
 pub const TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Largest answer read; `/health` bodies are a few hundred bytes.
-const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// Largest body read; `/health` bodies are a few hundred bytes.
+const MAX_ANSWER_BYTES: u64 = 64 * 1024;
 
 /// Longest part of the answer's body quoted in a report line.
 const QUOTED_BODY_CHARS: usize = 300;
+
+/// The scheme the service is asked with, chosen here and nowhere else: plain HTTP, all
+/// the service's port speaks. (With native TLS on that port, this is where `https` is
+/// picked.)
+const SCHEME: &str = "http";
 
 /// What one check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,13 +57,14 @@ impl Report {
 }
 
 impl fmt::Display for Report {
-    /// One line: `healthy` or `unhealthy`, the address, and the status and body or error.
+    /// One line: `healthy` or `unhealthy`, the URL, and the status and body or error.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let verdict = if self.healthy() {
             "healthy"
         } else {
             "unhealthy"
         };
+        let url = url(self.addr);
         match &self.outcome {
             Ok(answer) => {
                 let body: String = answer
@@ -67,26 +75,16 @@ impl fmt::Display for Report {
                     .chars()
                     .take(QUOTED_BODY_CHARS)
                     .collect();
-                write!(
-                    f,
-                    "{verdict}: http://{}/health answered {} {body}",
-                    self.addr, answer.status
-                )
+                write!(f, "{verdict}: {url} answered {} {body}", answer.status)
             }
-            Err(error) => write!(f, "{verdict}: http://{}/health: {error}", self.addr),
+            Err(error) => write!(f, "{verdict}: {url}: {error}"),
         }
     }
 }
 
-/// The address to ask for a service configured with `config`: its host and port, with
-/// an unspecified host (`0.0.0.0`, `::`) replaced by the loopback address of its family.
-pub fn target(config: &Config) -> SocketAddr {
-    let ip = match config.host {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    SocketAddr::new(ip, config.port)
+/// The URL of the service's `/health` at `addr`, with [`SCHEME`].
+pub fn url(addr: SocketAddr) -> String {
+    format!("{SCHEME}://{addr}/health")
 }
 
 /// `ws_assets health`: checks the service configured by the environment, prints the
@@ -110,6 +108,17 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The address to ask for a service configured with `config`: its host and port, with
+/// an unspecified host (`0.0.0.0`, `::`) replaced by the loopback address of its family.
+pub fn target(config: &Config) -> SocketAddr {
+    let ip = match config.host {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, config.port)
+}
+
 /// Checks the service configured with `config` (see [`target`]).
 pub fn check_config(config: &Config) -> Report {
     let addr = target(config);
@@ -127,115 +136,81 @@ pub fn check_config(config: &Config) -> Report {
 
 /// Sends `GET /health` to `addr` and reads the answer, all within `timeout`.
 pub fn check(addr: SocketAddr, timeout: Duration) -> Report {
-    let outcome = fetch(addr, timeout).and_then(|raw| parse_answer(&raw));
-    Report { addr, outcome }
+    Report {
+        addr,
+        outcome: fetch(addr, timeout),
+    }
 }
 
-/// Connects, sends the request and reads until the server closes (every response of the
-/// service closes its connection) or the answer is complete.
-fn fetch(addr: SocketAddr, timeout: Duration) -> Result<Vec<u8>, String> {
-    let deadline = Instant::now() + timeout;
-    let mut stream =
-        TcpStream::connect_timeout(&addr, timeout).map_err(|e| describe_io("connect", &e))?;
-    let request = format!(
-        "GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: ws_assets-health\r\n\r\n"
-    );
-    stream
-        .set_write_timeout(Some(remaining(deadline, timeout)?))
-        .map_err(|e| describe_io("socket", &e))?;
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| describe_io("send", &e))?;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        stream
-            .set_read_timeout(Some(remaining(deadline, timeout)?))
-            .map_err(|e| describe_io("socket", &e))?;
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                raw.extend_from_slice(&buf[..n]);
-                if raw.len() > MAX_ANSWER_BYTES {
-                    return Err(format!("answer larger than {MAX_ANSWER_BYTES} bytes"));
-                }
-                if answer_complete(&raw) {
-                    break;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(describe_io("receive", &e)),
+/// One `GET` of [`url`]`(addr)` on an agent of its own, its status and body read within
+/// `timeout`.
+fn fetch(addr: SocketAddr, timeout: Duration) -> Result<Answer, String> {
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        // A 503 is an answer to report, not a failure to fetch one.
+        .http_status_as_error(false)
+        // The service is asked where it listens: an `HTTP_PROXY` of the environment
+        // (which ureq would otherwise follow) cannot reach its loopback address.
+        .proxy(None)
+        // The answer of the address asked decides, not the one of a redirect's target.
+        .max_redirects(0)
+        .user_agent("ws_assets-health")
+        .build()
+        .new_agent();
+    let mut response = agent
+        .get(url(addr))
+        .call()
+        .map_err(|e| describe(e, timeout))?;
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(MAX_ANSWER_BYTES)
+        .read_to_vec()
+        .map_err(|e| describe(e, timeout))?;
+    Ok(Answer {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// Why there is no answer, in the report's words: the step that failed, then the cause.
+fn describe(error: ureq::Error, timeout: Duration) -> String {
+    match error {
+        ureq::Error::Timeout(_) => format!("timed out: no complete answer within {timeout:?}"),
+        ureq::Error::Io(e) if is_connect_failure(&e) => format!("connect: {e}"),
+        ureq::Error::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            "connection closed without a complete answer".to_string()
         }
-    }
-    Ok(raw)
-}
-
-/// Time left before `deadline`, or the timeout error when none is left.
-fn remaining(deadline: Instant, timeout: Duration) -> Result<Duration, String> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        Err(format!("no complete answer within {timeout:?}"))
-    } else {
-        Ok(left)
-    }
-}
-
-fn describe_io(step: &str, error: &io::Error) -> String {
-    match error.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => format!("{step}: timed out"),
-        _ => format!("{step}: {error}"),
-    }
-}
-
-/// True once the head is complete and, when it has a `Content-Length`, the body too.
-fn answer_complete(raw: &[u8]) -> bool {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut response = httparse::Response::new(&mut headers);
-    let Ok(httparse::Status::Complete(head_len)) = response.parse(raw) else {
-        return false;
-    };
-    content_length(response.headers).is_some_and(|len| raw.len() - head_len >= len)
-}
-
-fn content_length(headers: &[httparse::Header<'_>]) -> Option<usize> {
-    headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .and_then(|h| std::str::from_utf8(h.value).ok())
-        .and_then(|v| v.trim().parse().ok())
-}
-
-/// The status and body of a raw HTTP answer.
-fn parse_answer(raw: &[u8]) -> Result<Answer, String> {
-    if raw.is_empty() {
-        return Err("connection closed without an answer".to_string());
-    }
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut response = httparse::Response::new(&mut headers);
-    match response.parse(raw) {
-        Ok(httparse::Status::Complete(head_len)) => {
-            let status = response
-                .code
-                .ok_or_else(|| "answer without a status code".to_string())?;
-            let mut body = &raw[head_len..];
-            if let Some(len) = content_length(response.headers) {
-                body = &body[..len.min(body.len())];
-            }
-            Ok(Answer {
-                status,
-                body: String::from_utf8_lossy(body).into_owned(),
-            })
+        ureq::Error::Io(e) => format!("receive: {e}"),
+        ureq::Error::Protocol(e) => format!("not an HTTP answer: {e}"),
+        ureq::Error::BodyExceedsLimit(_) | ureq::Error::LargeResponseHeader(..) => {
+            format!("answer larger than {MAX_ANSWER_BYTES} bytes")
         }
-        Ok(httparse::Status::Partial) => Err("answer ended inside its head".to_string()),
-        Err(e) => Err(format!("not an HTTP answer: {e}")),
+        other => other.to_string(),
     }
+}
+
+/// Whether an I/O error means the connection was never made (nothing listening, no
+/// route), as opposed to one that broke.
+fn is_connect_failure(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+            | io::ErrorKind::NetworkDown
+            | io::ErrorKind::AddrNotAvailable
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
     use std::net::TcpListener;
     use std::thread;
+    use std::time::Instant;
 
     fn config(host: &str, port: &str) -> Config {
         Config::from_lookup(|name| match name {
@@ -261,6 +236,7 @@ mod tests {
             target(&config("localhost", "1")),
             "127.0.0.1:1".parse().unwrap()
         );
+        assert_eq!(url("[::1]:81".parse().unwrap()), "http://[::1]:81/health");
     }
 
     #[test]
@@ -273,18 +249,7 @@ mod tests {
         );
     }
 
-    #[test]
-    fn parses_status_and_body() {
-        let raw = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 25\r\n\r\n{\"status\":\"unavailable\"}\nextra";
-        let answer = parse_answer(raw).unwrap();
-        assert_eq!(answer.status, 503);
-        assert_eq!(answer.body, "{\"status\":\"unavailable\"}\n");
-        assert!(parse_answer(b"").is_err());
-        assert!(parse_answer(b"HTTP/1.1 200 OK\r\nX: y").is_err());
-        assert!(parse_answer(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
-    }
-
-    /// Serves one connection with `answer`, after reading the request head.
+    /// Serves one connection with `answer` after reading the request head, then closes it.
     fn serve_once(answer: &'static [u8]) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -296,7 +261,8 @@ mod tests {
                 head.push(byte[0]);
             }
             assert!(head.starts_with(b"GET /health HTTP/1.1\r\n"));
-            stream.write_all(answer).unwrap();
+            // A client that stops reading early (an answer over its limit) may close first.
+            let _ = stream.write_all(answer);
         });
         addr
     }
@@ -314,7 +280,75 @@ mod tests {
         let bad = serve_once(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\n\r\n{}");
         let report = check(bad, TIMEOUT);
         assert!(!report.healthy());
-        assert!(report.to_string().starts_with("unhealthy: "), "{report}");
+        assert_eq!(
+            report.to_string(),
+            format!("unhealthy: http://{bad}/health answered 503 {{}}")
+        );
+    }
+
+    #[test]
+    fn the_body_ends_where_its_length_says() {
+        let addr = serve_once(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 25\r\n\r\n{\"status\":\"unavailable\"}\nextra",
+        );
+        let answer = check(addr, TIMEOUT).outcome.unwrap();
+        assert_eq!(answer.status, 503);
+        assert_eq!(answer.body, "{\"status\":\"unavailable\"}\n");
+
+        // Without a length, the body runs to the end of the connection.
+        let addr = serve_once(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{\"status\":\"ok\"}");
+        let report = check(addr, TIMEOUT);
+        assert!(report.healthy(), "{report}");
+        assert_eq!(report.outcome.unwrap().body, "{\"status\":\"ok\"}");
+    }
+
+    #[test]
+    fn a_redirect_is_reported_not_followed() {
+        let addr = serve_once(
+            b"HTTP/1.1 301 Moved Permanently\r\nLocation: http://127.0.0.1:1/health\r\nContent-Length: 0\r\n\r\n",
+        );
+        let report = check(addr, TIMEOUT);
+        assert!(!report.healthy());
+        assert!(report.to_string().contains("answered 301"), "{report}");
+    }
+
+    #[test]
+    fn what_is_not_an_answer_is_unhealthy_and_says_why() {
+        for (answer, why) in [
+            (&b""[..], "closed without a complete answer"),
+            (
+                b"HTTP/1.1 200 OK\r\nX: y",
+                "closed without a complete answer",
+            ),
+            (b"SSH-2.0-OpenSSH\r\n\r\n", "not an HTTP answer"),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n{\"sta",
+                "closed without a complete answer",
+            ),
+        ] {
+            let report = check(serve_once(answer), TIMEOUT);
+            assert!(!report.healthy(), "{report}");
+            assert!(report.to_string().contains(why), "{report}");
+        }
+    }
+
+    #[test]
+    fn an_answer_over_the_limit_is_refused() {
+        static BIG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        let big = BIG.get_or_init(|| {
+            let body = "x".repeat(MAX_ANSWER_BYTES as usize + 1);
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        });
+        let report = check(serve_once(big), TIMEOUT);
+        assert!(!report.healthy());
+        assert!(
+            report.to_string().contains("answer larger than"),
+            "{report}"
+        );
     }
 
     #[test]
@@ -337,6 +371,11 @@ mod tests {
             .unwrap();
         let report = check(addr, TIMEOUT);
         assert!(!report.healthy());
-        assert!(report.to_string().contains("connect"), "{report}");
+        assert!(
+            report
+                .to_string()
+                .starts_with(&format!("unhealthy: http://{addr}/health: connect: ")),
+            "{report}"
+        );
     }
 }

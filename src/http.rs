@@ -29,6 +29,8 @@ pub struct RequestHead {
     pub host: Option<String>,
     /// The `Origin` header, if any (browsers send it with every WebSocket upgrade).
     pub origin: Option<String>,
+    /// The `Sec-WebSocket-Extensions` offers, every such header joined by commas.
+    pub extensions: Option<String>,
     /// Bytes of the buffer taken by the head; what follows belongs to the next protocol.
     pub len: usize,
 }
@@ -95,8 +97,20 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         http11: request.version == Some(1),
         host: header("host").map(str::to_string),
         origin: header("origin").map(str::to_string),
+        extensions: joined(request.headers, "sec-websocket-extensions"),
         len,
     }))
+}
+
+/// Every header called `name` (a list header may come several times), joined by commas.
+fn joined(headers: &[httparse::Header<'_>], name: &str) -> Option<String> {
+    let values: Vec<&str> = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case(name))
+        .filter_map(|h| std::str::from_utf8(h.value).ok())
+        .map(str::trim)
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
 }
 
 fn websocket_upgrade<'h>(
@@ -297,10 +311,13 @@ pub fn error_response(status: u16, text: &str, head_only: bool) -> Vec<u8> {
 }
 
 /// The `101 Switching Protocols` answer to a valid upgrade.
-pub fn upgrade_response(key: &str) -> Vec<u8> {
+pub fn upgrade_response(key: &str, extension: Option<&str>) -> Vec<u8> {
+    let extension = extension
+        .map(|e| format!("Sec-WebSocket-Extensions: {e}\r\n"))
+        .unwrap_or_default();
     format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {}\r\n\r\n",
+         Sec-WebSocket-Accept: {}\r\n{extension}\r\n",
         derive_accept_key(key.as_bytes())
     )
     .into_bytes()
@@ -515,7 +532,7 @@ mod tests {
                 .unwrap()
                 .contains("Allow: GET, HEAD")
         );
-        let up = String::from_utf8(upgrade_response(KEY)).unwrap();
+        let up = String::from_utf8(upgrade_response(KEY, None)).unwrap();
         assert!(up.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
     }
 }

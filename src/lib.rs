@@ -20,7 +20,8 @@
 //! connection's events to its driver in `conn/` (`Conn`), which reads the socket into
 //! the reactor's one buffer; an HTTP head is parsed and routed by `http.rs` (the page,
 //! `/health` and `/metrics` answered from `reactor/ops.rs` and `metrics.rs`, or the
-//! WebSocket upgrade); WebSocket frames are read by `conn/reader.rs`, the JSON request
+//! WebSocket upgrade, with permessage-deflate negotiated by `deflate.rs`); WebSocket
+//! frames are read by `conn/reader.rs` (compressed ones inflated by `deflate.rs`), the JSON request
 //! parsed by `protocol.rs`, answered in `conn/` from `market.rs`, and written through
 //! `outbox.rs`.
 //!
@@ -37,6 +38,8 @@ mod clock;
 pub mod cluster;
 pub mod config;
 mod conn;
+mod conninfo;
+pub mod deflate;
 pub mod feed;
 mod frame;
 #[cfg(any(fuzzing, test))]

@@ -143,7 +143,20 @@ pub struct AssetState {
     pub subscribers: Subscribers,
     /// The encoded `asset_history` frame of the current ring, built on first demand.
     history: Option<Bytes>,
+    /// The same, compressed for clients that negotiated permessage-deflate.
+    history_compressed: Option<Bytes>,
 }
+
+impl AssetState {
+    /// Forgets the history frames once the ring has changed.
+    fn ring_changed(&mut self) {
+        self.history = None;
+        self.history_compressed = None;
+    }
+}
+
+/// Makes a compressed frame of a message, for clients that negotiated permessage-deflate.
+pub type Compress<'a> = dyn FnMut(&[u8]) -> Bytes + 'a;
 
 /// Where a connection's subscription sits: which asset, which slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +196,7 @@ impl Market {
                     ring: Ring::default(),
                     subscribers: Subscribers::default(),
                     history: None,
+                    history_compressed: None,
                 })
                 .collect(),
             window: i64::from(window),
@@ -217,7 +231,7 @@ impl Market {
             return None;
         }
         state.ring.trim(point.time - self.window + 1);
-        state.history = None;
+        state.ring_changed();
         let frame = text_frame(&protocol::point_message(&state.asset.name, &point));
         Some((index, frame))
     }
@@ -238,7 +252,7 @@ impl Market {
             return true;
         }
         if state.ring.upsert(point) {
-            state.history = None;
+            state.ring_changed();
             return true;
         }
         false
@@ -253,7 +267,7 @@ impl Market {
             if let Some(index) = self.index_of(point.asset_id) {
                 let state = &mut self.assets[index];
                 if state.ring.push(*point) {
-                    state.history = None;
+                    state.ring_changed();
                     kept += 1;
                 }
             }
@@ -275,7 +289,7 @@ impl Market {
         let oldest = end - self.window + 1;
         for state in &mut self.assets {
             if state.ring.trim(oldest) {
-                state.history = None;
+                state.ring_changed();
             }
         }
     }
@@ -298,23 +312,34 @@ impl Market {
     /// Subscribes connection `key` to the asset at `index`, ending its subscription to
     /// any other; returns the `asset_history` frame to send before any later point. With
     /// `since` (a resuming client) the history holds only the points after that second.
-    pub fn subscribe(&mut self, key: usize, index: usize, since: Option<i64>) -> Bytes {
+    ///
+    /// A client that negotiated permessage-deflate passes `compress`, which makes its
+    /// frame from the message; the full history's is kept like the plain one, so it is
+    /// built at most once per change of the ring (once a second) and shared by every
+    /// such client.
+    pub fn subscribe(
+        &mut self,
+        key: usize,
+        index: usize,
+        since: Option<i64>,
+        compress: Option<&mut Compress<'_>>,
+    ) -> Bytes {
         self.unsubscribe(key);
         let state = &mut self.assets[index];
-        let history = match since {
-            None => state
+        let (name, ring) = (&state.asset.name, &state.ring);
+        let history = match (since, compress) {
+            (None, None) => state
                 .history
-                .get_or_insert_with(|| {
-                    text_frame(&protocol::history_message(
-                        &state.asset.name,
-                        state.ring.iter(),
-                    ))
-                })
+                .get_or_insert_with(|| text_frame(&protocol::history_message(name, ring.iter())))
                 .clone(),
-            Some(since) => text_frame(&protocol::history_message(
-                &state.asset.name,
-                state.ring.since(since),
-            )),
+            (None, Some(compress)) => state
+                .history_compressed
+                .get_or_insert_with(|| compress(&protocol::history_message(name, ring.iter())))
+                .clone(),
+            (Some(since), None) => text_frame(&protocol::history_message(name, ring.since(since))),
+            (Some(since), Some(compress)) => {
+                compress(&protocol::history_message(name, ring.since(since)))
+            }
         };
         let slot = state.subscribers.add(key);
         if self.subscriptions.len() <= key {
@@ -419,7 +444,7 @@ mod tests {
         for t in 100..=120 {
             assert!(market.record(point(1, t)).is_some());
         }
-        let history = market.subscribe(1, 0, None);
+        let history = market.subscribe(1, 0, None, None);
         assert_eq!(history_times(&history), [116, 117, 118, 119, 120]);
         assert!(market.record(point(99, 121)).is_none(), "unknown asset");
         assert!(market.record(point(1, 120)).is_none(), "not newer");
@@ -429,14 +454,14 @@ mod tests {
     fn history_frame_is_shared_until_the_ring_changes() {
         let mut market = Market::new(default_assets(), 60);
         market.record(point(2, 1));
-        let a = market.subscribe(1, 1, None);
-        let b = market.subscribe(2, 1, None);
+        let a = market.subscribe(1, 1, None, None);
+        let b = market.subscribe(2, 1, None, None);
         assert_eq!(a.as_ptr(), b.as_ptr(), "one encoding for both subscribers");
         market.record(point(2, 2));
-        let c = market.subscribe(3, 1, None);
+        let c = market.subscribe(3, 1, None, None);
         assert_eq!(history_times(&c), [1, 2]);
         market.trim(61 + LATE_POINT_SECONDS);
-        let d = market.subscribe(4, 1, None);
+        let d = market.subscribe(4, 1, None, None);
         assert_eq!(history_times(&d), [2]);
     }
 
@@ -452,15 +477,15 @@ mod tests {
         // a whole window, ending at the newest second held.
         market.trim(121);
         for index in 0..5 {
-            let history = market.subscribe(index, index, None);
+            let history = market.subscribe(index, index, None, None);
             assert_eq!(history_times(&history), [116, 117, 118, 119, 120]);
         }
         market.record(point(1, 121));
-        let history = market.subscribe(9, 0, None);
+        let history = market.subscribe(9, 0, None, None);
         assert_eq!(history_times(&history), [117, 118, 119, 120, 121]);
         // An asset without a point for 121 ends with the others' newest second too.
         market.trim(122);
-        let history = market.subscribe(10, 1, None);
+        let history = market.subscribe(10, 1, None, None);
         assert_eq!(history_times(&history), [117, 118, 119, 120]);
     }
 
@@ -471,14 +496,14 @@ mod tests {
             market.record(point(1, t));
         }
         market.trim(120 + LATE_POINT_SECONDS);
-        let history = market.subscribe(1, 0, None);
+        let history = market.subscribe(1, 0, None, None);
         assert_eq!(history_times(&history), [116, 117, 118, 119, 120]);
         // Three silent seconds later the window follows the clock, LATE_POINT_SECONDS behind.
         market.trim(123 + LATE_POINT_SECONDS);
-        let history = market.subscribe(2, 0, None);
+        let history = market.subscribe(2, 0, None, None);
         assert_eq!(history_times(&history), [119, 120]);
         market.trim(200);
-        let history = market.subscribe(3, 0, None);
+        let history = market.subscribe(3, 0, None, None);
         assert_eq!(history_times(&history), [] as [i64; 0]);
         // Nothing held at all: the clock alone.
         market.trim(300);
@@ -491,13 +516,13 @@ mod tests {
         for t in 1..=10 {
             market.record(point(1, t));
         }
-        let history = market.subscribe(1, 0, Some(7));
+        let history = market.subscribe(1, 0, Some(7), None);
         assert_eq!(history_times(&history), [8, 9, 10]);
-        let history = market.subscribe(2, 0, Some(10));
+        let history = market.subscribe(2, 0, Some(10), None);
         assert_eq!(history_times(&history), [] as [i64; 0]);
-        let history = market.subscribe(3, 0, Some(0));
+        let history = market.subscribe(3, 0, Some(0), None);
         assert_eq!(history_times(&history), (1..=10).collect::<Vec<_>>());
-        let full = market.subscribe(4, 0, None);
+        let full = market.subscribe(4, 0, None, None);
         assert_eq!(history_times(&full), (1..=10).collect::<Vec<_>>());
     }
 
@@ -516,7 +541,7 @@ mod tests {
         assert!(market.merge(stored), "a held second takes the stored value");
         assert!(!market.merge(point(1, 6)), "newer: for the live path");
         assert!(market.merge(point(99, 1)), "unknown asset: nothing to do");
-        let history = market.subscribe(1, 0, None);
+        let history = market.subscribe(1, 0, None, None);
         assert_eq!(history_times(&history), [1, 2, 3, 4, 5]);
         assert_eq!(market.assets()[0].ring.iter().nth(1), Some(&stored));
     }
@@ -529,7 +554,7 @@ mod tests {
             .chain([point(42, 25)])
             .collect();
         assert_eq!(market.warm(&stored, 30), 10);
-        let history = market.subscribe(7, 2, None);
+        let history = market.subscribe(7, 2, None, None);
         assert_eq!(history_times(&history), (21..=30).collect::<Vec<_>>());
     }
 
@@ -547,17 +572,48 @@ mod tests {
     }
 
     #[test]
+    fn the_compressed_history_is_built_once_per_change_of_the_ring() {
+        let mut market = Market::new(default_assets(), 60);
+        market.record(point(1, 1));
+        let mut built = 0;
+        let mut compress = |payload: &[u8]| {
+            built += 1;
+            Bytes::copy_from_slice(payload)
+        };
+        let a = market.subscribe(1, 0, None, Some(&mut compress));
+        let b = market.subscribe(2, 0, None, Some(&mut compress));
+        assert_eq!(
+            a.as_ptr(),
+            b.as_ptr(),
+            "one compression for both subscribers"
+        );
+        market.subscribe(3, 0, Some(0), Some(&mut compress));
+        market.record(point(1, 2));
+        market.subscribe(4, 0, None, Some(&mut compress));
+        assert_eq!(
+            built, 3,
+            "the shared one twice (the ring changed), the resume once"
+        );
+        let plain = market.subscribe(5, 0, None, None);
+        assert_eq!(
+            history_times(&plain),
+            [1, 2],
+            "the plain frame is unaffected"
+        );
+    }
+
+    #[test]
     fn subscriptions_are_kept_by_key_through_moves() {
         let mut market = Market::new(default_assets(), 60);
         for key in [3, 7, 9] {
-            market.subscribe(key, 0, None);
+            market.subscribe(key, 0, None, None);
         }
         assert!(market.unsubscribe(3), "9 moves into 3's slot");
         assert_eq!(market.subscribers(0), [9, 7]);
         assert!(market.unsubscribe(9), "found in its new slot");
         assert_eq!(market.subscribers(0), [7]);
         assert!(!market.unsubscribe(9), "not subscribed any more");
-        market.subscribe(7, 2, None);
+        market.subscribe(7, 2, None, None);
         assert_eq!(
             market.subscribers(0),
             [] as [usize; 0],

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::cluster::Role;
+use crate::deflate::InflateError;
 use crate::protocol::ErrorType;
 
 /// A closed set of label values: each enum that labels a counter lists its values once,
@@ -203,6 +204,49 @@ impl Label for Role {
     }
 }
 
+/// How a message went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// As is.
+    Plain,
+    /// Compressed (permessage-deflate).
+    Deflate,
+}
+
+impl Encoding {
+    /// The encoding of a server frame: RSV1 marks a compressed one.
+    pub fn of(frame: &[u8]) -> Encoding {
+        match frame.first() {
+            Some(first) if first & 0x40 != 0 => Encoding::Deflate,
+            _ => Encoding::Plain,
+        }
+    }
+}
+
+impl Label for Encoding {
+    const NAME: &'static str = "encoding";
+    const ALL: &'static [Encoding] = &[Encoding::Plain, Encoding::Deflate];
+
+    fn label(self) -> &'static str {
+        match self {
+            Encoding::Plain => "plain",
+            Encoding::Deflate => "deflate",
+        }
+    }
+}
+
+impl Label for InflateError {
+    const NAME: &'static str = "reason";
+    const ALL: &'static [InflateError] = &[InflateError::Invalid, InflateError::TooLarge];
+
+    fn label(self) -> &'static str {
+        match self {
+            InflateError::Invalid => "invalid",
+            InflateError::TooLarge => "too_large",
+        }
+    }
+}
+
 /// Why a feed fetch failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FeedFailure {
@@ -277,6 +321,7 @@ const LAG_BOUNDS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
 ];
 const WRITE_BOUNDS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+const COMPRESS_BOUNDS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025];
 
 /// Everything counted since start.
 #[derive(Debug, Clone)]
@@ -289,6 +334,18 @@ pub struct Metrics {
     pub messages_sent_total: u64,
     /// Bytes written to client sockets.
     pub bytes_sent_total: u64,
+    /// Bytes of the WebSocket messages queued to clients, by encoding.
+    pub message_bytes_total: ByLabel<Encoding>,
+    /// Open connections that negotiated permessage-deflate.
+    pub deflate_connections: u64,
+    /// Histories compressed (each shared by every compressing subscriber of its second).
+    pub history_compressions_total: u64,
+    /// Time to compress one history.
+    pub history_compression_seconds: Histogram,
+    /// Compressed messages received and inflated.
+    pub messages_inflated_total: u64,
+    /// Compressed messages that could not be inflated, by reason.
+    pub inflate_failures_total: ByLabel<InflateError>,
     /// Requests received, by action.
     pub requests_total: ByLabel<Action>,
     /// Request errors by protocol error type.
@@ -336,6 +393,12 @@ impl Default for Metrics {
             websocket_upgrades_total: 0,
             messages_sent_total: 0,
             bytes_sent_total: 0,
+            message_bytes_total: ByLabel::default(),
+            deflate_connections: 0,
+            history_compressions_total: 0,
+            history_compression_seconds: Histogram::new(COMPRESS_BOUNDS),
+            messages_inflated_total: 0,
+            inflate_failures_total: ByLabel::default(),
             requests_total: ByLabel::default(),
             request_errors_total: ByLabel::default(),
             clients_dropped_total: ByLabel::default(),
@@ -440,6 +503,36 @@ impl Metrics {
             "counter",
             "Bytes written to client sockets.",
             &one(self.bytes_sent_total as f64),
+        );
+        family(
+            "message_bytes_total",
+            "counter",
+            "Bytes of WebSocket messages queued to clients, by encoding (plain, or deflate for clients that negotiated permessage-deflate).",
+            &self.message_bytes_total.samples(),
+        );
+        family(
+            "deflate_connections",
+            "gauge",
+            "Open WebSocket connections that negotiated permessage-deflate.",
+            &one(self.deflate_connections as f64),
+        );
+        family(
+            "history_compressions_total",
+            "counter",
+            "Histories compressed for permessage-deflate clients (each shared by every such subscriber of its second).",
+            &one(self.history_compressions_total as f64),
+        );
+        family(
+            "messages_inflated_total",
+            "counter",
+            "Compressed messages received from clients and inflated.",
+            &one(self.messages_inflated_total as f64),
+        );
+        family(
+            "inflate_failures_total",
+            "counter",
+            "Compressed messages from clients that could not be inflated, by reason.",
+            &self.inflate_failures_total.samples(),
         );
         family(
             "requests_total",
@@ -591,6 +684,12 @@ impl Metrics {
             "follower_lag_seconds",
             "On a follower: from a notified point's second to its fan-out.",
             &self.follower_lag_seconds,
+        );
+        render_histogram(
+            &mut out,
+            "history_compression_duration_seconds",
+            "Time to compress one history for permessage-deflate clients.",
+            &self.history_compression_seconds,
         );
         render_histogram(
             &mut out,

@@ -4,17 +4,20 @@
 //! Two tools, used together. [`text`] knows the shapes credentials come in: the user
 //! info of a URL (`scheme://user:password@host`, or a token as `https://token@host`) and
 //! `key=value` pairs whose key names a secret (`password=`, `sslpassword=`, `token=`...),
-//! as in libpq DSNs and URL queries.
+//! as in libpq DSNs and URL queries (read by the one libpq lexer, `conninfo.rs`).
 //! [`Secrets`] knows the values themselves, taken from the configuration, and blots them
 //! out wherever they appear, whatever the shape around them: the last line of defence
 //! for text the service did not write (a driver's error, a server's message).
+//! [`quoted_names_only`] is for a driver's errors, which quote what they refused.
 //!
-//! A leaf: it imports nothing from the crate.
+//! All credential masking of the service is here. It imports only `conninfo.rs`, a leaf.
 
 use std::borrow::Cow;
 use std::ops::Range;
 
 use percent_encoding::percent_decode_str;
+
+use crate::conninfo::{self, Form, Pair};
 
 /// What a credential is replaced with.
 pub const MASK: &str = "***";
@@ -29,7 +32,7 @@ pub const MIN_SECRET_LEN: usize = 4;
 /// key names a secret (`password=***`).
 pub fn text(text: &str) -> Cow<'_, str> {
     let mut spans = user_infos(text);
-    spans.extend(secret_values(text));
+    spans.extend(secret_pairs(text).into_iter().map(|pair| pair.value_span));
     if spans.is_empty() {
         return Cow::Borrowed(text);
     }
@@ -107,60 +110,43 @@ fn is_postgres_scheme(before: &str) -> bool {
         .starts_with("postgres")
 }
 
-/// The byte ranges of the values of every `key=value` (spaces allowed around `=`) whose
-/// key names a secret. A value in single or double quotes runs to the closing quote (a
-/// backslash escapes the next character); a bare one to a space, `&`, `;` or `,`.
-fn secret_values(text: &str) -> Vec<Range<usize>> {
-    let mut spans = Vec::new();
+/// Every `key=value` of running text (spaces allowed around `=`) whose key names a
+/// secret and whose value is not empty, read in [`Form::RunningText`]: a value in single
+/// or double quotes runs to the closing quote, a bare one to a space, `&`, `;` or `,`; a
+/// backslash escapes the next character.
+fn secret_pairs(text: &str) -> Vec<Pair<'_>> {
+    let mut found = Vec::new();
     let mut search = 0;
-    while let Some(found) = text[search..].find('=') {
-        let eq = search + found;
+    while let Some(offset) = text[search..].find('=') {
+        let eq = search + offset;
         search = eq + 1;
-        if !is_secret_key(key_before(text, eq)) {
-            continue;
-        }
-        let after = &text[eq + 1..];
-        let start = eq + 1 + (after.len() - after.trim_start().len());
-        let end = value_end(text, start);
-        if end > start {
-            spans.push(start..end);
-            search = end;
+        let pair = conninfo::pair_at(text, eq, Form::RunningText);
+        if is_secret_key(pair.key) && !pair.value_span.is_empty() {
+            search = pair.value_span.end;
+            found.push(pair);
         }
     }
-    spans
+    found
 }
 
-/// The key in front of the `=` at `eq`: letters, digits, `_`, `-` and `.`, after any spaces.
-fn key_before(text: &str, eq: usize) -> &str {
-    let before = text[..eq].trim_end();
-    let start = before
-        .char_indices()
-        .rev()
-        .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
-        .map_or(0, |(i, c)| i + c.len_utf8());
-    &before[start..]
-}
-
-/// Where the value starting at `start` ends (see [`secret_values`]).
-fn value_end(text: &str, start: usize) -> usize {
-    let rest = &text[start..];
-    let mut chars = rest.char_indices();
-    match chars.next() {
-        None => start,
-        Some((_, quote @ ('\'' | '"'))) => {
-            while let Some((i, c)) = chars.next() {
-                if c == '\\' {
-                    chars.next();
-                } else if c == quote {
-                    return start + i + c.len_utf8();
-                }
-            }
-            text.len()
+/// `text` with every part quoted in backticks that is not a plain name (letters, digits,
+/// `_`) replaced by `(not shown)`. The PostgreSQL driver quotes the option it refuses
+/// (``unknown option `...` ``); in a DSN that is not quite a URL
+/// (`postgresql:/u:secret@h/db?x=1`) that "option" carries the password. Found by the
+/// dsn fuzz target.
+pub fn quoted_names_only(text: &str) -> String {
+    let mut parts = text.split('`');
+    let mut out = String::from(parts.next().unwrap_or_default());
+    for (i, part) in parts.enumerate() {
+        out.push('`');
+        let quoted = i % 2 == 0;
+        if quoted && !part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            out.push_str("(not shown)");
+        } else {
+            out.push_str(part);
         }
-        Some(_) => rest
-            .find(|c: char| c.is_whitespace() || matches!(c, '&' | ';' | ','))
-            .map_or(text.len(), |n| start + n),
     }
+    out
 }
 
 /// The secret values of a configuration, to blot out of any text.
@@ -189,20 +175,23 @@ impl Secrets {
 
     /// Adds the credentials found in `text` (a DSN, a URL): the password of a URL's user
     /// info (the whole user info when it has no `:`, as a token), and the values of
-    /// `key=value` pairs whose key names a secret.
+    /// `key=value` pairs whose key names a secret, read both as running text (a URL's
+    /// query) and as a libpq connection string (where `&`, `;` and `,` belong to the
+    /// value), each as written and as meant (quotes and escapes resolved).
     pub fn add_found_in(&mut self, text: &str) {
         for span in user_infos(text) {
             self.add(&text[span]);
         }
-        for span in secret_values(text) {
-            let value = &text[span];
-            let unquoted = value
+        let in_connection_string = conninfo::pairs(text)
+            .into_iter()
+            .filter(|pair| is_secret_key(pair.key));
+        for pair in secret_pairs(text).into_iter().chain(in_connection_string) {
+            let written = &text[pair.value_span];
+            let unquoted = written
                 .strip_prefix(['\'', '"'])
-                .map_or(value, |v| v.strip_suffix(['\'', '"']).unwrap_or(v));
+                .map_or(written, |v| v.strip_suffix(['\'', '"']).unwrap_or(v));
             self.add(unquoted);
-            if unquoted.contains('\\') {
-                self.add(&unquoted.replace('\\', ""));
-            }
+            self.add(&pair.value);
         }
     }
 
@@ -341,6 +330,33 @@ mod tests {
         );
         assert!(Secrets::new().is_empty());
         assert!(!format!("{secrets:?}").contains("ter2"));
+    }
+
+    #[test]
+    fn a_connection_string_password_is_known_whole_whatever_it_holds() {
+        // In a key=value DSN, `;`, `,` and `&` belong to the value; running text would
+        // end it there and leave the rest of the password to be shown.
+        let mut secrets = Secrets::new();
+        secrets.add_found_in("host=h password=p4ss;w0rd,x&y user=u");
+        secrets.add_found_in(r"host=h sslpassword=ssl\ pa55 user=u");
+        assert_eq!(
+            secrets.scrub("echoed: p4ss;w0rd,x&y / ssl pa55"),
+            "echoed: *** / ***"
+        );
+        // By shape, an escaped space does not end the value either.
+        assert_eq!(
+            text(r"host=h password=hun\ ter2 port=5"),
+            "host=h password=*** port=5"
+        );
+    }
+
+    #[test]
+    fn only_plain_names_stay_quoted() {
+        assert_eq!(
+            quoted_names_only("unknown option `frobnicate` near `u:hunter2@h/db?x`"),
+            "unknown option `frobnicate` near `(not shown)`"
+        );
+        assert_eq!(quoted_names_only("no quotes"), "no quotes");
     }
 
     #[test]

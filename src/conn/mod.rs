@@ -27,14 +27,15 @@ use mio::net::TcpStream;
 use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::config::Config;
+use crate::deflate::{self, Compressor, Inflater};
 use crate::frame::{self, text_frame};
 use crate::http::{self, HeadError, RequestHead, Route};
 use crate::market::Market;
-use crate::metrics::{Action, DropReason, Metrics};
+use crate::metrics::{Action, DropReason, Encoding, Metrics};
 use crate::outbox::Outbox;
 use crate::protocol::{self, Request, RequestError};
 
-use reader::{Event, Reader};
+use reader::{Event, Limits, Reader, Violation};
 
 /// Frames read from one client before the others get their turn.
 const READ_BUDGET: usize = 32;
@@ -73,20 +74,28 @@ impl Stream for TcpStream {
 }
 
 /// Owned by the reactor and lent to every step: the one buffer every connection reads
-/// into, and the replies every connection shares.
+/// into, the one inflater and compressor of permessage-deflate, and the replies every
+/// connection shares.
 #[derive(Debug)]
 pub struct Shared {
     /// Where a turn's input is read to; a connection keeps only what a partly read
     /// frame needs.
     read_buf: Box<[u8]>,
+    /// Inflates every connection's compressed messages, one at a time.
+    inflater: Inflater,
+    /// Compresses large messages for the connections that negotiated it.
+    compressor: Compressor,
     /// The encoded `unsubscribed` reply.
     unsubscribed: Bytes,
 }
 
-impl Default for Shared {
-    fn default() -> Shared {
+impl Shared {
+    /// The buffers for connections served with `config`.
+    pub fn new(config: &Config) -> Shared {
         Shared {
             read_buf: vec![0; READ_BUDGET_BYTES].into_boxed_slice(),
+            inflater: Inflater::default(),
+            compressor: Compressor::new(config.compression_level),
             unsubscribed: text_frame(protocol::UNSUBSCRIBED_MESSAGE),
         }
     }
@@ -213,6 +222,8 @@ pub struct Conn<S = TcpStream> {
     pub peer: Option<IpAddr>,
     /// The connection asked for `/health` or `/metrics`.
     probing: bool,
+    /// The connection negotiated permessage-deflate.
+    deflate: bool,
 }
 
 impl<S: Stream> Conn<S> {
@@ -230,7 +241,13 @@ impl<S: Stream> Conn<S> {
             ops_only: None,
             peer: None,
             probing: false,
+            deflate: false,
         }
+    }
+
+    /// Whether the connection negotiated permessage-deflate.
+    pub fn deflate(&self) -> bool {
+        self.deflate
     }
 
     /// The stream, for registering it with the poller.
@@ -253,6 +270,11 @@ impl<S: Stream> Conn<S> {
     /// measure.
     pub fn backlog(&self) -> usize {
         self.outbox.backlog_bytes() + self.stream.pending_bytes()
+    }
+
+    /// Whether every byte queued for this client has reached the kernel.
+    pub fn is_drained(&self) -> bool {
+        self.outbox.is_empty() && self.stream.pending_bytes() == 0
     }
 
     /// Whether more waits for this client than the slow-consumer `limit` allows.
@@ -366,10 +388,14 @@ impl<S: Stream> Conn<S> {
         };
         let response = match route {
             Route::WebSocket(ws_key) => {
+                self.deflate = cx.config.compression
+                    && head.extensions.as_deref().is_some_and(deflate::accepts);
+                let extension = self.deflate.then_some(deflate::ACCEPTED);
                 self.outbox
-                    .push(Bytes::from(http::upgrade_response(&ws_key)));
+                    .push(Bytes::from(http::upgrade_response(&ws_key, extension)));
                 self.phase = Phase::WebSocket(Reader::default());
                 cx.metrics.websocket_upgrades_total += 1;
+                cx.metrics.deflate_connections += u64::from(self.deflate);
                 debug!("connection {key} upgraded to WebSocket");
                 return self.read_frames(key, cx, tail);
             }
@@ -420,7 +446,10 @@ impl<S: Stream> Conn<S> {
     /// were read already (they followed the request head).
     fn read_frames(&mut self, key: usize, cx: &mut Context<'_>, ready: usize) -> Step {
         let limit = cx.config.client_queue_bytes;
-        let max_message = cx.config.max_message_bytes;
+        let limits = Limits {
+            max_message: cx.config.max_message_bytes,
+            deflate: self.deflate,
+        };
         let mut budget = READ_BUDGET_BYTES;
         let mut filled = ready;
         if let Phase::WebSocket(reader) = &mut self.phase
@@ -473,24 +502,32 @@ impl<S: Stream> Conn<S> {
                 let Phase::WebSocket(reader) = &mut self.phase else {
                     break 'turn;
                 };
-                let (used, incoming) =
-                    match reader.next(&mut cx.shared.read_buf[at..filled], max_message) {
-                        Ok((used, event)) => (used, event.map(Incoming::from)),
-                        Err(violation) => {
-                            debug!("connection {key}: {violation:?}");
-                            let why = match violation.close_code() {
-                                CloseCode::Size => DropReason::MessageTooLarge,
-                                _ => DropReason::ProtocolError,
-                            };
-                            step.doom = Some(Doom::Close(
-                                violation.close_code(),
-                                violation.reason(),
-                                false,
-                                Some(why),
-                            ));
-                            break 'turn;
+                let input = &mut cx.shared.read_buf[at..filled];
+                let (used, incoming) = match reader.next(input, limits, &mut cx.shared.inflater) {
+                    Ok((used, event)) => {
+                        if let Some(Event::Text(_, true) | Event::Binary(true)) = event {
+                            cx.metrics.messages_inflated_total += 1;
                         }
-                    };
+                        (used, event.map(Incoming::from))
+                    }
+                    Err(violation) => {
+                        debug!("connection {key}: {violation:?}");
+                        if let Violation::Inflate(error) = violation {
+                            cx.metrics.inflate_failures_total.add(error);
+                        }
+                        let why = match violation.close_code() {
+                            CloseCode::Size => DropReason::MessageTooLarge,
+                            _ => DropReason::ProtocolError,
+                        };
+                        step.doom = Some(Doom::Close(
+                            violation.close_code(),
+                            violation.reason(),
+                            false,
+                            Some(why),
+                        ));
+                        break 'turn;
+                    }
+                };
                 at += used;
                 let Some(incoming) = incoming else {
                     continue;
@@ -575,7 +612,25 @@ impl<S: Stream> Conn<S> {
                     .market
                     .index_of(asset_id)
                     .ok_or(RequestError::UnknownAsset(asset_id))?;
-                let history = cx.market.subscribe(key, index, since);
+                let history = if self.deflate {
+                    let (compressor, metrics) = (&mut cx.shared.compressor, &mut *cx.metrics);
+                    let min = cx.config.compression_min_bytes;
+                    let mut compress = |payload: &[u8]| {
+                        if payload.len() < min {
+                            return text_frame(payload);
+                        }
+                        let started = Instant::now();
+                        let frame = compressor.text_frame(payload);
+                        metrics.history_compressions_total += 1;
+                        metrics
+                            .history_compression_seconds
+                            .observe(started.elapsed());
+                        frame
+                    };
+                    cx.market.subscribe(key, index, since, Some(&mut compress))
+                } else {
+                    cx.market.subscribe(key, index, since, None)
+                };
                 self.send(history, cx.metrics);
             }
             Request::Unsubscribe => {
@@ -596,6 +651,9 @@ impl<S: Stream> Conn<S> {
     /// Queues a frame for the client (it is written when the connection is flushed).
     fn send(&mut self, frame: Bytes, metrics: &mut Metrics) {
         metrics.messages_sent_total += 1;
+        metrics
+            .message_bytes_total
+            .add_many(Encoding::of(&frame), frame.len() as u64);
         self.outbox.push(frame);
     }
 
@@ -640,8 +698,7 @@ impl<S: Stream> Conn<S> {
             _ => {}
         }
         let written = self.outbox.write_to(&mut self.stream)?;
-        if self.outbox.is_empty()
-            && self.stream.pending_bytes() == 0
+        if self.is_drained()
             && let Phase::Closing { shut, .. } = &mut self.phase
             && !*shut
         {
@@ -796,8 +853,8 @@ impl<S: Stream> Conn<S> {
 impl From<Event<'_>> for Incoming {
     fn from(event: Event<'_>) -> Incoming {
         match event {
-            Event::Text(text) => Incoming::Request(protocol::parse_request(text)),
-            Event::Binary => Incoming::Binary,
+            Event::Text(text, _) => Incoming::Request(protocol::parse_request(text)),
+            Event::Binary(_) => Incoming::Binary,
             Event::Ping(payload) => Incoming::Ping(frame::pong_frame(payload)),
             Event::Pong => Incoming::Pong,
             Event::Close(payload) => Incoming::Close(frame::close_frame(

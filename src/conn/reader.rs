@@ -13,6 +13,8 @@ use std::io::Cursor;
 use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 
+use crate::deflate::{InflateError, Inflater};
+
 /// Fragments one message may have before the client is closed: empty continuation
 /// frames add nothing to a message's size, so without this bound a client could send
 /// them forever.
@@ -24,14 +26,38 @@ const MAX_CONTROL_PAYLOAD: u64 = 125;
 /// Longest frame header: 2 bytes, 8 of extended length, 4 of mask.
 const MAX_HEADER: usize = 14;
 
-/// A complete frame or message, borrowing its payload from the read buffer or from the
-/// reader.
+/// What a connection's messages may be: how large, and whether compressed ones
+/// (permessage-deflate, negotiated) are welcome.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest message, after inflating.
+    pub max_message: usize,
+    /// Whether the connection negotiated permessage-deflate.
+    pub deflate: bool,
+}
+
+impl Limits {
+    /// Largest payload on the wire of a message: a compressed one may be a little larger
+    /// than what it inflates to (stored blocks: 5 bytes per 16 KiB).
+    fn on_the_wire(self, compressed: bool) -> u64 {
+        let max = self.max_message as u64;
+        if compressed {
+            max + max / 1024 + 64
+        } else {
+            max
+        }
+    }
+}
+
+/// A complete frame or message, borrowing its payload from the read buffer, from the
+/// reader, or from the inflater.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event<'a> {
-    /// A text message, valid UTF-8.
-    Text(&'a str),
-    /// A binary message (its bytes are of no use to this service).
-    Binary,
+    /// A text message, valid UTF-8; whether it came compressed.
+    Text(&'a str, bool),
+    /// A binary message (its bytes are of no use to this service); whether it came
+    /// compressed.
+    Binary(bool),
     /// A ping with its payload, to be echoed in a pong.
     Ping(&'a [u8]),
     /// A pong.
@@ -51,6 +77,8 @@ pub enum Violation {
     TooManyFragments,
     /// A text message or close reason that is not UTF-8.
     InvalidText,
+    /// A compressed message that does not inflate, or inflates past the size limit.
+    Inflate(InflateError),
 }
 
 impl Violation {
@@ -59,7 +87,10 @@ impl Violation {
         match self {
             Violation::Protocol(_) => CloseCode::Protocol,
             Violation::TooLarge | Violation::TooManyFragments => CloseCode::Size,
-            Violation::InvalidText => CloseCode::Invalid,
+            Violation::InvalidText | Violation::Inflate(InflateError::Invalid) => {
+                CloseCode::Invalid
+            }
+            Violation::Inflate(InflateError::TooLarge) => CloseCode::Size,
         }
     }
 
@@ -70,6 +101,8 @@ impl Violation {
             Violation::TooLarge => "message too large",
             Violation::TooManyFragments => "too many fragments",
             Violation::InvalidText => "text is not UTF-8",
+            Violation::Inflate(InflateError::Invalid) => "invalid compressed data",
+            Violation::Inflate(InflateError::TooLarge) => "message too large",
         }
     }
 }
@@ -86,6 +119,8 @@ enum Kind {
 struct Frame {
     opcode: OpCode,
     fin: bool,
+    /// RSV1 on a message's first frame: the message is compressed.
+    compressed: bool,
     mask: [u8; 4],
     /// Payload bytes still to come.
     left: u64,
@@ -103,6 +138,8 @@ struct Gathered {
     data: Vec<u8>,
     /// Its data frames without FIN so far.
     fragments: u32,
+    /// Its first frame had RSV1: it is compressed.
+    compressed: bool,
     /// A control frame's payload so far.
     control: Vec<u8>,
     /// A message was handed on from `data`: clear it before reading on.
@@ -130,13 +167,15 @@ impl Reader {
     pub fn next<'a>(
         &'a mut self,
         input: &'a mut [u8],
-        max_message: usize,
+        limits: Limits,
+        inflater: &'a mut Inflater,
     ) -> Result<(usize, Option<Event<'a>>), Violation> {
         let between_frames = self.frame.is_none();
         if let Some(gathered) = &mut self.gathered {
             if gathered.delivered {
                 gathered.delivered = false;
                 gathered.kind = None;
+                gathered.compressed = false;
                 gathered.data.clear();
             }
             if between_frames {
@@ -149,7 +188,7 @@ impl Reader {
             let frame = match self.frame {
                 Some(frame) => frame,
                 None => {
-                    let Some((frame, used)) = self.read_header(&input[at..], max_message)? else {
+                    let Some((frame, used)) = self.read_header(&input[at..], limits)? else {
                         return Ok((input.len(), None));
                     };
                     at += used;
@@ -171,7 +210,10 @@ impl Reader {
                 let payload = &mut input[at..end];
                 unmask(payload, frame.mask, 0);
                 self.frame = None;
-                return Ok((end, Some(self.complete(frame, Some(payload))?)));
+                return Ok((
+                    end,
+                    Some(self.complete(frame, Some(payload), limits, inflater)?),
+                ));
             }
             let take = available.min(frame.left) as usize;
             let chunk = &mut input[at..at + take];
@@ -196,7 +238,7 @@ impl Reader {
                 // A fragment: the message goes on in the next frame.
                 continue;
             }
-            return Ok((at, Some(self.complete(frame, None)?)));
+            return Ok((at, Some(self.complete(frame, None, limits, inflater)?)));
         }
     }
 
@@ -246,7 +288,7 @@ impl Reader {
     fn read_header(
         &mut self,
         input: &[u8],
-        max_message: usize,
+        limits: Limits,
     ) -> Result<Option<(Frame, usize)>, Violation> {
         let mut used = 0;
         let bytes: &[u8] = if self.have == 0 && input.len() >= header_len(input) {
@@ -277,7 +319,7 @@ impl Reader {
             used = cursor.position() as usize;
         }
         self.have = 0;
-        let frame = self.check(&header, length, max_message)?;
+        let frame = self.check(&header, length, limits)?;
         Ok(Some((frame, used)))
     }
 
@@ -286,14 +328,30 @@ impl Reader {
         &mut self,
         header: &FrameHeader,
         length: u64,
-        max_message: usize,
+        limits: Limits,
     ) -> Result<Frame, Violation> {
-        if header.rsv1 || header.rsv2 || header.rsv3 {
+        if header.rsv2 || header.rsv3 {
             return Err(Violation::Protocol("a reserved bit is set"));
         }
         let Some(mask) = header.mask else {
             return Err(Violation::Protocol("a client frame is not masked"));
         };
+        if header.rsv1 {
+            // RFC 7692 §6: RSV1 marks a compressed message, on its first frame only.
+            match header.opcode {
+                _ if !limits.deflate => {
+                    return Err(Violation::Protocol("RSV1 set without permessage-deflate"));
+                }
+                OpCode::Control(_) => {
+                    return Err(Violation::Protocol("RSV1 set on a control frame"));
+                }
+                OpCode::Data(Data::Continue) => {
+                    return Err(Violation::Protocol("RSV1 set on a continuation frame"));
+                }
+                OpCode::Data(_) => {}
+            }
+        }
+        let mut compressed = header.rsv1;
         match header.opcode {
             OpCode::Control(_) => {
                 if !header.is_final {
@@ -304,9 +362,6 @@ impl Reader {
                 }
             }
             OpCode::Data(data) => {
-                let gathered = self.message_kind().map_or(0, |_| {
-                    self.gathered.as_ref().map_or(0, |g| g.data.len() as u64)
-                });
                 match (data, self.message_kind()) {
                     (Data::Continue, None) => {
                         return Err(Violation::Protocol(
@@ -318,7 +373,14 @@ impl Reader {
                     }
                     _ => {}
                 }
-                if gathered.saturating_add(length) > max_message as u64 {
+                let gathered = match (data, &self.gathered) {
+                    (Data::Continue, Some(g)) => {
+                        compressed = g.compressed;
+                        g.data.len() as u64
+                    }
+                    _ => 0,
+                };
+                if gathered.saturating_add(length) > limits.on_the_wire(compressed) {
                     return Err(Violation::TooLarge);
                 }
                 if !header.is_final {
@@ -328,6 +390,7 @@ impl Reader {
                         return Err(Violation::TooManyFragments);
                     }
                     if let Data::Text | Data::Binary = data {
+                        gathered.compressed = compressed;
                         gathered.kind = Some(if data == Data::Text {
                             Kind::Text
                         } else {
@@ -340,6 +403,7 @@ impl Reader {
         Ok(Frame {
             opcode: header.opcode,
             fin: header.is_final,
+            compressed,
             mask,
             left: length,
             done: 0,
@@ -348,11 +412,13 @@ impl Reader {
 
     /// The event a frame whose payload is complete makes (a control frame, or the last
     /// frame of a data message): `payload` when it was read in place, otherwise it was
-    /// gathered.
+    /// gathered. A compressed message is inflated by `inflater`.
     fn complete<'a>(
         &'a mut self,
         frame: Frame,
         payload: Option<&'a mut [u8]>,
+        limits: Limits,
+        inflater: &'a mut Inflater,
     ) -> Result<Event<'a>, Violation> {
         match frame.opcode {
             OpCode::Control(control) => {
@@ -384,10 +450,17 @@ impl Reader {
                         (kind, &gathered.data)
                     }
                 };
+                let bytes = if frame.compressed {
+                    inflater
+                        .inflate(bytes, limits.max_message)
+                        .map_err(Violation::Inflate)?
+                } else {
+                    bytes
+                };
                 match kind {
-                    Kind::Binary => Ok(Event::Binary),
+                    Kind::Binary => Ok(Event::Binary(frame.compressed)),
                     Kind::Text => std::str::from_utf8(bytes)
-                        .map(Event::Text)
+                        .map(|text| Event::Text(text, frame.compressed))
                         .map_err(|_| Violation::InvalidText),
                 }
             }
@@ -439,6 +512,13 @@ mod tests {
 
     const LIMIT: usize = 4096;
 
+    fn limits(max_message: usize) -> Limits {
+        Limits {
+            max_message,
+            deflate: false,
+        }
+    }
+
     /// A masked client frame.
     fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
         let mut out = vec![u8::from(fin) << 7 | opcode];
@@ -461,13 +541,18 @@ mod tests {
 
     /// What reading `stream` in pieces of `piece` bytes gives, as text.
     fn read_all(stream: &[u8], piece: usize, limit: usize) -> Result<Vec<String>, Violation> {
+        read_with(stream, piece, limits(limit))
+    }
+
+    fn read_with(stream: &[u8], piece: usize, limits: Limits) -> Result<Vec<String>, Violation> {
         let mut reader = Reader::default();
+        let mut inflater = Inflater::default();
         let mut events = Vec::new();
         for chunk in stream.chunks(piece) {
             let mut input = chunk.to_vec();
             let mut at = 0;
             while at < input.len() {
-                let (used, event) = reader.next(&mut input[at..], limit)?;
+                let (used, event) = reader.next(&mut input[at..], limits, &mut inflater)?;
                 at += used;
                 if let Some(event) = event {
                     events.push(format!("{event:?}"));
@@ -490,12 +575,12 @@ mod tests {
         stream.extend(frame(true, 8, b"\x03\xe8bye"));
         let whole = read_all(&stream, stream.len(), LIMIT).unwrap();
         assert_eq!(whole.len(), 6);
-        assert_eq!(whole[0], r#"Text("{\"action\":\"assets\"}")"#);
+        assert_eq!(whole[0], r#"Text("{\"action\":\"assets\"}", false)"#);
         assert_eq!(whole[1], "Ping([112, 105, 110, 103, 33])");
-        assert!(whole[2].starts_with("Text(\"hell") && whole[2].ends_with("llo\")"));
+        assert!(whole[2].starts_with("Text(\"hell") && whole[2].ends_with("llo\", false)"));
         assert_eq!(
             whole[3..],
-            ["Binary", "Pong", "Close(Some((Normal, \"bye\")))"]
+            ["Binary(false)", "Pong", "Close(Some((Normal, \"bye\")))"]
         );
         for piece in [1, 2, 3, 7, 64, 1000] {
             assert_eq!(
@@ -509,20 +594,30 @@ mod tests {
     #[test]
     fn nothing_is_held_between_messages() {
         let mut reader = Reader::default();
+        let mut inflater = Inflater::default();
         let mut message = frame(false, 1, b"ab");
         message.extend(frame(true, 0, b"cd"));
         let (first, rest) = message.split_at(7);
         let mut input = first.to_vec();
-        assert_eq!(reader.next(&mut input, LIMIT).unwrap(), (7, None));
+        assert_eq!(
+            reader
+                .next(&mut input, limits(LIMIT), &mut inflater)
+                .unwrap(),
+            (7, None)
+        );
         reader.release();
         assert!(reader.gathered.is_some(), "a message in progress is kept");
         let mut input = rest.to_vec();
-        let (_, event) = reader.next(&mut input, LIMIT).unwrap();
-        assert_eq!(event, Some(Event::Text("abcd")));
+        let (_, event) = reader
+            .next(&mut input, limits(LIMIT), &mut inflater)
+            .unwrap();
+        assert_eq!(event, Some(Event::Text("abcd", false)));
         reader.release();
         assert!(reader.gathered.is_none() && reader.frame.is_none() && reader.have == 0);
         let mut whole = frame(true, 1, b"{}");
-        reader.next(&mut whole, LIMIT).unwrap();
+        reader
+            .next(&mut whole, limits(LIMIT), &mut inflater)
+            .unwrap();
         reader.release();
         assert!(
             reader.gathered.is_none(),
@@ -602,7 +697,7 @@ mod tests {
             ),
             (
                 &frame(true, 0x41, b"x"),
-                Violation::Protocol("a reserved bit is set"),
+                Violation::Protocol("RSV1 set without permessage-deflate"),
             ),
             (
                 &frame(true, 0x21, b"x"),
@@ -660,7 +755,7 @@ mod tests {
         );
         let mut split = frame(false, 1, "é".as_bytes().split_at(1).0);
         split.extend(frame(true, 0, "é".as_bytes().split_at(1).1));
-        assert_eq!(read_all(&split, 3, LIMIT).unwrap(), ["Text(\"é\")"]);
+        assert_eq!(read_all(&split, 3, LIMIT).unwrap(), ["Text(\"é\", false)"]);
         let bad_reason = frame(true, 8, b"\x03\xe8\xff");
         assert_eq!(
             read_all(&bad_reason, 64, LIMIT),
@@ -668,5 +763,99 @@ mod tests {
         );
         assert_eq!(Violation::InvalidText.close_code(), CloseCode::Invalid);
         assert_eq!(Violation::TooManyFragments.close_code(), CloseCode::Size);
+    }
+
+    /// `payload` compressed as a client would send it, without the trailing empty block.
+    fn deflated(payload: &[u8]) -> Vec<u8> {
+        let frame = crate::deflate::Compressor::new(6).text_frame(payload);
+        let start = 2 + match frame[1] {
+            126 => 2,
+            127 => 8,
+            _ => 0,
+        };
+        frame[start..].to_vec()
+    }
+
+    #[test]
+    fn compressed_messages_are_inflated_whole_or_in_fragments() {
+        let on = Limits {
+            max_message: LIMIT,
+            deflate: true,
+        };
+        let request = br#"{"action":"subscribe","message":{"assetId":1}}"#;
+        let compressed = deflated(request);
+        let mut stream = frame(true, 0x41, &compressed);
+        let (a, b) = compressed.split_at(compressed.len() / 2);
+        stream.extend(frame(false, 0x41, a));
+        stream.extend(frame(true, 9, b""));
+        stream.extend(frame(true, 0, b));
+        stream.extend(frame(true, 1, b"{}"));
+        stream.extend(frame(true, 0x42, &deflated(b"\x00\x01")));
+        let text = format!("Text({:?}, true)", std::str::from_utf8(request).unwrap());
+        let expected = [
+            &text[..],
+            &text,
+            "Ping([])",
+            "Text(\"{}\", false)",
+            "Binary(true)",
+        ];
+        for piece in [1, 5, 4096] {
+            let mut events = read_with(&stream, piece, on).unwrap();
+            events.sort_by_key(|e| e.starts_with("Ping"));
+            let mut want = expected.to_vec();
+            want.sort_by_key(|e| e.starts_with("Ping"));
+            assert_eq!(events, want, "pieces of {piece}");
+        }
+    }
+
+    #[test]
+    fn compression_rules_are_enforced() {
+        let on = Limits {
+            max_message: 64,
+            deflate: true,
+        };
+        let cases: [(Vec<u8>, Violation); 5] = [
+            (
+                frame(true, 0x49, b""),
+                Violation::Protocol("RSV1 set on a control frame"),
+            ),
+            (
+                [frame(false, 0x41, &deflated(b"{")), frame(true, 0x40, b"")].concat(),
+                Violation::Protocol("RSV1 set on a continuation frame"),
+            ),
+            (
+                frame(true, 0x41, &[0xFF; 8]),
+                Violation::Inflate(InflateError::Invalid),
+            ),
+            (
+                frame(true, 0x41, &deflated(&[b'a'; 65])),
+                Violation::Inflate(InflateError::TooLarge),
+            ),
+            (frame(true, 0x41, &[0; 200]), Violation::TooLarge),
+        ];
+        for (bytes, violation) in cases {
+            assert_eq!(read_with(&bytes, 7, on), Err(violation));
+        }
+        assert_eq!(
+            Violation::Inflate(InflateError::Invalid).close_code(),
+            CloseCode::Invalid
+        );
+        assert_eq!(
+            Violation::Inflate(InflateError::TooLarge).close_code(),
+            CloseCode::Size
+        );
+        let bomb = deflated(&vec![b' '; 1 << 20]);
+        assert!(bomb.len() < 2000);
+        assert_eq!(
+            read_with(
+                &frame(true, 0x41, &bomb),
+                4096,
+                Limits {
+                    max_message: LIMIT,
+                    deflate: true
+                }
+            ),
+            Err(Violation::Inflate(InflateError::TooLarge))
+        );
     }
 }

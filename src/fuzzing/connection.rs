@@ -1,47 +1,96 @@
-//! The fuzz target's oracle for one whole client connection: arbitrary bytes through the
-//! real connection driver ([`Conn`]), the steps called as the reactor calls them.
+//! The oracle for one whole client connection: arbitrary bytes through the real
+//! connection driver ([`Conn`]), its steps called as the reactor calls them.
 
-use std::io::{self, Cursor, IoSlice, Read, Write};
+use std::io::{self, Cursor, Read, Write};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use serde_json::Value;
 use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 
 use crate::asset::{Point, default_assets};
 use crate::config::Config;
-use crate::conn::{Conn, Context, Doom, OpsOnly, Shared, Step, Stream};
+use crate::conn::{Conn, Context, OpsOnly, Shared, Step, Stream};
+use crate::deflate::{Compressor, Inflater};
 use crate::http;
 use crate::market::Market;
 use crate::metrics::Metrics;
 
-/// The connection's key; the client's input per round at most; rounds at most.
-const KEY: usize = 0;
-const TURN_BYTES: usize = 16 * 1024 + http::MAX_HEAD_BYTES + 1;
-const MAX_ROUNDS: usize = 4096;
+use super::parsers::response_len;
+
+/// The upgrade of [`drive_compressed`]: it offers permessage-deflate.
+const DEFLATE_UPGRADE: &[u8] =
+    b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+    Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n";
 
 /// Runs one connection on `data`: the first byte picks settings, the second seeds the
 /// client's pace, the rest is what the client sends. Each round the client sends a
-/// chunk and reads some output, then the connection gets what the reactor gives it:
-/// a readable and a writable event, a resumed read when its budget ran out, sometimes a
-/// tick (a point to subscribers) or the sweep. Checked: no panic, a turn's reads stay in
-/// budget, the outgoing queue stays bounded, nothing is written after the write side is
-/// shut, and the client gets one HTTP response, or the `101` and valid server frames
-/// (protocol JSON, points only of its asset and in order, close codes the README lists).
+/// chunk and reads some output; the connection gets a readable and a writable event,
+/// a resumed read if its budget ran out, and sometimes a tick or the sweep. Checked: no
+/// panic, a turn's reads within budget, a bounded queue, nothing written after the write
+/// side is shut, and the client gets one HTTP response, or the `101` and server frames
+/// that are valid (protocol JSON; points of its asset only, in order; allowed close
+/// codes).
 ///
-/// Settings bits: 1 the test page on, 2 allowed origins limited, 4 messages of 64 bytes
-/// at most, 8 the smallest client queue, 16 a slow reader, 32 a tick every round, 64 the
-/// client never closes, 128 a connection beyond the limit (probes only).
+/// Settings bits: 1 the page on, 2 origins limited, 4 messages of 64 bytes at most, 8 the
+/// smallest client queue, 16 a slow reader, 32 a tick every round, 64 the client never
+/// closes, 128 a connection beyond the limit (probes only).
 pub fn drive_connection(data: &[u8]) {
-    run_connection(data);
+    if let [flags, seed, input @ ..] = data {
+        run(*flags, *seed, input.to_vec());
+    }
 }
 
-/// [`drive_connection`], returning what the client received.
-pub(super) fn run_connection(data: &[u8]) -> Vec<u8> {
-    let [flags, seed, input @ ..] = data else {
-        return Vec::new();
+/// A connection that negotiated permessage-deflate sending messages built from `data`:
+/// settings and seed as [`drive_connection`], then pieces of `[kind, length, bytes]`,
+/// each a masked text frame; kind bit 1 compresses its bytes (valid DEFLATE; RSV1 on a
+/// first frame), bit 2 sets RSV1 anyway, bit 4 leaves FIN off, bit 8 makes it a
+/// continuation.
+pub fn drive_compressed(data: &[u8]) {
+    if let Some((flags, seed, input)) = compressed_input(data) {
+        run(flags, seed, input);
+    }
+}
+
+/// The settings, seed and client bytes of [`drive_compressed`].
+pub(super) fn compressed_input(data: &[u8]) -> Option<(u8, u8, Vec<u8>)> {
+    let [flags, seed, rest @ ..] = data else {
+        return None;
     };
+    let mut rest = rest;
+    let mut input = DEFLATE_UPGRADE.to_vec();
+    let mut compressor = Compressor::new(1);
+    while let [kind, len, tail @ ..] = rest {
+        let (bytes, after) = tail.split_at(usize::from(*len).min(tail.len()));
+        rest = after;
+        let payload = if kind & 1 != 0 {
+            let frame = compressor.text_frame(bytes);
+            frame[2 + usize::from(frame[1] == 126) * 2..].to_vec()
+        } else {
+            bytes.to_vec()
+        };
+        let continuation = kind & 8 != 0;
+        let header = FrameHeader {
+            is_final: kind & 4 == 0,
+            rsv1: kind & 2 != 0 || (kind & 1 != 0 && !continuation),
+            mask: Some([7, 1, 3, 9]),
+            opcode: OpCode::from(u8::from(!continuation)),
+            ..FrameHeader::default()
+        };
+        let _ = header.format(payload.len() as u64, &mut input);
+        input.extend(
+            payload
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ [7, 1, 3, 9][i % 4]),
+        );
+    }
+    Some((*flags & !128, *seed, input))
+}
+
+/// Drives the connection; returns what the client received.
+pub(super) fn run(flags: u8, seed: u8, input: Vec<u8>) -> Vec<u8> {
     let config = Config::from_lookup(|name| match name.strip_prefix("WS_ASSETS_")? {
         "ENABLE_UI" => Some((flags & 1 != 0).to_string()),
         "ALLOWED_ORIGINS" if flags & 2 != 0 => Some("https://app.example.com".into()),
@@ -50,33 +99,29 @@ pub(super) fn run_connection(data: &[u8]) -> Vec<u8> {
         _ => None,
     })
     .expect("a valid configuration");
-    let (mut market, mut metrics, mut shared) = (
-        Market::new(default_assets(), config.history_seconds),
-        Metrics::default(),
-        Shared::default(),
-    );
-    let mut now = Instant::now();
-    let mut second = 1_700_000_000;
+    let mut market = Market::new(default_assets(), config.history_seconds);
+    let (mut metrics, mut shared) = (Metrics::default(), Shared::new(&config));
+    let (mut now, mut second) = (Instant::now(), 1_700_000_000);
     for _ in 0..seed % 48 {
-        tick(&mut market, second);
-        second += 1;
+        tick(&mut market, &mut second);
     }
+    let closes = flags & 64 == 0;
     let peer = Peer {
-        input: input.to_vec(),
-        closes: flags & 64 == 0,
+        input,
+        closes,
         ..Peer::default()
     };
     let mut conn = Conn::new(peer, now, now + config.handshake_timeout);
     conn.ops_only = (flags & 128 != 0).then_some(OpsOnly::Full);
-    let mut rng = u64::from(*seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rng = u64::from(seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut random = |n: u64| {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
         (rng % n) as usize
     };
-    let mut idle_rounds = 0;
-    for _ in 0..MAX_ROUNDS {
+    let mut rounds_after_input = 0;
+    for _ in 0..4096 {
         let peer = conn.stream_mut();
         let chunk = [
             1,
@@ -92,101 +137,89 @@ pub(super) fn run_connection(data: &[u8]) -> Vec<u8> {
             1 << 20
         };
         now += Duration::from_millis(10);
-        let mut cx = Context {
+        let cx = &mut Context {
             config: &config,
             market: &mut market,
             metrics: &mut metrics,
             shared: &mut shared,
             now,
         };
-        let mut steps = Vec::new();
-        let mut more = true;
-        // A readable event, and the resumed read when its budget ran out.
-        for _ in 0..2 {
-            if more {
-                let step = conn.on_readable(KEY, &mut cx);
-                assert!(std::mem::take(&mut conn.stream_mut().read_in_turn) <= TURN_BYTES);
-                more = step.more_to_read;
-                steps.push(step);
-            }
+        let mut steps = vec![conn.on_readable(0, cx)];
+        if steps[0].more_to_read {
+            steps.push(conn.on_readable(0, cx));
         }
+        // A turn reads at most its budget of 16 KiB, after at most one request head.
+        assert!(std::mem::take(&mut conn.stream_mut().read_in_turn) <= 16_384 + 8_193);
         let _ = conn.flush();
         if flags & 32 != 0 || random(4) == 0 {
-            for (index, frame) in tick(cx.market, second) {
-                if cx.market.subscribers(index).contains(&KEY) {
-                    steps.push(doomed(conn.send_point(&frame, now, &config).1));
+            for (index, frame) in tick(cx.market, &mut second) {
+                if cx.market.subscribers(index).contains(&0) {
+                    let doom = conn.send_point(&frame, now, &config).1;
+                    steps.push(Step {
+                        doom,
+                        ..Step::default()
+                    });
                 }
             }
-            second += 1;
         }
         if random(16) == 0 {
-            let subscribed = cx.market.is_subscribed(KEY);
-            steps.push(doomed(conn.sweep(now, &config, subscribed).1));
+            let doom = conn.sweep(now, &config, cx.market.is_subscribed(0)).1;
+            steps.push(Step {
+                doom,
+                ..Step::default()
+            });
         }
         for step in steps {
             if let Some((_, head_only)) = step.probe {
                 let body = http::response(200, "application/json", "", b"{}", head_only);
-                let _ = conn.respond(KEY, body, now, cx.metrics);
+                let _ = conn.respond(0, body, now, cx.metrics);
             }
-            if let Some(doom) = step.doom
-                && conn.end(KEY, doom, cx.market, now)
+            if step
+                .doom
+                .is_some_and(|doom| conn.end(0, doom, cx.market, now))
             {
                 return check_output(conn, false);
             }
         }
-        let bound = config.client_queue_bytes + 1024;
+        let queued = conn.backlog();
         assert!(
-            conn.backlog() <= bound,
-            "a queue of {} bytes",
-            conn.backlog()
+            queued <= config.client_queue_bytes + 1024,
+            "a queue of {queued} bytes"
         );
         let peer = conn.stream_mut();
-        idle_rounds = if peer.sent == peer.input.len() {
-            idle_rounds + 1
-        } else {
-            0
-        };
-        if idle_rounds > 8 {
-            break;
+        if peer.sent == peer.input.len() {
+            rounds_after_input += 1;
+            if rounds_after_input > 8 {
+                break;
+            }
         }
     }
     check_output(conn, true)
 }
 
-/// Records a point for every asset at `second`; returns each asset's point frame.
-fn tick(market: &mut Market, second: i64) -> Vec<(usize, Bytes)> {
+/// Records a point of every asset at `second` and moves on; returns their frames.
+fn tick(market: &mut Market, second: &mut i64) -> Vec<(usize, bytes::Bytes)> {
+    *second += 1;
     (1..=5)
         .filter_map(|asset_id| {
-            let value = 1.0 + f64::from(asset_id) / 10.0 + (second % 100) as f64 / 1e4;
+            let value = 1.0 + f64::from(asset_id) / 10.0 + (*second % 100) as f64 / 1e4;
             market.record(Point {
                 asset_id,
-                time: second,
+                time: *second,
                 value,
             })
         })
         .collect()
 }
 
-/// A step that only ends the connection, if `doom` says so.
-fn doomed(doom: Option<Doom>) -> Step {
-    Step {
-        doom,
-        ..Step::default()
-    }
-}
-
-/// The client's end of the connection, in memory.
+/// The client's end, in memory: what it sends, what it was sent, how much it reads.
 #[derive(Debug, Default)]
 struct Peer {
     input: Vec<u8>,
-    /// Bytes of `input` read by the server, sent by the client so far, read this turn.
     read: usize,
     sent: usize,
     read_in_turn: usize,
-    /// Whether the client closes its side once everything is sent.
     closes: bool,
-    /// What the server wrote, the bytes the client takes before writes block, and
-    /// whether the write side was shut.
     written: Vec<u8>,
     room: usize,
     shut: bool,
@@ -195,10 +228,7 @@ struct Peer {
 impl Read for Peer {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let ready = &self.input[self.read..self.sent];
-        if ready.is_empty() {
-            if self.closes && self.sent == self.input.len() {
-                return Ok(0);
-            }
+        if ready.is_empty() && !(self.closes && self.sent == self.input.len()) {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let n = ready.len().min(buf.len());
@@ -211,13 +241,13 @@ impl Read for Peer {
 
 impl Write for Peer {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.write_vectored(&[IoSlice::new(buf)])
+        self.write_vectored(&[io::IoSlice::new(buf)])
     }
 
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    /// Takes what room allows from every slice, as a socket's `writev` does.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         assert!(!self.shut, "a write after the write side was shut");
-        let wanted: usize = bufs.iter().map(|b| b.len()).sum();
-        if wanted > 0 && self.room == 0 {
+        if self.room == 0 && bufs.iter().any(|b| !b.is_empty()) {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let before = self.written.len();
@@ -225,9 +255,8 @@ impl Write for Peer {
             let n = buf.len().min(self.room - (self.written.len() - before));
             self.written.extend_from_slice(&buf[..n]);
         }
-        let n = self.written.len() - before;
-        self.room -= n;
-        Ok(n)
+        self.room -= self.written.len() - before;
+        Ok(self.written.len() - before)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -242,45 +271,26 @@ impl Stream for Peer {
     }
 }
 
-/// Checks everything the client received; a connection still open writes the rest first.
+/// Checks what the client received; a connection still open writes the rest first.
 fn check_output(mut conn: Conn<Peer>, open: bool) -> Vec<u8> {
     if open {
         conn.stream_mut().room = usize::MAX / 2;
         let _ = conn.flush();
     }
-    let complete = conn.backlog() == 0;
+    let complete = conn.is_drained();
     let out = std::mem::take(&mut conn.stream_mut().written);
-    let Some(head_len) = out
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|at| at + 4)
-    else {
-        assert!(!complete || out.is_empty(), "an incomplete head: {out:?}");
-        return out;
-    };
-    let mut headers = [httparse::EMPTY_HEADER; 16];
-    let mut response = httparse::Response::new(&mut headers);
-    assert!(
-        response
-            .parse(&out[..head_len])
-            .is_ok_and(|s| s.is_complete())
-    );
-    if response.code == Some(101) {
-        check_frames(&out[head_len..], complete);
-    } else {
-        let length = response.headers.iter().find(|h| h.name == "Content-Length");
-        let length: usize = length
-            .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
-            .expect("a length");
-        assert!(out.len() == head_len + length || out.len() == head_len || !complete);
+    match response_len(&out) {
+        Some((101, head)) => check_frames(&out[head..], complete),
+        Some((_, len)) => assert!(out.len() == len || !complete, "bytes after the response"),
+        None => assert!(!complete || out.is_empty(), "an incomplete head: {out:?}"),
     }
     out
 }
 
-/// The server's frames: unmasked, final, text (protocol JSON) or control within its
-/// size, nothing after a close, whose code is one the README lists or the client's own.
+/// Server frames: unmasked and final, text (protocol JSON, inflated if RSV1 says it is
+/// compressed) or control within its size, and nothing after an allowed close.
 fn check_frames(mut bytes: &[u8], complete: bool) {
-    let mut subscribed: Option<(Option<i64>, i64)> = None;
+    let (mut subscribed, mut inflater) = (None, Inflater::default());
     while !bytes.is_empty() {
         let mut cursor = Cursor::new(bytes);
         let Ok(Some((header, len))) = FrameHeader::parse(&mut cursor) else {
@@ -288,25 +298,25 @@ fn check_frames(mut bytes: &[u8], complete: bool) {
             return;
         };
         let start = cursor.position() as usize;
-        let end = start + usize::try_from(len).expect("a frame that fits");
-        if end > bytes.len() {
+        let Some(payload) = bytes.get(start..start + len as usize) else {
             assert!(!complete, "a frame cut short");
             return;
-        }
-        let payload = &bytes[start..end];
-        bytes = &bytes[end..];
+        };
+        bytes = &bytes[start + payload.len()..];
         assert!(header.is_final && header.mask.is_none() && !header.rsv2 && !header.rsv3);
         match header.opcode {
             OpCode::Data(Data::Text) => {
-                let text = std::str::from_utf8(payload).expect("text frames are UTF-8");
-                check_message(text, &mut subscribed);
+                let text = match header.rsv1 {
+                    true => inflater.inflate(payload, 1 << 24).expect("it inflates"),
+                    false => payload,
+                };
+                check_message(std::str::from_utf8(text).expect("UTF-8"), &mut subscribed);
             }
             OpCode::Control(Control::Close) => {
                 assert!(bytes.is_empty(), "bytes after a close frame");
                 if let [high, low, reason @ ..] = payload {
                     let code = CloseCode::from(u16::from_be_bytes([*high, *low]));
-                    assert!(code.is_allowed(), "close code {code}");
-                    assert!(std::str::from_utf8(reason).is_ok());
+                    assert!(code.is_allowed() && std::str::from_utf8(reason).is_ok());
                 }
             }
             OpCode::Control(Control::Ping | Control::Pong) => assert!(payload.len() <= 125),

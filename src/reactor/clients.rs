@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::conn::{Conn, Context, Doom, OpsOnly, Probe, Shared, Step};
 use crate::http;
 use crate::market::Market;
-use crate::metrics::{DropReason, Metrics};
+use crate::metrics::{DropReason, Encoding, Metrics};
 use crate::throttle::Throttle;
 
 /// Pause before accepting again after running out of file descriptors.
@@ -98,12 +98,13 @@ impl Clients {
         config: Rc<Config>,
     ) -> io::Result<Clients> {
         registry.register(&mut listener, token, Interest::READABLE)?;
+        let shared = Shared::new(&config);
         Ok(Clients {
             registry,
             listener: Some(listener),
             conns: Slab::with_capacity(1024),
             config,
-            shared: Shared::default(),
+            shared,
             doomed: Vec::new(),
             more_to_read: Vec::new(),
             reserve: VecDeque::new(),
@@ -264,7 +265,7 @@ impl Clients {
                 metrics
                     .clients_dropped_total
                     .add(DropReason::ConnectionLimit);
-                self.remove(key);
+                self.remove(key, metrics);
                 return true;
             }
         }
@@ -384,6 +385,9 @@ impl Clients {
             }
         }
         metrics.messages_sent_total += keys.len() as u64;
+        metrics
+            .message_bytes_total
+            .add_many(Encoding::of(frame), (frame.len() * keys.len()) as u64);
     }
 
     // ---- deadlines and endings ---------------------------------------------------
@@ -437,15 +441,18 @@ impl Clients {
                 }
             }
             if conn.end(key, doom, market, now) {
-                self.remove(key);
+                self.remove(key, metrics);
             }
         }
     }
 
     /// Takes a connection out of the table and the poller (its subscription, if any,
     /// has been ended).
-    fn remove(&mut self, key: usize) {
+    fn remove(&mut self, key: usize, metrics: &mut Metrics) {
         let mut conn = self.conns.remove(key);
+        if conn.deflate() {
+            metrics.deflate_connections -= 1;
+        }
         let _ = self.registry.deregister(conn.stream_mut());
         if let Some(ip) = conn.peer
             && let Some(held) = self.per_ip.get_mut(&ip)

@@ -18,6 +18,8 @@ use std::time::Duration;
 use percent_encoding::percent_decode_str;
 use postgres::config::Host;
 
+use crate::{conninfo, redact};
+
 // Also reachable here, where callers that parse a DSN look for it.
 pub use super::pgerror::error_text;
 
@@ -168,9 +170,9 @@ impl PgSettings {
             None => (dsn.to_string(), false),
         };
         let (for_driver, tls) = take_tls_params(&normalized, is_url)?;
-        let mut postgres: postgres::Config = for_driver
-            .parse()
-            .map_err(|e: postgres::Error| DsnError::Invalid(plain_names_only(&error_text(&e))))?;
+        let mut postgres: postgres::Config = for_driver.parse().map_err(|e: postgres::Error| {
+            DsnError::Invalid(redact::quoted_names_only(&error_text(&e)))
+        })?;
         // The driver ends a URL's user info at its first `@`: an unencoded `@` in the
         // password leaves the rest of the password in the host name, which messages show.
         if postgres
@@ -319,9 +321,9 @@ fn take_tls_params(dsn: &str, is_url: bool) -> Result<(String, TlsParams), DsnEr
     let mut tls = TlsParams::default();
     if !is_url {
         let mut cut = Vec::new();
-        for (key, value, range) in keyword_pairs(dsn) {
-            if tls.take(key, &value)? {
-                cut.push(range);
+        for pair in conninfo::pairs(dsn) {
+            if tls.take(pair.key, &pair.value)? {
+                cut.push(pair.span);
             }
         }
         return Ok((remove(dsn, &cut), tls));
@@ -367,59 +369,6 @@ fn remove(text: &str, cut: &[Range<usize>]) -> String {
     }
     out.push_str(&text[from..]);
     out
-}
-
-/// The `key = value` pairs of libpq's keyword form, each with the byte range it spans.
-/// Values may be single-quoted; a backslash escapes the next character. Parsing stops at
-/// the first malformed pair, which the driver then reports.
-fn keyword_pairs(text: &str) -> Vec<(&str, String, Range<usize>)> {
-    let mut pairs = Vec::new();
-    let mut chars = text.char_indices().peekable();
-    let skip_space = |chars: &mut std::iter::Peekable<std::str::CharIndices>| {
-        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
-    };
-    loop {
-        skip_space(&mut chars);
-        let Some(&(start, _)) = chars.peek() else {
-            return pairs;
-        };
-        let mut key_end = start;
-        while let Some((i, c)) = chars.next_if(|(_, c)| !c.is_whitespace() && *c != '=') {
-            key_end = i + c.len_utf8();
-        }
-        skip_space(&mut chars);
-        if chars.next_if(|(_, c)| *c == '=').is_none() {
-            return pairs;
-        }
-        skip_space(&mut chars);
-        let quoted = chars.next_if(|(_, c)| *c == '\'').is_some();
-        let mut value = String::new();
-        let mut end = None;
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '\'' if quoted => {
-                    end = Some(i + 1);
-                    break;
-                }
-                c if c.is_whitespace() && !quoted => {
-                    end = Some(i);
-                    break;
-                }
-                '\\' => {
-                    if let Some((_, escaped)) = chars.next() {
-                        value.push(escaped);
-                    }
-                }
-                c => value.push(c),
-            }
-        }
-        let end = match end {
-            Some(end) => end,
-            None if !quoted => text.len(),
-            None => return pairs,
-        };
-        pairs.push((&text[start..key_end], value, start..end));
-    }
 }
 
 /// Splits `scheme://rest` when the DSN is a URL; `None` for the `key=value` form.
@@ -511,23 +460,23 @@ pub fn with_service_defaults(config: &postgres::Config) -> postgres::Config {
     config
 }
 
-/// The driver quotes the option it refuses (`unknown option `...``); in a DSN that is
-/// not quite a URL (`postgresql:/u:secret@h/db?x=1`) that "option" carries the password.
-/// A quoted part that is not a plain option name is left out. Found by the dsn fuzz
-/// target.
-fn plain_names_only(text: &str) -> String {
-    let mut parts = text.split('`');
-    let mut out = String::from(parts.next().unwrap_or_default());
-    for (i, part) in parts.enumerate() {
-        out.push('`');
-        let quoted = i % 2 == 0;
-        if quoted && !part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            out.push_str("(not shown)");
-        } else {
-            out.push_str(part);
-        }
-    }
-    out
+/// A copy of `config` whose server cancels any statement of the session that runs longer
+/// than `timeout`.
+///
+/// `-c statement_timeout=<ms>` goes in front of the connection's `options` (libpq's
+/// switches for the server process, sent with the start-up message), so no `SET` round
+/// trip follows each new connection. The DSN's own `options` come after it and are kept
+/// as written: the server applies switches in order, so a `statement_timeout` the DSN sets
+/// is the one in force.
+pub fn with_statement_timeout(config: &postgres::Config, timeout: Duration) -> postgres::Config {
+    let mut config = config.clone();
+    let ours = format!("-c statement_timeout={}", timeout.as_millis());
+    let options = match config.get_options().map(str::trim) {
+        Some(theirs) if !theirs.is_empty() => format!("{ours} {theirs}"),
+        _ => ours,
+    };
+    config.options(&options);
+    config
 }
 
 #[cfg(test)]
@@ -711,6 +660,30 @@ mod tests {
         assert_eq!(chosen.get_tcp_user_timeout(), Some(&Duration::from_secs(2)));
         assert_eq!(chosen.get_keepalives_idle(), Duration::from_secs(3));
         assert_eq!(chosen.get_application_name(), Some("mine"));
+    }
+
+    #[test]
+    fn the_statement_timeout_goes_first_in_the_options_and_the_dsns_own_follow() {
+        let timeout = Duration::from_millis(1500);
+        let plain = with_statement_timeout(&parsed("postgresql://u@h/db"), timeout);
+        assert_eq!(plain.get_options(), Some("-c statement_timeout=1500"));
+        let blank = with_statement_timeout(&parsed("host=h options=' '"), timeout);
+        assert_eq!(blank.get_options(), Some("-c statement_timeout=1500"));
+        let theirs = with_statement_timeout(
+            &parsed(
+                "postgresql://u@h/db?options=-c%20statement_timeout%3D5s%20-c%20lock_timeout%3D2s",
+            ),
+            timeout,
+        );
+        assert_eq!(
+            theirs.get_options(),
+            Some("-c statement_timeout=1500 -c statement_timeout=5s -c lock_timeout=2s")
+        );
+        let kv = with_statement_timeout(&parsed(r"host=h options='-c search_path=a\\ b'"), timeout);
+        assert_eq!(
+            kv.get_options(),
+            Some(r"-c statement_timeout=1500 -c search_path=a\ b")
+        );
     }
 
     fn settings(dsn: &str) -> PgSettings {

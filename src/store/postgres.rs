@@ -20,7 +20,9 @@ use r2d2::{HandleError, ManageConnection, Pool, PooledConnection};
 
 use super::deadline;
 pub use super::deadline::{Session, discard};
-use super::dsn::{DEFAULT_CONNECT_TIMEOUT, PgSettings, redacted, with_service_defaults};
+use super::dsn::{
+    DEFAULT_CONNECT_TIMEOUT, PgSettings, redacted, with_service_defaults, with_statement_timeout,
+};
 use super::migrate::{self, Applied};
 use super::pgerror::{classify, error_text};
 use super::publish::{self, CHANNEL};
@@ -33,8 +35,6 @@ use crate::asset::{Asset, Point};
 pub const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Client-side deadline of a read of assets or history (start-up, a follower's catch-up).
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Client-side deadline of a short statement: a pooled connection's session set-up.
-pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Client-side deadline of one retention pass; longer than [`STATEMENT_TIMEOUT`], which
 /// normally ends a slow pass first.
 pub const RETENTION_TIMEOUT: Duration = Duration::from_secs(35);
@@ -42,7 +42,8 @@ pub const RETENTION_TIMEOUT: Duration = Duration::from_secs(35);
 /// migration lock included): a migration may legitimately take minutes.
 pub const MIGRATION_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// Server-side limit on one statement of a pooled connection (lock waits included), unless
-/// the DSN's `options` set `statement_timeout`. Migrations run unpooled, without it.
+/// the DSN's `options` set `statement_timeout`; given in the connection's options
+/// ([`with_statement_timeout`]). Migrations run unpooled, without it.
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle connections kept open even when nothing is written.
 pub const MIN_IDLE: u32 = 1;
@@ -438,27 +439,19 @@ impl Backoff {
 }
 
 /// Opens the pool's connections, each a [`Session`] (so every call on it has a deadline)
-/// with a per-session statement timeout.
+/// whose server ends any statement past [`STATEMENT_TIMEOUT`].
 struct Manager {
     config: postgres::Config,
     tls: Connector,
     target: String,
-    /// SQL run once on each new connection.
-    session_setup: Option<String>,
 }
 
 impl Manager {
     fn new(config: postgres::Config, tls: Connector, target: String) -> Self {
-        let user_sets_timeout = config
-            .get_options()
-            .is_some_and(|options| options.contains("statement_timeout"));
-        let session_setup = (!user_sets_timeout)
-            .then(|| format!("SET statement_timeout = {}", STATEMENT_TIMEOUT.as_millis()));
         Manager {
-            config,
+            config: with_statement_timeout(&config, STATEMENT_TIMEOUT),
             tls,
             target,
-            session_setup,
         }
     }
 }
@@ -475,13 +468,7 @@ impl ManageConnection for Manager {
             .copied()
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         let client = deadline::connect(&self.config, &self.tls, limit)?;
-        let mut session = Session::new(client, self.tls.clone(), self.target.clone());
-        if let Some(setup) = self.session_setup.clone() {
-            session.run(QUERY_TIMEOUT, "the session set-up", move |client| {
-                client.batch_execute(&setup).map_err(|e| classify(&e))
-            })?;
-        }
-        Ok(session)
+        Ok(Session::new(client, self.tls.clone(), self.target.clone()))
     }
 
     /// Not used by r2d2 (`test_on_check_out` is off); the store checks on checkout itself.

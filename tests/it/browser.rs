@@ -74,6 +74,20 @@ fn with_page(
     Ok(())
 }
 
+/// Every WebSocket the page opened negotiated permessage-deflate, as DevTools reports
+/// the handshake's answer.
+fn assert_deflate_negotiated(page: &mut Page) -> TestResult {
+    let extensions = page.websocket_extensions()?;
+    if extensions.is_empty()
+        || !extensions
+            .iter()
+            .all(|e| e.starts_with("permessage-deflate"))
+    {
+        return Err(format!("the page's sockets negotiated {extensions:?}").into());
+    }
+    Ok(())
+}
+
 /// A CSS selector for a `data-testid`.
 fn testid(id: &str) -> String {
     format!("[data-testid=\"{id}\"]")
@@ -178,6 +192,7 @@ fn page_lists_assets_draws_a_growing_chart_and_logs_messages() -> TestResult {
                 return Err(format!("the asset list is {names}, expected {ASSETS:?}").into());
             }
             wait_log(page, "assets", None)?;
+            assert_deflate_negotiated(page)?;
 
             // Pick USDJPY with a real click: history, then live points, drawn.
             page.click("[data-testid=\"asset\"][data-asset-id=\"2\"]")?;
@@ -284,16 +299,32 @@ fn page_draws_a_full_history_and_keeps_the_log_short() -> TestResult {
     with_page(
         "full-history",
         &[("WS_ASSETS_SIMULATED_BACKFILL", "true")],
-        |_server, page| {
+        |server, page| {
             page.wait_for(
                 "5 assets in the list",
                 "document.querySelectorAll('[data-testid=\"asset\"]').length === 5",
                 SOON,
             )?;
+            let before = server.metrics();
             page.click("[data-testid=\"asset\"][data-asset-id=\"3\"]")?;
             let history = wait_log(page, "asset_history", None)?;
             // The server's history is the whole window, so expect most of 1800 points.
             wait_chart_at_least(page, "points", 1700)?;
+            // The page's socket negotiated permessage-deflate (DevTools saw the answer);
+            // Chromium sent its subscribe compressed and the history came compressed.
+            assert_deflate_negotiated(page)?;
+            let after = server.metrics();
+            let inflated = after.moved_since(&before, "ws_assets_messages_inflated_total");
+            let compressed = after.moved_since(
+                &before,
+                "ws_assets_message_bytes_total{encoding=\"deflate\"}",
+            );
+            if inflated < 1.0 || compressed <= 0.0 {
+                return Err(format!(
+                    "{inflated} requests inflated and {compressed} bytes sent compressed"
+                )
+                .into());
+            }
             if history.len() > 600 {
                 return Err(format!(
                     "the asset_history log entry is {} characters long; it should be truncated",

@@ -34,14 +34,34 @@ fn a_running_service_is_healthy() {
     let out = health("0.0.0.0", &port, &[]);
     assert_eq!(out.code, Some(0), "{}", out.stdout);
     assert!(out.stdout.contains(&format!("http://127.0.0.1:{port}/")));
+
+    // A proxy in the environment (a container's, for its outbound traffic) is not asked:
+    // it would answer for the service, or, as this one, not at all.
+    let proxy = format!("http://127.0.0.1:{}", closed_port());
+    let out = health(
+        "127.0.0.1",
+        &port,
+        &[
+            ("HTTP_PROXY", &proxy),
+            ("http_proxy", &proxy),
+            ("ALL_PROXY", &proxy),
+            ("NO_PROXY", "example.invalid"),
+        ],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stdout);
+}
+
+/// A loopback port with nothing listening.
+fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 #[test]
 fn nothing_listening_is_unhealthy() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = closed_port();
     let started = Instant::now();
     let out = health("127.0.0.1", &port.to_string(), &[]);
     assert_eq!(out.code, Some(1), "{}", out.stdout);

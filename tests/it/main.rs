@@ -15,11 +15,13 @@ mod pgdb;
 
 mod browser;
 mod cluster;
+mod deflate;
 mod feed_service;
 mod fxcm_feed;
 mod health_command;
 mod http;
 mod hung_database;
+mod interop;
 mod limits;
 mod many_clients;
 mod operations;

@@ -661,3 +661,88 @@ fn a_hung_server_is_noticed_within_one_checkout_deadline_however_many_connection
     );
     proxy.restore();
 }
+
+/// Pooled connections are opened with the service's `statement_timeout` in their options
+/// (no `SET` after connecting), beside whatever the DSN's own `options` say. What a pooled
+/// session runs with is read through the store itself: `assets` becomes a view whose
+/// names are the session's settings.
+#[test]
+fn pooled_connections_carry_the_statement_timeout_and_keep_the_dsns_own_options() {
+    let db = TestDb::create();
+    drop(store(&db));
+    db.execute(
+        "ALTER TABLE assets RENAME TO asset_rows; \
+         CREATE VIEW assets AS SELECT id, \
+         current_setting('statement_timeout') || ' ' || current_setting('lock_timeout') AS name \
+         FROM asset_rows",
+    );
+    let session_settings = |options: Option<&str>| {
+        let mut config = db.config();
+        if let Some(options) = options {
+            config.options(options);
+        }
+        let s = open(&config, false).unwrap_or_else(|e| panic!("{e}"));
+        let assets = s.load_assets().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(assets.len(), 5);
+        assets[0].name.clone()
+    };
+    assert_eq!(
+        pg::STATEMENT_TIMEOUT,
+        Duration::from_secs(30),
+        "the figure below"
+    );
+    assert_eq!(session_settings(None), "30s 0");
+    // The DSN's own options are kept ...
+    assert_eq!(session_settings(Some("-c lock_timeout=1234")), "30s 1234ms");
+    // ... and a statement_timeout among them is the one in force.
+    assert_eq!(
+        session_settings(Some("-c statement_timeout=4321 -c lock_timeout=5s")),
+        "4321ms 5s"
+    );
+}
+
+/// The timeout in the options is the server's to enforce: a statement over it is cancelled
+/// by the server (SQLSTATE 57014), on a plain client without any deadline of its own, and
+/// on the store's pooled connections, well before the store's own deadline.
+#[test]
+fn a_statement_over_the_statement_timeout_is_cancelled_by_the_server() {
+    let db = TestDb::create();
+    let config = dsn::with_statement_timeout(&db.config(), Duration::from_millis(200));
+    let mut client = dsn::with_service_defaults(&config)
+        .connect(postgres::NoTls)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let started = Instant::now();
+    let error = match client.batch_execute("SELECT pg_sleep(30)") {
+        Err(error) => error,
+        Ok(()) => panic!("a 30 s sleep finished under a 200 ms statement_timeout"),
+    };
+    assert_eq!(
+        error.code(),
+        Some(&postgres::error::SqlState::QUERY_CANCELED),
+        "{error}"
+    );
+    assert!(
+        dsn::error_text(&error).contains("canceling statement due to statement timeout"),
+        "{error}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+
+    // A pooled write held up by a lock, with a timeout the DSN sets: the server cancels
+    // it after 300 ms, long before the store's own 5 s deadline would give up on it.
+    drop(store(&db));
+    let mut config = db.config();
+    config.options("-c statement_timeout=300");
+    let s = open(&config, false).unwrap_or_else(|e| panic!("{e}"));
+    let mut locker = db.client();
+    let mut lock = locker.transaction().unwrap_or_else(|e| panic!("{e}"));
+    lock.batch_execute("LOCK TABLE points IN EXCLUSIVE MODE")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let why = expect_unavailable(s.write_points(&[point(1, 1, 1.0)]), "a write under a lock");
+    assert!(
+        why.contains("canceling statement due to statement timeout"),
+        "{why}"
+    );
+    drop(lock);
+    s.write_points(&[point(1, 1, 1.0)])
+        .unwrap_or_else(|e| panic!("{e}"));
+}

@@ -196,7 +196,7 @@ impl Chromium {
     }
 
     /// Connects to the browser endpoint, creates a fresh page target, attaches to it
-    /// and enables the Runtime, Log and Page domains.
+    /// and enables the Runtime, Log, Page and Network domains.
     pub fn open_page(&self) -> Result<Page, CdpError> {
         let rest = self
             .devtools_url
@@ -219,6 +219,7 @@ impl Chromium {
             session: None,
             next_id: 0,
             console_errors: Vec::new(),
+            websocket_extensions: Vec::new(),
         };
         let target = page.call("Target.createTarget", json!({"url": "about:blank"}))?;
         let target_id = target["targetId"]
@@ -233,7 +234,12 @@ impl Chromium {
             .as_str()
             .ok_or_else(|| CdpError::Unexpected(format!("attachToTarget answered {attached}")))?;
         page.session = Some(session.to_string());
-        for domain in ["Runtime.enable", "Log.enable", "Page.enable"] {
+        for domain in [
+            "Runtime.enable",
+            "Log.enable",
+            "Page.enable",
+            "Network.enable",
+        ] {
             page.call(domain, json!({}))?;
         }
         Ok(page)
@@ -287,6 +293,8 @@ pub struct Page {
     session: Option<String>,
     next_id: u64,
     console_errors: Vec<String>,
+    /// Each WebSocket handshake's negotiated extensions, as DevTools reported them.
+    websocket_extensions: Vec<String>,
 }
 
 /// Where a DOM element sits in the viewport, in CSS pixels.
@@ -389,6 +397,17 @@ impl Page {
                 self.console_errors
                     .push(format!("console.error: {}", args.join(" ")));
             }
+            Some("Network.webSocketHandshakeResponseReceived") => {
+                let headers = params["response"]["headers"].as_object();
+                let extensions = headers
+                    .and_then(|h| {
+                        h.iter()
+                            .find(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-extensions"))
+                    })
+                    .and_then(|(_, value)| value.as_str())
+                    .unwrap_or("");
+                self.websocket_extensions.push(extensions.to_string());
+            }
             Some("Log.entryAdded") if params["entry"]["level"] == "error" => {
                 let entry = &params["entry"];
                 self.console_errors.push(format!(
@@ -415,6 +434,13 @@ impl Page {
     pub fn console_errors(&mut self) -> Result<Vec<String>, CdpError> {
         self.pump_events()?;
         Ok(self.console_errors.clone())
+    }
+
+    /// The `Sec-WebSocket-Extensions` of every WebSocket handshake the page completed,
+    /// in order ("" for none), as DevTools reported them.
+    pub fn websocket_extensions(&mut self) -> Result<Vec<String>, CdpError> {
+        self.pump_events()?;
+        Ok(self.websocket_extensions.clone())
     }
 
     /// Forgets the console errors seen so far (for a phase that expects some).

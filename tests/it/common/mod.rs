@@ -26,7 +26,7 @@ pub use http::{http_exchange, http_request, try_http_exchange};
 // The type `Server::metrics` returns, for tests that name it.
 #[allow(unused_imports)]
 pub use metrics::Metrics;
-pub use process::{Exited, drain_lines, run_to_exit};
+pub use process::{Exited, drain_lines, run_command, run_to_exit};
 pub use server::{Server, listening_addr};
 pub use websocket::{
     Client, Ended, masked_frame, masked_text, raw_websocket, read_until_closed, server_frames,

@@ -101,12 +101,19 @@ pub struct Exited {
 /// For runs expected to end by themselves: failed start-ups, `migrate`.
 pub fn run_to_exit(args: &[&str], env: &[(&str, &str)], within: Duration) -> Exited {
     let mut command = ws_assets(0, env);
-    command
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    command.args(args);
+    run_command(command, within)
+}
+
+/// Runs `command` to its exit, collecting its output; ends it (see [`end`]) and panics
+/// when it runs past `within`.
+pub fn run_command(mut command: Command, within: Duration) -> Exited {
+    let what = format!("{:?}", command.get_program());
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
     let started = Instant::now();
-    let mut child = command.spawn().expect("spawn ws_assets");
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
     let collect = |pipe: Option<Box<dyn Read + Send>>| {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&lines);
@@ -136,13 +143,13 @@ pub fn run_to_exit(args: &[&str], env: &[(&str, &str)], within: Duration) -> Exi
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
     let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for ws_assets") {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
             break status;
         }
         if started.elapsed() > within {
             end(&mut child);
             panic!(
-                "ws_assets {args:?} still running after {within:?}; log:\n{}",
+                "{what} still running after {within:?}; standard error:\n{}",
                 stderr()
             );
         }

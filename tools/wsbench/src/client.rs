@@ -1,12 +1,19 @@
 //! One load client: its socket, where it is in connect/upgrade, the frame it is reading
 //! and its stream check. Buffers exist only while something is incomplete, so an idle
 //! client costs about a hundred bytes here.
+//!
+//! Everything a client receives goes through [`Client::receive`]: the upgrade's answer
+//! first ([`Client::start_upgrade`] sent the request; `handshake.rs` checks the answer),
+//! then frames ([`Client::frames`], headers read by `frame.rs`), whose payloads are
+//! scanned in place by `scan.rs`.
 
 use crate::check::{PointFit, StreamCheck};
+use crate::frame::{self, Header};
+use crate::handshake::Upgrade;
 use crate::scan::{Action, Scanner, Summary};
 use crate::tally::{Stamp, Tally};
-use crate::ws;
 use std::io::{self, Write};
+use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 /// Where a client is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +96,8 @@ pub struct Client {
     out: Vec<u8>,
     /// Scanner of a message that spans reads or frames.
     scan: Option<Box<Scanner>>,
+    /// The upgrade in flight (while handshaking).
+    upgrade: Option<Box<Upgrade>>,
 }
 
 impl Client {
@@ -117,6 +126,7 @@ impl Client {
             pending: Vec::new(),
             out: Vec::new(),
             scan: None,
+            upgrade: None,
         }
     }
 
@@ -150,6 +160,13 @@ impl Client {
         Ok(())
     }
 
+    /// Sends one masked frame carrying `payload` (see [`Client::send`]).
+    pub fn send_frame(&mut self, opcode: OpCode, payload: &[u8]) -> io::Result<()> {
+        let mut bytes = Vec::with_capacity(payload.len() + 14);
+        frame::encode_masked(&mut bytes, opcode, payload, frame::random_mask());
+        self.send(&bytes)
+    }
+
     /// Bytes waiting for the socket to take them.
     pub fn queued(&self) -> usize {
         self.out.len()
@@ -171,6 +188,67 @@ impl Client {
         self.pending = Vec::new();
         self.out = Vec::new();
         self.scan = None;
+        self.upgrade = None;
+    }
+
+    /// Sends the upgrade request, once the TCP connect has completed.
+    pub fn start_upgrade(&mut self, host: &str, path: &str) -> io::Result<()> {
+        let upgrade = Upgrade::new();
+        let request = upgrade.request(host, path);
+        self.upgrade = Some(Box::new(upgrade));
+        self.phase = Phase::Handshaking;
+        self.send(request.as_bytes())
+    }
+
+    /// Handles the bytes received (those kept from the last read first): the upgrade's
+    /// answer while upgrading, then frames. Returns how many were used; the rest (an
+    /// incomplete answer head, frame header or control frame) is for the next read.
+    pub fn receive(&mut self, buf: &[u8], at: Stamp, tally: &mut Tally) -> Result<usize, Ending> {
+        let mut used = 0;
+        if self.phase == Phase::Handshaking {
+            match self.upgrade_answer(buf, at, tally)? {
+                Some(head) => used = head,
+                None => return Ok(0),
+            }
+        }
+        if self.phase == Phase::Open {
+            used += self.frames(&buf[used..], at, tally)?;
+        }
+        Ok(used)
+    }
+
+    /// Keeps `rest` (bytes not yet usable) for the next read, holding no buffer when
+    /// there is nothing to keep.
+    pub fn keep(&mut self, rest: &[u8]) {
+        if rest.is_empty() {
+            if self.pending.capacity() > 0 {
+                self.pending = Vec::new();
+            }
+        } else {
+            self.pending.clear();
+            self.pending.extend_from_slice(rest);
+        }
+    }
+
+    /// Checks the upgrade's answer head; its length once it is complete and accepted.
+    fn upgrade_answer(
+        &mut self,
+        buf: &[u8],
+        at: Stamp,
+        tally: &mut Tally,
+    ) -> Result<Option<usize>, Ending> {
+        let Some(upgrade) = self.upgrade.as_deref() else {
+            return Err(Ending::Handshake("no upgrade request was sent".into()));
+        };
+        let head = upgrade
+            .answer(buf)
+            .map_err(|e| Ending::Handshake(e.to_string()))?;
+        if head.is_some() {
+            self.upgrade = None;
+            self.phase = Phase::Open;
+            tally.upgraded(at.mono_ns.saturating_sub(self.t0_ns));
+        }
+        Ok(head)
     }
 
     /// Handles WebSocket bytes; returns how many were used (the rest is an incomplete
@@ -178,105 +256,100 @@ impl Client {
     pub fn frames(&mut self, buf: &[u8], at: Stamp, tally: &mut Tally) -> Result<usize, Ending> {
         let mut pos = 0;
         loop {
-            if self.rx_in_payload {
-                let avail = self.rx_remaining.min((buf.len() - pos) as u64) as usize;
-                if avail == 0 && self.rx_remaining > 0 {
-                    return Ok(pos);
-                }
-                self.rx_remaining -= avail as u64;
-                let piece_last = self.rx_remaining == 0;
-                let scan = self.scan.get_or_insert_with(Box::default);
-                scan.feed(&buf[pos..pos + avail], piece_last && self.rx_fin);
-                pos += avail;
-                if piece_last {
-                    self.rx_in_payload = false;
-                    if self.rx_fin {
-                        let summary = self.scan.take().map(|s| s.summary()).unwrap_or_default();
-                        self.message(summary, at, tally);
-                    }
-                }
-                continue;
-            }
-            let header =
-                ws::parse_header(&buf[pos..]).map_err(|e| Ending::Protocol(e.to_string()))?;
-            let Some(h) = header else { return Ok(pos) };
-            match h.opcode {
-                ws::opcode::PING | ws::opcode::PONG | ws::opcode::CLOSE => {
-                    let total = h.header_len + h.len as usize;
-                    if buf.len() - pos < total {
-                        return Ok(pos);
-                    }
-                    let payload = &buf[pos + h.header_len..pos + total];
-                    pos += total;
-                    self.control(h.opcode, payload)?;
-                }
-                ws::opcode::TEXT | ws::opcode::BINARY => {
-                    if self.scan.is_some() {
-                        return Err(Ending::Protocol(
-                            "new message inside a fragmented one".into(),
-                        ));
-                    }
-                    pos += h.header_len;
-                    let rest = (buf.len() - pos) as u64;
-                    if h.fin && rest >= h.len {
-                        let payload = &buf[pos..pos + h.len as usize];
-                        pos += h.len as usize;
-                        if h.opcode == ws::opcode::TEXT {
-                            self.message(Scanner::scan_complete(payload), at, tally);
-                        } else {
-                            tally.other_messages += 1;
-                        }
-                        continue;
-                    }
-                    self.scan = Some(Box::default());
-                    self.begin_payload(h);
-                }
-                _ => {
-                    if self.scan.is_none() {
-                        return Err(Ending::Protocol(
-                            "continuation frame without a message".into(),
-                        ));
-                    }
-                    pos += h.header_len;
-                    self.begin_payload(h);
-                }
+            let step = if self.rx_in_payload {
+                self.payload_piece(&buf[pos..], at, tally)
+            } else {
+                self.frame_start(&buf[pos..], at, tally)?
+            };
+            match step {
+                Some(used) => pos += used,
+                None => return Ok(pos),
             }
         }
     }
 
-    fn begin_payload(&mut self, h: ws::Header) {
+    /// Feeds what `buf` holds of the current data frame's payload to the message's
+    /// scanner; bytes used, or `None` when nothing of it has arrived yet.
+    fn payload_piece(&mut self, buf: &[u8], at: Stamp, tally: &mut Tally) -> Option<usize> {
+        let avail = self.rx_remaining.min(buf.len() as u64) as usize;
+        if avail == 0 && self.rx_remaining > 0 {
+            return None;
+        }
+        self.rx_remaining -= avail as u64;
+        let frame_done = self.rx_remaining == 0;
+        let scan = self.scan.get_or_insert_with(Box::default);
+        scan.feed(&buf[..avail], frame_done && self.rx_fin);
+        if frame_done {
+            self.rx_in_payload = false;
+            if self.rx_fin {
+                let summary = self.scan.take().map(|s| s.summary()).unwrap_or_default();
+                self.message(summary, at, tally);
+            }
+        }
+        Some(avail)
+    }
+
+    /// Starts the frame at the start of `buf`: a whole control frame or a whole one-frame
+    /// message is handled at once, any other data frame begins its payload. Bytes used,
+    /// or `None` when its header (or control frame) is not complete yet.
+    fn frame_start(
+        &mut self,
+        buf: &[u8],
+        at: Stamp,
+        tally: &mut Tally,
+    ) -> Result<Option<usize>, Ending> {
+        let header = frame::parse_header(buf).map_err(|e| Ending::Protocol(e.to_string()))?;
+        let Some(h) = header else { return Ok(None) };
+        let whole = buf.len() as u64 >= h.header_len as u64 + h.len;
+        match h.opcode {
+            OpCode::Control(_) if !whole => Ok(None),
+            OpCode::Control(_) => {
+                let total = h.header_len + h.len as usize;
+                self.control(h.opcode, &buf[h.header_len..total])?;
+                Ok(Some(total))
+            }
+            OpCode::Data(Data::Continue) if self.scan.is_none() => Err(Ending::Protocol(
+                "continuation frame without a message".into(),
+            )),
+            OpCode::Data(Data::Text | Data::Binary) if self.scan.is_some() => Err(
+                Ending::Protocol("new message inside a fragmented one".into()),
+            ),
+            OpCode::Data(Data::Text) if h.fin && whole => {
+                let total = h.header_len + h.len as usize;
+                self.message(Scanner::scan_complete(&buf[h.header_len..total]), at, tally);
+                Ok(Some(total))
+            }
+            OpCode::Data(Data::Binary) if h.fin && whole => {
+                tally.other_messages += 1;
+                Ok(Some(h.header_len + h.len as usize))
+            }
+            OpCode::Data(_) => {
+                self.begin_payload(h);
+                Ok(Some(h.header_len))
+            }
+        }
+    }
+
+    fn begin_payload(&mut self, h: Header) {
+        if self.scan.is_none() {
+            self.scan = Some(Box::default());
+        }
         self.rx_in_payload = true;
         self.rx_remaining = h.len;
         self.rx_fin = h.fin;
     }
 
-    fn control(&mut self, op: u8, payload: &[u8]) -> Result<(), Ending> {
-        let mut frame = Vec::with_capacity(payload.len() + 8);
-        match op {
-            ws::opcode::PING => {
-                ws::encode_masked(
-                    &mut frame,
-                    ws::opcode::PONG,
-                    payload,
-                    fastrand::u32(..).to_ne_bytes(),
-                );
-                self.send(&frame).map_err(|e| Ending::Io(e.to_string()))
-            }
-            ws::opcode::CLOSE => {
-                let code = ws::close_code(payload);
-                let echo = if payload.len() >= 2 {
-                    &payload[..2]
-                } else {
-                    &[][..]
-                };
-                ws::encode_masked(
-                    &mut frame,
-                    ws::opcode::CLOSE,
-                    echo,
-                    fastrand::u32(..).to_ne_bytes(),
-                );
-                let _ = self.send(&frame);
-                Err(Ending::CloseFrame(code))
+    /// Answers a ping, or ends the connection on a close frame (echoing its code).
+    fn control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), Ending> {
+        match opcode {
+            frame::PING => self
+                .send_frame(frame::PONG, payload)
+                .map_err(|e| Ending::Io(e.to_string())),
+            frame::CLOSE => {
+                let echo = payload.get(..2).unwrap_or_default();
+                // The connection ends either way; the echo is only a courtesy.
+                let _ = self.send_frame(frame::CLOSE, echo);
+                Err(Ending::CloseFrame(frame::close_code(payload)))
             }
             _ => Ok(()),
         }
@@ -422,6 +495,50 @@ mod tests {
     }
 
     #[test]
+    fn the_upgrade_answer_and_the_first_frames_in_any_split_are_used() {
+        for step in [1usize, 7, 64, 10_000] {
+            let mut c = Client::failed();
+            let mut tally = Tally {
+                in_progress: 1,
+                awaiting: 1,
+                ..Tally::default()
+            };
+            // No socket: the request goes nowhere, the upgrade is in flight all the same.
+            c.start_upgrade("127.0.0.1:1", "/api/v1/websocket").unwrap();
+            assert_eq!(c.phase, Phase::Handshaking);
+            let accept = c.upgrade.as_ref().unwrap().expected_accept();
+            let mut stream = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            )
+            .into_bytes();
+            c.check.subscribed(2);
+            stream.extend(text(&history(2, 10, 3)));
+            for piece in stream.chunks(step) {
+                let mut buf = std::mem::take(&mut c.pending);
+                buf.extend_from_slice(piece);
+                let used = c.receive(&buf, stamp(9), &mut tally).unwrap();
+                c.keep(&buf[used..]);
+            }
+            assert_eq!(c.phase, Phase::Open, "step {step}");
+            assert!(c.upgrade.is_none());
+            assert_eq!((tally.connected, tally.open, tally.in_progress), (1, 1, 0));
+            assert_eq!(tally.connect_lat_us.len(), 1);
+            assert_eq!((tally.histories, tally.awaiting), (1, 0));
+            assert!(c.pending.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_refused_upgrade_ends_the_client() {
+        let mut c = Client::failed();
+        let mut tally = Tally::default();
+        c.start_upgrade("127.0.0.1:1", "/").unwrap();
+        let r = c.receive(b"HTTP/1.1 503 Busy\r\n\r\n", stamp(1), &mut tally);
+        assert!(matches!(r, Err(Ending::Handshake(_))), "{r:?}");
+    }
+
+    #[test]
     fn fragmented_message_with_a_ping_in_between_is_assembled() {
         let msg = point(1, 7);
         let (a, b) = msg.as_bytes().split_at(30);
@@ -452,8 +569,10 @@ mod tests {
             c.frames(&[0x80, 0x00], stamp(1), &mut tally),
             Err(Ending::Protocol(_))
         ));
+        // A masked server frame, found once its header (with the mask) is complete.
+        assert_eq!(c.frames(&[0x81, 0x81, 1, 2], stamp(1), &mut tally), Ok(0));
         assert!(matches!(
-            c.frames(&[0x81, 0x81], stamp(1), &mut tally),
+            c.frames(&[0x81, 0x81, 1, 2, 3, 4], stamp(1), &mut tally),
             Err(Ending::Protocol(_))
         ));
         assert_eq!(c.frames(&[0x81], stamp(1), &mut tally), Ok(0));

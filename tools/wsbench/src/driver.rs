@@ -3,9 +3,9 @@
 
 use crate::check::Findings;
 use crate::client::{Behaviour, Client, Ending, Phase};
+use crate::frame;
 use crate::net;
 use crate::tally::{Stamp, Tally};
-use crate::ws;
 use mio::{Events, Interest, Poll, Token};
 use std::io::{self, Read};
 use std::net::SocketAddr;
@@ -17,6 +17,16 @@ const HEADROOM: usize = 16 * 1024;
 const READ_SIZE: usize = 256 * 1024;
 /// Poll wait while a phase is waiting for something.
 const POLL_WAIT: Duration = Duration::from_millis(5);
+
+/// How long connecting `clients` may take: a minute plus a millisecond a client.
+pub fn connect_limit(clients: usize) -> Duration {
+    Duration::from_secs(60) + Duration::from_millis(clients as u64)
+}
+
+/// How long subscribing `clients` at a steady pace may take: a minute plus 5 ms a client.
+pub fn subscribe_limit(clients: usize) -> Duration {
+    Duration::from_secs(60) + Duration::from_millis(5 * clients as u64)
+}
 
 /// Where the clients connect and how.
 #[derive(Debug, Clone)]
@@ -45,7 +55,6 @@ pub struct State {
     scratch: Vec<u8>,
     setup: Setup,
     host: String,
-    key_seed: u64,
 }
 
 /// The load generator: a `mio` poll plus the clients.
@@ -70,7 +79,6 @@ impl Bench {
                 scratch: vec![0; HEADROOM + READ_SIZE],
                 host: setup.addr.to_string(),
                 setup,
-                key_seed: fastrand::u64(..),
             },
         })
     }
@@ -364,14 +372,8 @@ impl State {
                     t.awaiting = t.awaiting.saturating_sub(1);
                 }
                 if polite {
-                    let mut frame = Vec::new();
-                    ws::encode_masked(
-                        &mut frame,
-                        ws::opcode::CLOSE,
-                        &1000u16.to_be_bytes(),
-                        fastrand::u32(..).to_ne_bytes(),
-                    );
-                    let _ = c.send(&frame);
+                    // The tool leaves either way; the close frame is only a courtesy.
+                    let _ = c.send_frame(frame::CLOSE, &1000u16.to_be_bytes());
                 }
             }
         }
@@ -388,11 +390,11 @@ impl State {
         }
         let mut frames = Vec::with_capacity(count * 10);
         for i in 0..count {
-            ws::encode_masked(
+            frame::encode_masked(
                 &mut frames,
-                ws::opcode::PING,
+                frame::PING,
                 &(i as u32).to_be_bytes(),
-                fastrand::u32(..).to_ne_bytes(),
+                frame::random_mask(),
             );
         }
         if let Err(e) = c.send(&frames) {
@@ -412,16 +414,13 @@ impl State {
             Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
             Err(e) => return self.end(idx, Ending::Io(format!("connect: {e}"))),
         }
-        let key = ws::client_key(self.key_seed, idx);
-        let request = ws::upgrade_request(&self.host, &self.setup.path, &key);
-        c.phase = Phase::Handshaking;
-        if let Err(e) = c.send(request.as_bytes()) {
+        if let Err(e) = c.start_upgrade(&self.host, &self.setup.path) {
             self.end(idx, Ending::Io(format!("sending upgrade: {e}")));
         }
     }
 
-    /// Reads until the socket is drained (or `budget` bytes were read), handling the
-    /// upgrade answer and frames.
+    /// Reads until the socket is drained (or `budget` bytes were read), handing what
+    /// arrives to the client ([`Client::receive`]) behind the bytes it kept last time.
     fn read(&mut self, idx: usize, mut budget: usize) {
         loop {
             let State {
@@ -429,7 +428,6 @@ impl State {
                 tally,
                 scratch,
                 base,
-                key_seed,
                 ..
             } = self;
             let c = &mut clients[idx];
@@ -453,46 +451,10 @@ impl State {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return self.end(idx, Ending::Io(e.to_string())),
             };
-            let at = Stamp::now(*base);
             let buf = &scratch[start..HEADROOM + n];
-            let mut used = 0;
-            if c.phase == Phase::Handshaking {
-                let key = ws::client_key(*key_seed, idx);
-                match ws::parse_upgrade_answer(buf, &key) {
-                    Ok(None) => used = buf.len(),
-                    Ok(Some(head)) => {
-                        used = head;
-                        c.phase = Phase::Open;
-                        tally.in_progress = tally.in_progress.saturating_sub(1);
-                        tally.open += 1;
-                        tally.connected += 1;
-                        let lat = at.mono_ns.saturating_sub(c.t0_ns) / 1000;
-                        tally
-                            .connect_lat_us
-                            .push(u32::try_from(lat).unwrap_or(u32::MAX));
-                    }
-                    Err(e) => return self.end(idx, Ending::Handshake(e.to_string())),
-                }
-            }
-            if c.phase == Phase::Open {
-                match c.frames(&buf[used..], at, tally) {
-                    Ok(u) => used += u,
-                    Err(ending) => return self.end(idx, ending),
-                }
-            }
-            // While upgrading, everything is kept until the head is complete.
-            let keep = if c.phase == Phase::Handshaking {
-                buf
-            } else {
-                &buf[used..]
-            };
-            if keep.is_empty() {
-                if c.pending.capacity() > 0 {
-                    c.pending = Vec::new();
-                }
-            } else {
-                c.pending.clear();
-                c.pending.extend_from_slice(keep);
+            match c.receive(buf, Stamp::now(*base), tally) {
+                Ok(used) => c.keep(&buf[used..]),
+                Err(ending) => return self.end(idx, ending),
             }
             budget -= n;
             if n < want || budget == 0 {
@@ -509,19 +471,12 @@ impl State {
             return;
         }
         let payload = format!(r#"{{"action":"subscribe","message":{{"assetId":{asset}}}}}"#);
-        let mut frame = Vec::with_capacity(payload.len() + 8);
-        ws::encode_masked(
-            &mut frame,
-            ws::opcode::TEXT,
-            payload.as_bytes(),
-            fastrand::u32(..).to_ne_bytes(),
-        );
         if c.check.want == 0 {
             self.tally.awaiting += 1;
         }
         c.check.subscribed(asset);
         c.t0_ns = self.base.elapsed().as_nanos() as u64;
-        if let Err(e) = c.send(&frame) {
+        if let Err(e) = c.send_frame(frame::TEXT, payload.as_bytes()) {
             self.end(idx, Ending::Io(format!("sending subscribe: {e}")));
         }
     }

@@ -8,6 +8,7 @@
 //! clients) and its log (role).
 
 use crate::client::Client;
+use crate::options::{Options, Target};
 use crate::pgdb::{DbError, ThrowawayDb};
 use crate::procfs::{self, Memory, ProcError};
 use crate::server::{Server, ServerError};
@@ -34,6 +35,16 @@ impl fmt::Display for StartError {
     }
 }
 
+/// A server exited during the run: which, its exit status and its last log lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerGone(pub String);
+
+impl fmt::Display for ServerGone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// The server processes of a run. Stopping them (or dropping this) drops the database
 /// after the last instance has exited.
 pub struct Servers {
@@ -45,6 +56,16 @@ pub struct Servers {
 }
 
 impl Servers {
+    /// The servers `opts` ask for, with `--instances` only the first, so the start-up
+    /// probe times one instance alone (see [`Servers::add_instances`]).
+    pub fn start(opts: &Options) -> Result<Servers, StartError> {
+        match (&opts.target, opts.instances) {
+            (Target::Spawn(path), None) => Servers::standalone(path),
+            (Target::Spawn(path), Some(_)) => Servers::first_instance(path, &opts.dsn),
+            (Target::Attach { addr, pid }, _) => Ok(Servers::attach(*addr, *pid)),
+        }
+    }
+
     /// One server, started as before (standalone, memory store, its own free port).
     pub fn standalone(path: &Path) -> Result<Servers, StartError> {
         let server = Server::spawn(path, 0, &[]).map_err(StartError::Server)?;
@@ -113,9 +134,10 @@ impl Servers {
         self.list.iter().map(|s| procfs::open_fds(s.pid)).collect()
     }
 
-    /// The first server that has gone, with its exit status and last log lines.
-    pub fn gone(&mut self) -> Option<String> {
-        self.list.iter_mut().enumerate().find_map(|(i, s)| {
+    /// `Err` naming the first server that has gone, with its exit status and last log
+    /// lines.
+    pub fn alive(&mut self) -> Result<(), ServerGone> {
+        let gone = self.list.iter_mut().enumerate().find_map(|(i, s)| {
             if s.alive() {
                 return None;
             }
@@ -127,7 +149,8 @@ impl Servers {
                 s.pid,
                 s.log().tail
             ))
-        })
+        });
+        gone.map_or(Ok(()), |why| Err(ServerGone(why)))
     }
 
     /// Stops every started server (SIGTERM), then drops the database; how each exited.

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The admin DSN without `--dsn`.
@@ -171,7 +171,37 @@ impl Options {
         args: impl IntoIterator<Item = String>,
         default_server: PathBuf,
     ) -> Result<Options, OptionsError> {
-        let mut o = Options {
+        let mut o = Options::defaults(default_server);
+        let mut later = Later::default();
+        let mut it = args.into_iter();
+        while let Some(flag) = it.next() {
+            if flag == "--help" || flag == "-h" {
+                return Err(OptionsError::Help);
+            }
+            o.take(&flag, it.next(), &mut later)?;
+        }
+        o.check_numbers()?;
+        o.soak = later.soak()?;
+        if let Some(soak) = o.soak
+            && soak.slow + soak.flood >= o.clients
+        {
+            return Err(OptionsError::Bad(format!(
+                "--slow {} and --ping-flood {} leave no steady client of {}",
+                soak.slow, soak.flood, o.clients
+            )));
+        }
+        if o.instances.is_some() && later.addr.is_some() {
+            return Err(OptionsError::Bad(
+                "--instances starts its own servers: not with --addr".into(),
+            ));
+        }
+        o.target = later.target(o.target)?;
+        Ok(o)
+    }
+
+    /// Every setting as it is without flags.
+    fn defaults(default_server: PathBuf) -> Options {
+        Options {
             clients: 1000,
             ticks: 10,
             src_ips: 4,
@@ -184,127 +214,146 @@ impl Options {
             dsn: DEFAULT_ADMIN_DSN.to_string(),
             client_procs: None,
             soak: None,
-        };
-        let (mut server, mut addr, mut pid) = (None, None, None);
-        let mut soak = Soak {
-            duration: Duration::ZERO,
-            sample_every: Duration::from_secs(60),
-            churn_per_s: None,
-            slow: 5,
-            flood: 5,
-        };
-        let mut soak_flags = Vec::new();
-        let mut it = args.into_iter();
-        while let Some(flag) = it.next() {
-            match flag.as_str() {
-                "--help" | "-h" => return Err(OptionsError::Help),
-                "--clients" => {
-                    o.clients = number(&flag, it.next(), "a number of clients, 1 or more")?
-                }
-                "--ticks" => o.ticks = number(&flag, it.next(), "a number of ticks, 1 or more")?,
-                "--src-ips" => o.src_ips = number(&flag, it.next(), "1..=250")?,
-                "--sub-window" => o.sub_window = number(&flag, it.next(), "a number, 1 or more")?,
-                "--connect-window" => {
-                    o.connect_window = number(&flag, it.next(), "a number, 1 or more")?
-                }
-                "--server" => {
-                    server = Some(PathBuf::from(number::<String>(&flag, it.next(), "a path")?))
-                }
-                "--addr" => {
-                    addr = Some(number::<SocketAddr>(
-                        &flag,
-                        it.next(),
-                        "HOST:PORT, e.g. 127.0.0.1:8080",
-                    )?)
-                }
-                "--pid" => pid = Some(number::<u32>(&flag, it.next(), "a process id")?),
-                "--path" => o.path = number(&flag, it.next(), "a path starting with /")?,
-                "--instances" => {
-                    let k: usize = number(&flag, it.next(), "1..=16 instances")?;
-                    if !(1..=16).contains(&k) {
-                        return Err(OptionsError::Bad(format!(
-                            "--instances {k}: expected 1..=16"
-                        )));
-                    }
-                    o.instances = Some(k);
-                }
-                "--dsn" => o.dsn = number(&flag, it.next(), "a PostgreSQL DSN")?,
-                "--client-procs" => {
-                    let p: usize = number(&flag, it.next(), "1..=16 processes")?;
-                    if !(1..=16).contains(&p) {
-                        return Err(OptionsError::Bad(format!(
-                            "--client-procs {p}: expected 1..=16"
-                        )));
-                    }
-                    o.client_procs = Some(p);
-                }
-                "--soak" => soak.duration = duration_flag(&flag, it.next())?,
-                "--sample-every" => {
-                    soak.sample_every = duration_flag(&flag, it.next())?;
-                    soak_flags.push(flag);
-                }
-                "--churn" => {
-                    soak.churn_per_s = Some(number(&flag, it.next(), "a number per second")?);
-                    soak_flags.push(flag);
-                }
-                "--slow" => {
-                    soak.slow = number(&flag, it.next(), "a number of clients")?;
-                    soak_flags.push(flag);
-                }
-                "--ping-flood" => {
-                    soak.flood = number(&flag, it.next(), "a number of clients")?;
-                    soak_flags.push(flag);
-                }
-                "--mode" => {
-                    o.mode = match it.next().as_deref() {
-                        Some("full") => Mode::Full,
-                        Some("quick") => Mode::Quick,
-                        other => {
-                            return Err(OptionsError::Bad(format!(
-                                "--mode {other:?}: expected full or quick"
-                            )));
-                        }
-                    }
-                }
-                other => return Err(OptionsError::Bad(format!("unknown flag {other:?}"))),
-            }
         }
-        if o.clients == 0 || o.ticks == 0 || o.sub_window == 0 || o.connect_window == 0 {
+    }
+
+    /// Takes one flag and its value; the flags that depend on others wait in `later`.
+    fn take(
+        &mut self,
+        flag: &str,
+        value: Option<String>,
+        later: &mut Later,
+    ) -> Result<(), OptionsError> {
+        match flag {
+            "--clients" => self.clients = number(flag, value, "a number of clients, 1 or more")?,
+            "--ticks" => self.ticks = number(flag, value, "a number of ticks, 1 or more")?,
+            "--src-ips" => self.src_ips = number(flag, value, "1..=250")?,
+            "--sub-window" => self.sub_window = number(flag, value, "a number, 1 or more")?,
+            "--connect-window" => self.connect_window = number(flag, value, "a number, 1 or more")?,
+            "--path" => self.path = number(flag, value, "a path starting with /")?,
+            "--instances" => self.instances = Some(one_to_16(flag, value, "instances")?),
+            "--dsn" => self.dsn = number(flag, value, "a PostgreSQL DSN")?,
+            "--client-procs" => self.client_procs = Some(one_to_16(flag, value, "processes")?),
+            "--mode" => {
+                self.mode = match value.as_deref() {
+                    Some("full") => Mode::Full,
+                    Some("quick") => Mode::Quick,
+                    other => {
+                        return Err(OptionsError::Bad(format!(
+                            "--mode {other:?}: expected full or quick"
+                        )));
+                    }
+                }
+            }
+            _ => later.take(flag, value)?,
+        }
+        Ok(())
+    }
+
+    /// The counts and the path are in range.
+    fn check_numbers(&self) -> Result<(), OptionsError> {
+        if self.clients == 0 || self.ticks == 0 || self.sub_window == 0 || self.connect_window == 0
+        {
             return Err(OptionsError::Bad(
                 "--clients, --ticks and the windows must be 1 or more".into(),
             ));
         }
-        if o.src_ips == 0 || o.src_ips > 250 {
+        if self.src_ips == 0 || self.src_ips > 250 {
             return Err(OptionsError::Bad(format!(
                 "--src-ips {}: expected 1..=250",
-                o.src_ips
+                self.src_ips
             )));
         }
-        if !o.path.starts_with('/') {
+        if !self.path.starts_with('/') {
             return Err(OptionsError::Bad(format!(
                 "--path {:?}: expected a path starting with /",
-                o.path
+                self.path
             )));
         }
-        if soak.duration.is_zero() {
-            if let Some(flag) = soak_flags.first() {
-                return Err(OptionsError::Bad(format!("{flag} needs --soak")));
-            }
-        } else {
-            if soak.slow + soak.flood >= o.clients {
-                return Err(OptionsError::Bad(format!(
-                    "--slow {} and --ping-flood {} leave no steady client of {}",
-                    soak.slow, soak.flood, o.clients
-                )));
-            }
-            o.soak = Some(soak);
+        Ok(())
+    }
+    /// The server binary the tool starts (None when it attaches to a running server).
+    pub fn server_path(&self) -> Option<&Path> {
+        match &self.target {
+            Target::Spawn(p) => Some(p),
+            Target::Attach { .. } => None,
         }
-        if o.instances.is_some() && addr.is_some() {
-            return Err(OptionsError::Bad(
-                "--instances starts its own servers: not with --addr".into(),
-            ));
+    }
+
+    /// "full" or "quick", as the report names the mode.
+    pub fn mode_name(&self) -> &'static str {
+        match self.mode {
+            Mode::Full => "full",
+            Mode::Quick => "quick",
         }
-        o.target = match (server, addr, pid) {
+    }
+}
+
+/// Flags that only mean something together (the server to use; the soak's settings),
+/// kept until every flag has been read.
+struct Later {
+    server: Option<PathBuf>,
+    addr: Option<SocketAddr>,
+    pid: Option<u32>,
+    soak: Soak,
+    /// The first soak setting given, to refuse it without `--soak`.
+    soak_setting: Option<String>,
+}
+
+impl Default for Later {
+    fn default() -> Self {
+        Later {
+            server: None,
+            addr: None,
+            pid: None,
+            soak: Soak {
+                duration: Duration::ZERO,
+                sample_every: Duration::from_secs(60),
+                churn_per_s: None,
+                slow: 5,
+                flood: 5,
+            },
+            soak_setting: None,
+        }
+    }
+}
+
+impl Later {
+    /// Takes one of the flags kept for later; any other flag is unknown.
+    fn take(&mut self, flag: &str, value: Option<String>) -> Result<(), OptionsError> {
+        match flag {
+            "--server" => {
+                self.server = Some(PathBuf::from(number::<String>(flag, value, "a path")?))
+            }
+            "--addr" => self.addr = Some(number(flag, value, "HOST:PORT, e.g. 127.0.0.1:8080")?),
+            "--pid" => self.pid = Some(number(flag, value, "a process id")?),
+            "--soak" => self.soak.duration = duration_flag(flag, value)?,
+            "--sample-every" => self.soak.sample_every = duration_flag(flag, value)?,
+            "--churn" => self.soak.churn_per_s = Some(number(flag, value, "a number per second")?),
+            "--slow" => self.soak.slow = number(flag, value, "a number of clients")?,
+            "--ping-flood" => self.soak.flood = number(flag, value, "a number of clients")?,
+            other => return Err(OptionsError::Bad(format!("unknown flag {other:?}"))),
+        }
+        if self.soak_setting.is_none() && is_soak_setting(flag) {
+            self.soak_setting = Some(flag.to_string());
+        }
+        Ok(())
+    }
+
+    /// The soak, if `--soak` was given; its settings alone are an error.
+    fn soak(&self) -> Result<Option<Soak>, OptionsError> {
+        if !self.soak.duration.is_zero() {
+            return Ok(Some(self.soak));
+        }
+        match &self.soak_setting {
+            Some(flag) => Err(OptionsError::Bad(format!("{flag} needs --soak"))),
+            None => Ok(None),
+        }
+    }
+
+    /// The server under test: `default` unless `--server` or `--addr` with `--pid`.
+    fn target(&self, default: Target) -> Result<Target, OptionsError> {
+        Ok(match (&self.server, self.addr, self.pid) {
             (Some(_), Some(_), _) => {
                 return Err(OptionsError::Bad(
                     "give either --server or --addr, not both".into(),
@@ -317,11 +366,26 @@ impl Options {
                 ));
             }
             (_, None, Some(_)) => return Err(OptionsError::Bad("--pid needs --addr".into())),
-            (Some(path), None, None) => Target::Spawn(path),
-            (None, None, None) => o.target,
-        };
-        Ok(o)
+            (Some(path), None, None) => Target::Spawn(path.clone()),
+            (None, None, None) => default,
+        })
     }
+}
+
+fn is_soak_setting(flag: &str) -> bool {
+    matches!(
+        flag,
+        "--sample-every" | "--churn" | "--slow" | "--ping-flood"
+    )
+}
+
+/// A count of 1..=16 `what` (instances, processes).
+fn one_to_16(flag: &str, value: Option<String>, what: &str) -> Result<usize, OptionsError> {
+    let n: usize = number(flag, value, &format!("1..=16 {what}"))?;
+    if !(1..=16).contains(&n) {
+        return Err(OptionsError::Bad(format!("{flag} {n}: expected 1..=16")));
+    }
+    Ok(n)
 }
 
 #[cfg(test)]

@@ -1,11 +1,13 @@
 //! One blocking WebSocket client used before the load: it measures start-up (first
 //! successful connect plus an `assets` reply) and learns the asset ids to subscribe to.
 
-use crate::ws;
+use crate::frame::{self, FrameError};
+use crate::handshake::{HandshakeError, Upgrade};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
+use tungstenite::protocol::frame::coding::OpCode;
 
 /// Why the probe could not talk to the server.
 #[derive(Debug)]
@@ -15,9 +17,9 @@ pub enum ProbeError {
     /// The socket failed after connecting.
     Io(io::Error),
     /// The upgrade was refused.
-    Handshake(ws::HandshakeError),
+    Handshake(HandshakeError),
     /// The server broke the framing.
-    Frame(ws::FrameError),
+    Frame(FrameError),
     /// A reply was not JSON, or the `assets` reply was missing or not understood.
     Assets(String),
 }
@@ -148,12 +150,12 @@ fn connect_upgraded(
     };
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let key = ws::client_key(fastrand::u64(..), 0);
-    stream.write_all(ws::upgrade_request(&addr.to_string(), path, &key).as_bytes())?;
+    let upgrade = Upgrade::new();
+    stream.write_all(upgrade.request(&addr.to_string(), path).as_bytes())?;
     let mut buf = Vec::new();
     let head = loop {
         read_more(&mut stream, &mut buf)?;
-        if let Some(n) = ws::parse_upgrade_answer(&buf, &key).map_err(ProbeError::Handshake)? {
+        if let Some(n) = upgrade.answer(&buf).map_err(ProbeError::Handshake)? {
             break n;
         }
     };
@@ -162,9 +164,13 @@ fn connect_upgraded(
 }
 
 fn send_text(stream: &mut TcpStream, text: &[u8]) -> Result<(), ProbeError> {
-    let mut frame = Vec::new();
-    ws::encode_masked(&mut frame, ws::opcode::TEXT, text, fastrand_mask());
-    stream.write_all(&frame)?;
+    send_frame(stream, frame::TEXT, text)
+}
+
+fn send_frame(stream: &mut TcpStream, opcode: OpCode, payload: &[u8]) -> Result<(), ProbeError> {
+    let mut bytes = Vec::with_capacity(payload.len() + 14);
+    frame::encode_masked(&mut bytes, opcode, payload, frame::random_mask());
+    stream.write_all(&bytes)?;
     Ok(())
 }
 
@@ -176,23 +182,12 @@ fn next_json(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<serde_json::Va
 /// Sends a close frame and waits briefly for the server's, so the connection is gone
 /// before memory or open files are read.
 fn close_politely(mut stream: TcpStream) {
-    let mut close = Vec::new();
-    ws::encode_masked(
-        &mut close,
-        ws::opcode::CLOSE,
-        &1000u16.to_be_bytes(),
-        fastrand_mask(),
-    );
-    let _ = stream.write_all(&close);
+    // The probe is done either way; the close handshake only makes the server let go now.
+    let _ = send_frame(&mut stream, frame::CLOSE, &1000u16.to_be_bytes());
     let _ = stream.shutdown(std::net::Shutdown::Write);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
     let mut sink = [0u8; 4096];
     while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
-}
-
-/// A random masking key.
-pub fn fastrand_mask() -> [u8; 4] {
-    fastrand::u32(..).to_ne_bytes()
 }
 
 fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), ProbeError> {
@@ -212,7 +207,7 @@ fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), ProbeError
 fn next_text_message(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Vec<u8>, ProbeError> {
     let mut message = Vec::new();
     loop {
-        let Some(h) = ws::parse_header(buf).map_err(ProbeError::Frame)? else {
+        let Some(h) = frame::parse_header(buf).map_err(ProbeError::Frame)? else {
             read_more(stream, buf)?;
             continue;
         };
@@ -224,19 +219,15 @@ fn next_text_message(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Vec<u8
         }
         let payload: Vec<u8> = buf.drain(..h.header_len + len).skip(h.header_len).collect();
         match h.opcode {
-            ws::opcode::PING => {
-                let mut pong = Vec::new();
-                ws::encode_masked(&mut pong, ws::opcode::PONG, &payload, fastrand_mask());
-                stream.write_all(&pong)?;
-            }
-            ws::opcode::CLOSE => {
+            frame::PING => send_frame(stream, frame::PONG, &payload)?,
+            frame::CLOSE => {
                 return Err(ProbeError::Assets(format!(
                     "server closed with {}",
-                    ws::close_code(&payload)
+                    frame::close_code(&payload)
                 )));
             }
-            ws::opcode::PONG => {}
-            _ => {
+            OpCode::Control(_) => {}
+            OpCode::Data(_) => {
                 message.extend_from_slice(&payload);
                 if h.fin {
                     return Ok(message);

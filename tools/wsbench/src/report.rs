@@ -3,6 +3,8 @@
 
 use crate::procfs::Memory;
 use crate::stats::{Summary, show};
+use crate::tally::TickAgg;
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// One tick's arrivals.
@@ -210,6 +212,23 @@ pub struct Report {
     pub load_avg: Option<f64>,
 }
 
+/// The rows of ticks `first..=last` (empty when `first > last`).
+pub fn tick_rows(ticks: &BTreeMap<i64, TickAgg>, first: i64, last: i64) -> Vec<TickRow> {
+    if first > last {
+        return Vec::new();
+    }
+    ticks
+        .range(first..=last)
+        .map(|(&t, a)| TickRow {
+            time: t,
+            clients: a.n,
+            spread_ms: a.spread_ms(),
+            first_after_ms: a.first_after_ms(t),
+            last_after_ms: a.last_after_ms(t),
+        })
+        .collect()
+}
+
 fn sum_memory(m: impl Iterator<Item = Memory>) -> Memory {
     m.fold(Memory::default(), |a, b| Memory {
         rss_kib: a.rss_kib + b.rss_kib,
@@ -265,12 +284,25 @@ impl Report {
     /// The human-readable report.
     pub fn human(&self) -> String {
         let mut o = String::new();
-        let n = self.connected;
         let _ = writeln!(
             o,
             "wsbench: {} clients, mode {}, {} source addresses, server {}",
             self.clients, self.mode, self.src_ips, self.server
         );
+        self.write_server(&mut o);
+        self.write_clients(&mut o);
+        self.write_setup(&mut o);
+        self.write_memory(&mut o);
+        self.write_ticks(&mut o);
+        self.write_storm(&mut o);
+        self.write_checks(&mut o);
+        let _ = writeln!(o, "server exit: {}", self.server_exit);
+        let _ = writeln!(o, "server log: {}", self.log);
+        o
+    }
+
+    /// The server: how it was started, its size, start-up and assets (and with `--instances` each instance).
+    fn write_server(&self, o: &mut String) {
         let _ = writeln!(o, "server");
         if !self.server_env.is_empty() {
             let _ = writeln!(
@@ -294,8 +326,12 @@ impl Report {
         );
         let _ = writeln!(o, "  assets                             {}", self.assets);
         if !self.instances.is_empty() {
-            self.instance_table(&mut o);
+            self.instance_table(o);
         }
+    }
+
+    /// Connection outcomes.
+    fn write_clients(&self, o: &mut String) {
         let _ = writeln!(o, "clients");
         if self.client_procs > 1 {
             let _ = writeln!(
@@ -311,6 +347,10 @@ impl Report {
         );
         let _ = writeln!(o, "  failures: {}", self.failures);
         let _ = writeln!(o, "  drops:    {}", self.drops);
+    }
+
+    /// How long connecting and subscribing took, and what the histories looked like.
+    fn write_setup(&self, o: &mut String) {
         let _ = writeln!(o, "setup");
         let _ = writeln!(
             o,
@@ -343,6 +383,11 @@ impl Report {
             "  history length {hl}; gaps inside histories {}; wrong-asset points {}",
             self.history_gaps, self.history_wrong_asset
         );
+    }
+
+    /// Server memory at rest, with idle and with subscribed clients, after the storm.
+    fn write_memory(&self, o: &mut String) {
+        let n = self.connected;
         let _ = writeln!(o, "server memory");
         let _ = writeln!(
             o,
@@ -350,31 +395,29 @@ impl Report {
             "idle, no client", self.mem_base.rss_kib, self.mem_base.hwm_kib
         );
         mem_line(
-            &mut o,
+            o,
             "clients connected, not subscribed",
             self.mem_base,
             self.mem_idle,
             n,
         );
         mem_line(
-            &mut o,
+            o,
             "clients subscribed (history sent)",
             self.mem_base,
             self.mem_sub,
             n,
         );
         if let Some(s) = &self.storm {
-            mem_line(
-                &mut o,
-                "after the subscribe storm",
-                self.mem_base,
-                s.memory,
-                n,
-            );
+            mem_line(o, "after the subscribe storm", self.mem_base, s.memory, n);
         }
+    }
+
+    /// The measured ticks: fan-out spread and arrival, CPU per point, other load.
+    fn write_ticks(&self, o: &mut String) {
         let f = TickFigures::of(&self.ticks);
         let _ = writeln!(o, "measured ticks: {}", self.ticks.len());
-        tick_table(&mut o, &self.ticks);
+        tick_table(o, &self.ticks);
         let _ = writeln!(
             o,
             "  fan-out spread (last - first client)  p50/p99/max {}",
@@ -426,6 +469,11 @@ impl Report {
                 "  NOTE: other processes were busy during the measured ticks; timings are disturbed"
             );
         }
+    }
+
+    /// The subscribe storm (full mode).
+    fn write_storm(&self, o: &mut String) {
+        let f = TickFigures::of(&self.ticks);
         if let Some(s) = &self.storm {
             let _ = writeln!(
                 o,
@@ -447,7 +495,7 @@ impl Report {
                 let _ = writeln!(o, "  no tick's second began during the storm");
             } else {
                 let _ = writeln!(o, "  ticks whose second began during the storm:");
-                tick_table(&mut o, &s.ticks);
+                tick_table(o, &s.ticks);
                 let sf = TickFigures::of(&s.ticks);
                 let max = |f: Option<Summary>| {
                     f.map_or("n/a".to_string(), |s| format!("{:.1} ms", s.max))
@@ -462,6 +510,10 @@ impl Report {
                 );
             }
         }
+    }
+
+    /// Every client's stream checked, and the server's own tick timing.
+    fn write_checks(&self, o: &mut String) {
         let _ = writeln!(o, "stream checks (every client, whole run)");
         let _ = writeln!(
             o,
@@ -479,9 +531,6 @@ impl Report {
                 let _ = writeln!(o, "  {what:<34} {summary}");
             }
         }
-        let _ = writeln!(o, "server exit: {}", self.server_exit);
-        let _ = writeln!(o, "server log: {}", self.log);
-        o
     }
 
     fn instance_table(&self, o: &mut String) {
@@ -552,151 +601,157 @@ impl Report {
 
     /// The machine-readable `RESULT key=value ...` line.
     pub fn result_line(&self) -> String {
-        let mut kv: Vec<(&str, String)> = Vec::new();
+        let mut k = Keys::default();
+        self.setup_keys(&mut k);
+        self.tick_keys(&mut k);
+        self.check_keys(&mut k);
+        if let Some(s) = &self.storm {
+            self.storm_keys(&mut k, s);
+        }
+        k.put("client_procs", self.client_procs);
+        k.opt("load1", self.load_avg);
+        self.instance_keys(&mut k);
+        k.line()
+    }
+
+    /// Connection outcomes, start-up, memory and the set-up phases.
+    fn setup_keys(&self, k: &mut Keys) {
         let n = self.connected;
-        let num = |v: f64| format!("{v:.3}");
-        let opt = |v: Option<f64>| v.map_or("na".to_string(), num);
-        let sum3 = |kv: &mut Vec<(&str, String)>,
-                    p50: &'static str,
-                    p99: &'static str,
-                    max: &'static str,
-                    s: Option<Summary>| {
-            kv.push((p50, opt(s.map(|s| s.p50))));
-            kv.push((p99, opt(s.map(|s| s.p99))));
-            kv.push((max, opt(s.map(|s| s.max))));
-        };
-        kv.push(("mode", self.mode.clone()));
-        kv.push(("clients", self.clients.to_string()));
-        kv.push(("connected", n.to_string()));
-        kv.push(("failed", self.failed.to_string()));
-        kv.push(("dropped", self.dropped.to_string()));
-        kv.push(("startup_ms", opt(self.startup_ms)));
-        kv.push((
+        k.put("mode", &self.mode);
+        k.put("clients", self.clients);
+        k.put("connected", n);
+        k.put("failed", self.failed);
+        k.put("dropped", self.dropped);
+        k.opt("startup_ms", self.startup_ms);
+        k.put(
             "binary_bytes",
             self.binary_bytes.map_or("na".into(), |b| b.to_string()),
-        ));
-        kv.push(("rss_base_kib", self.mem_base.rss_kib.to_string()));
-        kv.push(("rss_idle_kib", self.mem_idle.rss_kib.to_string()));
-        kv.push((
-            "idle_per_conn_b",
-            opt(per_conn(self.mem_base, self.mem_idle, n)),
-        ));
-        kv.push(("rss_sub_kib", self.mem_sub.rss_kib.to_string()));
-        kv.push((
-            "sub_per_conn_b",
-            opt(per_conn(self.mem_base, self.mem_sub, n)),
-        ));
-        kv.push(("connect_s", num(self.connect_s)));
-        kv.push(("subscribe_s", num(self.subscribe_s)));
-        kv.push(("setup_s", num(self.connect_s + self.subscribe_s)));
-        sum3(
-            &mut kv,
-            "sub_p50_ms",
-            "sub_p99_ms",
-            "sub_max_ms",
-            self.sub_latency,
         );
-        kv.push((
+        k.put("rss_base_kib", self.mem_base.rss_kib);
+        k.put("rss_idle_kib", self.mem_idle.rss_kib);
+        k.opt("idle_per_conn_b", per_conn(self.mem_base, self.mem_idle, n));
+        k.put("rss_sub_kib", self.mem_sub.rss_kib);
+        k.opt("sub_per_conn_b", per_conn(self.mem_base, self.mem_sub, n));
+        k.num("connect_s", self.connect_s);
+        k.num("subscribe_s", self.subscribe_s);
+        k.num("setup_s", self.connect_s + self.subscribe_s);
+        k.summary("sub", self.sub_latency);
+        k.put(
             "history_min",
             self.history_len.map_or("na".into(), |h| h.0.to_string()),
-        ));
-        kv.push(("ticks", self.ticks.len().to_string()));
+        );
+    }
+
+    /// The measured ticks: arrival figures and CPU per point.
+    fn tick_keys(&self, k: &mut Keys) {
         let f = TickFigures::of(&self.ticks);
-        sum3(
-            &mut kv,
-            "spread_p50_ms",
-            "spread_p99_ms",
-            "spread_max_ms",
-            f.spread,
-        );
-        sum3(
-            &mut kv,
-            "first_after_p50_ms",
-            "first_after_p99_ms",
-            "first_after_max_ms",
-            f.first_after,
-        );
-        sum3(
-            &mut kv,
-            "last_after_p50_ms",
-            "last_after_p99_ms",
-            "last_after_max_ms",
-            f.last_after,
-        );
-        kv.push(("tick_points", self.tick_points.to_string()));
-        kv.push(("reactor_cpu_s", num(self.tick_cpu.reactor_s)));
-        kv.push((
+        let cpu = self.tick_cpu;
+        k.put("ticks", self.ticks.len());
+        k.summary("spread", f.spread);
+        k.summary("first_after", f.first_after);
+        k.summary("last_after", f.last_after);
+        k.put("tick_points", self.tick_points);
+        k.num("reactor_cpu_s", cpu.reactor_s);
+        k.opt(
             "reactor_us_per_point",
-            opt(us_per(self.tick_cpu.reactor_s, self.tick_points)),
-        ));
-        kv.push(("process_cpu_s", num(self.tick_cpu.process_s)));
-        kv.push((
+            us_per(cpu.reactor_s, self.tick_points),
+        );
+        k.num("process_cpu_s", cpu.process_s);
+        k.opt(
             "process_us_per_point",
-            opt(us_per(self.tick_cpu.process_s, self.tick_points)),
-        ));
-        kv.push(("tool_cpu_s", num(self.tick_cpu.tool_s)));
-        kv.push(("other_cpu_s", num(self.tick_cpu.other_s())));
-        kv.push(("lost", self.lost.to_string()));
-        kv.push(("duplicated", self.dup.to_string()));
-        kv.push(("stale", self.stale.to_string()));
-        kv.push(("bad_seams", self.seam_bad.to_string()));
-        kv.push(("error_replies", self.error_replies.to_string()));
-        if let Some(s) = &self.storm {
-            kv.push(("storm_complete", s.complete.to_string()));
-            kv.push(("storm_s", num(s.all_s)));
-            sum3(
-                &mut kv,
-                "storm_p50_ms",
-                "storm_p99_ms",
-                "storm_max_ms",
-                s.latency,
-            );
-            let sf = TickFigures::of(&s.ticks);
-            kv.push(("storm_ticks", s.ticks.len().to_string()));
-            kv.push((
-                "storm_first_after_max_ms",
-                opt(sf.first_after.map(|x| x.max)),
-            ));
-            kv.push(("storm_last_after_max_ms", opt(sf.last_after.map(|x| x.max))));
-            kv.push(("storm_reactor_cpu_s", num(s.cpu.reactor_s)));
-            kv.push(("storm_process_cpu_s", num(s.cpu.process_s)));
-            kv.push(("rss_storm_kib", s.memory.rss_kib.to_string()));
-            kv.push((
-                "storm_per_conn_b",
-                opt(per_conn(self.mem_base, s.memory, n)),
-            ));
-            kv.push(("hwm_kib", s.memory.hwm_kib.to_string()));
+            us_per(cpu.process_s, self.tick_points),
+        );
+        k.num("tool_cpu_s", cpu.tool_s);
+        k.num("other_cpu_s", cpu.other_s());
+    }
+
+    /// The stream checks.
+    fn check_keys(&self, k: &mut Keys) {
+        k.put("lost", self.lost);
+        k.put("duplicated", self.dup);
+        k.put("stale", self.stale);
+        k.put("bad_seams", self.seam_bad);
+        k.put("error_replies", self.error_replies);
+    }
+
+    /// The subscribe storm.
+    fn storm_keys(&self, k: &mut Keys, s: &Storm) {
+        let sf = TickFigures::of(&s.ticks);
+        k.put("storm_complete", s.complete);
+        k.num("storm_s", s.all_s);
+        k.summary("storm", s.latency);
+        k.put("storm_ticks", s.ticks.len());
+        k.opt("storm_first_after_max_ms", sf.first_after.map(|x| x.max));
+        k.opt("storm_last_after_max_ms", sf.last_after.map(|x| x.max));
+        k.num("storm_reactor_cpu_s", s.cpu.reactor_s);
+        k.num("storm_process_cpu_s", s.cpu.process_s);
+        k.put("rss_storm_kib", s.memory.rss_kib);
+        k.opt(
+            "storm_per_conn_b",
+            per_conn(self.mem_base, s.memory, self.connected),
+        );
+        k.put("hwm_kib", s.memory.hwm_kib);
+    }
+
+    /// With `--instances`: how many, and each one's keys (`i0_role`, `i1_role`, ...).
+    fn instance_keys(&self, k: &mut Keys) {
+        if self.instances.is_empty() {
+            return;
         }
-        kv.push(("client_procs", self.client_procs.to_string()));
-        kv.push(("load1", opt(self.load_avg)));
-        if !self.instances.is_empty() {
-            kv.push(("instances", self.instances.len().to_string()));
-            kv.push(("unmapped", self.unmapped.to_string()));
-        }
-        let mut per: Vec<(String, String)> = Vec::new();
+        k.put("instances", self.instances.len());
+        k.put("unmapped", self.unmapped);
         for (i, r) in self.instances.iter().enumerate() {
-            per.push((format!("i{i}_role"), r.role.clone()));
-            per.push((format!("i{i}_clients"), r.clients.to_string()));
-            per.push((format!("i{i}_reactor_cpu_s"), num(r.tick_cpu.reactor_s)));
-            per.push((
+            k.put(format!("i{i}_role"), &r.role);
+            k.put(format!("i{i}_clients"), r.clients);
+            k.num(format!("i{i}_reactor_cpu_s"), r.tick_cpu.reactor_s);
+            k.opt(
                 format!("i{i}_reactor_us_per_point"),
-                opt(us_per(r.tick_cpu.reactor_s, r.tick_points)),
-            ));
-            per.push((format!("i{i}_process_cpu_s"), num(r.tick_cpu.process_s)));
-            per.push((
-                format!("i{i}_spread_p99_ms"),
-                opt(r.ticks.spread.map(|s| s.p99)),
-            ));
-            per.push((
+                us_per(r.tick_cpu.reactor_s, r.tick_points),
+            );
+            k.num(format!("i{i}_process_cpu_s"), r.tick_cpu.process_s);
+            k.opt(format!("i{i}_spread_p99_ms"), r.ticks.spread.map(|s| s.p99));
+            k.opt(
                 format!("i{i}_first_after_p50_ms"),
-                opt(r.ticks.first_after.map(|s| s.p50)),
-            ));
-            per.push((format!("i{i}_rss_sub_kib"), r.mem_sub.rss_kib.to_string()));
+                r.ticks.first_after.map(|s| s.p50),
+            );
+            k.put(format!("i{i}_rss_sub_kib"), r.mem_sub.rss_kib);
         }
-        let body: Vec<String> = kv
+    }
+}
+
+/// The `RESULT` line's keys and values, in order; numbers with three decimals, an
+/// absent figure as `na`.
+#[derive(Default)]
+struct Keys(Vec<(String, String)>);
+
+impl Keys {
+    fn put(&mut self, key: impl Into<String>, value: impl ToString) {
+        self.0.push((key.into(), value.to_string()));
+    }
+
+    fn num(&mut self, key: impl Into<String>, value: f64) {
+        self.put(key, format!("{value:.3}"));
+    }
+
+    fn opt(&mut self, key: impl Into<String>, value: Option<f64>) {
+        match value {
+            Some(v) => self.num(key, v),
+            None => self.put(key, "na"),
+        }
+    }
+
+    /// `{name}_p50_ms`, `{name}_p99_ms` and `{name}_max_ms`.
+    fn summary(&mut self, name: &str, s: Option<Summary>) {
+        self.opt(format!("{name}_p50_ms"), s.map(|s| s.p50));
+        self.opt(format!("{name}_p99_ms"), s.map(|s| s.p99));
+        self.opt(format!("{name}_max_ms"), s.map(|s| s.max));
+    }
+
+    fn line(self) -> String {
+        let body: Vec<String> = self
+            .0
             .into_iter()
             .map(|(k, v)| format!("{k}={v}"))
-            .chain(per.into_iter().map(|(k, v)| format!("{k}={v}")))
             .collect();
         format!("RESULT {}", body.join(" "))
     }

@@ -32,6 +32,15 @@ impl Summary {
             max: v[v.len() - 1],
         })
     }
+
+    /// Summarises samples taken in microseconds, in milliseconds.
+    pub fn of_micros_as_ms(us: &[u32]) -> Option<Summary> {
+        Summary::of(
+            &us.iter()
+                .map(|&v| f64::from(v) / 1000.0)
+                .collect::<Vec<_>>(),
+        )
+    }
 }
 
 /// "p50 / p99 / max" with the given decimals and unit, or "n/a".

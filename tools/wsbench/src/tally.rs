@@ -127,6 +127,15 @@ impl Tally {
         }
     }
 
+    /// Records a connection that has just upgraded, `after_ns` after its connect began.
+    pub fn upgraded(&mut self, after_ns: u64) {
+        self.in_progress = self.in_progress.saturating_sub(1);
+        self.open += 1;
+        self.connected += 1;
+        self.connect_lat_us
+            .push(u32::try_from(after_ns / 1000).unwrap_or(u32::MAX));
+    }
+
     /// Keeps per-instance tick figures for `instances` server instances from now on.
     pub fn track_instances(&mut self, instances: usize) {
         self.instance_ticks = vec![BTreeMap::new(); instances];
