@@ -252,14 +252,21 @@ fn system_roots_that_did_not_sign_the_server_refuse_it() {
     let dir = TempDir::new();
     let other_root = dir.path().join("other-ca.pem");
     make_self_signed_ca(&other_root);
-    let db = TestDb::create();
-    let roots = other_root.display().to_string();
-    let message = refusal(&[
-        dsn_var(&localhost_pairs(&db, "sslmode=verify-full")),
-        ("SSL_CERT_FILE", &roots),
-    ]);
+    let message = refusal_with_system_roots(&other_root);
     assert!(message.contains("UnknownIssuer"), "{message}");
     assert!(message.contains("sslrootcert"), "{message}");
+}
+
+/// Starts the service on a fresh database with `sslmode=verify-full` by the name
+/// `localhost` and the system's roots moved to `roots` (SSL_CERT_FILE); expects it to
+/// refuse to start, and returns its message.
+fn refusal_with_system_roots(roots: &Path) -> String {
+    let db = TestDb::create();
+    let roots = roots.display().to_string();
+    refusal(&[
+        dsn_var(&localhost_pairs(&db, "sslmode=verify-full")),
+        ("SSL_CERT_FILE", &roots),
+    ])
 }
 
 #[test]
@@ -268,12 +275,7 @@ fn no_system_roots_fail_at_start_up_saying_what_to_install() {
     let dir = TempDir::new();
     let empty = dir.path().join("empty.pem");
     std::fs::write(&empty, "").expect("write an empty file");
-    let db = TestDb::create();
-    let roots = empty.display().to_string();
-    let message = refusal(&[
-        dsn_var(&localhost_pairs(&db, "sslmode=verify-full")),
-        ("SSL_CERT_FILE", &roots),
-    ]);
+    let message = refusal_with_system_roots(&empty);
     assert!(
         message.contains("no trusted root certificates found"),
         "{message}"
