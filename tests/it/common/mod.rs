@@ -8,6 +8,8 @@
 //!   and [`read_until_closed`] work below it.
 //! - [`http_exchange`] sends one raw request and reports whether the server closed.
 //! - [`Metrics`] is one `/metrics` answer, checked for format as it is parsed.
+//! - [`tls_connect`], [`https_get`] and `Client::connect_tls` speak TLS (`https://`,
+//!   `wss://`) with a client that trusts the test's authority (`testca`).
 //! - [`wait_until`] polls for an event with a deadline, for what has no event to block on.
 //! - [`assert_seconds_follow`] checks a stream of points for one per second, allowing
 //!   only the seconds the server itself counted as having no point.
@@ -18,6 +20,7 @@ mod http;
 mod metrics;
 mod process;
 mod server;
+mod tls;
 mod websocket;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -28,9 +31,10 @@ pub use http::{http_exchange, http_request, try_http_exchange};
 pub use metrics::Metrics;
 pub use process::{Exited, drain_lines, run_command, run_to_exit};
 pub use server::{Server, listening_addr};
+pub use tls::{TlsSocket, https_exchange, https_get, tls_connect, try_tls_connect};
 pub use websocket::{
     Client, Ended, masked_frame, masked_text, raw_websocket, read_until_closed, server_frames,
-    time_of,
+    time_of, upgrade_by_hand,
 };
 
 /// Polls `probe` every 100 ms until it answers `Ok`, and returns that; panics with the

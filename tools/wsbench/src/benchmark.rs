@@ -17,6 +17,7 @@ use crate::report::{
 use crate::server::{LogSummary, Server};
 use crate::stats::Summary;
 use crate::tally::{self, Stamp};
+use crate::tls::{ClientTls, ServerTls};
 use std::time::{Duration, Instant};
 
 /// The assets subscribed to when the `assets` reply cannot be read.
@@ -24,9 +25,10 @@ const FALLBACK_ASSETS: [i32; 5] = [1, 2, 3, 4, 5];
 /// How long before a wall-clock second the storm starts.
 const STORM_LEAD_NS: i64 = 200_000_000;
 
-/// Runs the benchmark `opts` describe.
-pub fn run(opts: &Options) -> Result<Report, BenchError> {
-    let mut bench = Benchmark::start(opts)?;
+/// Runs the benchmark `opts` describe; with `tls`, the server speaks TLS and so do the
+/// clients.
+pub fn run(opts: &Options, tls: Option<&ServerTls>) -> Result<Report, BenchError> {
+    let mut bench = Benchmark::start(opts, tls)?;
     bench.connect()?;
     bench.subscribe()?;
     let measured = bench.measured_ticks()?;
@@ -62,17 +64,22 @@ struct Benchmark<'a> {
     /// The client processes (their CPU is the tool's).
     helpers: Vec<u32>,
     per_instance: PerInstance,
+    /// With `--tls`'s TLS run: what the clients trust.
+    tls: Option<ClientTls>,
 }
 
 impl<'a> Benchmark<'a> {
     /// Starts the servers (the probe times the first one's start-up), the other
     /// instances and the client processes, and reads the servers' memory at rest.
-    fn start(opts: &'a Options) -> Result<Benchmark<'a>, BenchError> {
+    fn start(opts: &'a Options, tls: Option<&ServerTls>) -> Result<Benchmark<'a>, BenchError> {
         let nofile = ws_assets::limits::raise_open_files()?;
         let procs = client_processes(opts, nofile)?;
-        let mut servers = Servers::start(opts)?;
+        let env = tls.map(ServerTls::server_env).unwrap_or_default();
+        let mut servers = Servers::start(opts, &env)?;
         let mut report = report_header(opts, &servers, procs);
-        let assets = startup_probe(opts, &servers, &mut report)?;
+        report.transport = if tls.is_some() { "tls" } else { "plain" }.to_string();
+        let clients_tls = tls.map(|t| t.clients.clone());
+        let assets = startup_probe(opts, &servers, clients_tls.as_ref(), &mut report)?;
         if let (Some(k), Some(path)) = (opts.instances, opts.server_path()) {
             servers.add_instances(path, k)?;
             report.server = format!("{} (pids {:?}, one port)", servers.addr(), servers.pids());
@@ -82,6 +89,7 @@ impl<'a> Benchmark<'a> {
             path: opts.path.clone(),
             src_ips: opts.src_ips,
             index_offset: 0,
+            tls: clients_tls.clone(),
         };
         let mut fleet = Fleet::new(setup, Instant::now(), procs)?;
         if opts.mode == Mode::Full {
@@ -102,6 +110,7 @@ impl<'a> Benchmark<'a> {
                 mem_base,
                 ..PerInstance::default()
             },
+            tls: clients_tls,
         })
     }
 
@@ -110,9 +119,11 @@ impl<'a> Benchmark<'a> {
     fn connect(&mut self) -> Result<(), BenchError> {
         let n = self.opts.clients;
         let t = Instant::now();
+        let before = cpu::sample(&self.pids, &self.helpers)?;
         self.fleet
             .connect_all(n, self.opts.connect_window, connect_limit(n))?;
         self.report.connect_s = t.elapsed().as_secs_f64();
+        self.report.connect_cpu = cpu::window(&before, &cpu::sample(&self.pids, &self.helpers)?).0;
         self.report.mem_idle = total_memory(&self.memory_after_settle()?);
         if self.opts.instances.is_some() {
             let counts = self.fleet.map_instances(&self.pids)?;
@@ -195,7 +206,8 @@ impl<'a> Benchmark<'a> {
 
     /// The server's own tick timing, from its `/metrics` (one instance's with several).
     fn server_tick_timing(&mut self) {
-        let Ok(text) = probe::scrape_metrics(self.servers.addr()) else {
+        let tls = self.tls.as_ref().map(|t| &t.config);
+        let Ok(text) = probe::scrape_metrics(self.servers.addr(), tls) else {
             return;
         };
         let whose = if self.pids.len() > 1 {
@@ -332,9 +344,11 @@ fn report_header(opts: &Options, servers: &Servers, procs: usize) -> Report {
 fn startup_probe(
     opts: &Options,
     servers: &Servers,
+    tls: Option<&ClientTls>,
     report: &mut Report,
 ) -> Result<Vec<i32>, BenchError> {
-    let assets = match probe::probe(servers.addr(), &opts.path, Duration::from_secs(30)) {
+    let tls = tls.map(|t| &t.config);
+    let assets = match probe::probe(servers.addr(), tls, &opts.path, Duration::from_secs(30)) {
         Ok(p) => {
             report.assets = format!("{:?} (from the assets reply)", p.asset_ids);
             p.asset_ids

@@ -12,7 +12,8 @@ use crate::frame::{self, Header};
 use crate::handshake::Upgrade;
 use crate::scan::{Action, Scanner, Summary};
 use crate::tally::{Stamp, Tally};
-use std::io::{self, Write};
+use crate::wire::Wire;
+use std::io;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 /// Where a client is in its life.
@@ -72,8 +73,8 @@ impl Ending {
 
 /// One WebSocket client of the load.
 pub struct Client {
-    /// The socket, while open.
-    pub sock: Option<mio::net::TcpStream>,
+    /// The connection (the socket, or TLS over it), while open.
+    pub sock: Option<Wire>,
     /// Life phase.
     pub phase: Phase,
     /// Start of the timed operation in flight (connect or subscribe), monotonic ns.
@@ -102,7 +103,7 @@ pub struct Client {
 
 impl Client {
     /// A client whose connect has been started on `sock`.
-    pub fn connecting(sock: mio::net::TcpStream, t0_ns: u64) -> Client {
+    pub fn connecting(sock: Wire, t0_ns: u64) -> Client {
         Client {
             sock: Some(sock),
             phase: Phase::Connecting,
@@ -167,13 +168,17 @@ impl Client {
         self.send(&bytes)
     }
 
-    /// Bytes waiting for the socket to take them.
+    /// Bytes waiting for the socket to take them (at least 1 while TLS holds records).
     pub fn queued(&self) -> usize {
-        self.out.len()
+        let held = self.sock.as_ref().is_some_and(Wire::holds_output);
+        self.out.len().max(usize::from(held))
     }
 
     /// Writes queued bytes after a writable event.
     pub fn flush(&mut self) -> io::Result<()> {
+        if let Some(wire) = self.sock.as_mut() {
+            wire.flush()?;
+        }
         if self.out.is_empty() {
             return Ok(());
         }

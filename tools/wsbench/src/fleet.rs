@@ -16,6 +16,7 @@ use crate::client::{Behaviour, Phase};
 use crate::driver::{Bench, Setup};
 use crate::procfs;
 use crate::tally::{self, Stamp, TickAgg};
+use crate::tls::ClientTls;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -300,6 +301,7 @@ impl Fleet {
                 .arg(setup.addr.to_string())
                 .arg(&setup.path)
                 .arg(setup.src_ips.to_string())
+                .args(setup.tls.as_ref().map(|t| t.root.as_os_str()))
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
@@ -588,7 +590,7 @@ impl Drop for Fleet {
     }
 }
 
-/// A client process: `--client-process BASE_MONO_NS ADDR PATH SRC_IPS`, steered through
+/// A client process: `--client-process BASE_MONO_NS ADDR PATH SRC_IPS [TLS_ROOT_PEM]`, steered through
 /// stdin (see the module's text). Exit status 0 after `Close` or when stdin closes.
 pub fn child_main(args: &[String]) -> ExitCode {
     match child_run(args) {
@@ -601,11 +603,18 @@ pub fn child_main(args: &[String]) -> ExitCode {
 }
 
 fn child_run(args: &[String]) -> Result<(), String> {
-    let [base_mono, addr, path, src_ips] = args else {
-        return Err(format!(
-            "{CHILD_FLAG} BASE_MONO_NS ADDR PATH SRC_IPS, got {args:?}"
-        ));
+    let (base_mono, addr, path, src_ips, tls_root) = match args {
+        [base, addr, path, src] => (base, addr, path, src, None),
+        [base, addr, path, src, root] => (base, addr, path, src, Some(root)),
+        _ => {
+            return Err(format!(
+                "{CHILD_FLAG} BASE_MONO_NS ADDR PATH SRC_IPS [TLS_ROOT_PEM], got {args:?}"
+            ));
+        }
     };
+    let tls = tls_root
+        .map(|root| ClientTls::trusting(std::path::Path::new(root)))
+        .transpose()?;
     let base_mono: u64 = base_mono.parse().map_err(|e| format!("base: {e}"))?;
     let addr: SocketAddr = addr.parse().map_err(|e| format!("address: {e}"))?;
     let src_ips: u8 = src_ips
@@ -620,6 +629,7 @@ fn child_run(args: &[String]) -> Result<(), String> {
         path: path.clone(),
         src_ips,
         index_offset: 0,
+        tls,
     };
     let mut bench = Bench::new(setup, base).map_err(|e| format!("event loop: {e}"))?;
     let (tx, rx) = mpsc::channel();

@@ -24,6 +24,7 @@
 //! cargo wsbench --addr 127.0.0.1:8080 --pid 1234 --clients 2000
 //! cargo wsbench --instances 2 --clients 38000     # two processes of clients
 //! cargo wsbench --soak 30m --clients 10000
+//! cargo wsbench --tls --clients 10000             # plain, then TLS, compared
 //! ```
 //!
 //! Flags: `--clients N` (1000), `--ticks T` measured ticks (10), `--src-ips K` source
@@ -35,7 +36,15 @@
 //! `--connect-window C` connects in flight (256), `--path P` (`/api/v1/websocket`),
 //! `--instances K` (below), `--dsn ADMIN_DSN`, `--client-procs P` (below), `--soak
 //! DURATION` with `--sample-every D`, `--churn N`, `--slow N`, `--ping-flood N` (see
-//! `soak.rs`).
+//! `soak.rs`), `--tls` (below).
+//!
+//! With `--tls` the benchmark runs twice in one invocation, plain and then with the
+//! server speaking TLS on a certificate the tool makes with `openssl` (`tls.rs`) and the
+//! clients connecting over rustls (`wire.rs`; the start-up probe and `/metrics` too),
+//! and `compare.rs` prints both reports, a table of TLS against plain (CPU per point,
+//! memory per connection, setup time, the handshake's reactor CPU and how many a core
+//! does per second) and a RESULT line per run (`transport=plain|tls`, the TLS one
+//! ending with `cpu_per_point_ratio`, `handshake_us`, `handshakes_per_core_s`).
 //!
 //! With `--instances K` the tool creates a throwaway database through the admin DSN
 //! (default `postgresql://postgres@127.0.0.1:5432/postgres`), starts the first instance
@@ -97,6 +106,7 @@
 mod benchmark;
 mod check;
 mod client;
+mod compare;
 mod cpu;
 mod driver;
 mod error;
@@ -116,6 +126,8 @@ mod soak;
 mod soak_report;
 mod stats;
 mod tally;
+mod tls;
+mod wire;
 
 use error::BenchError;
 use options::{Options, OptionsError};
@@ -140,7 +152,8 @@ fn main() -> ExitCode {
     };
     let outcome = match opts.soak {
         Some(soak) => soak::run(&opts, soak).map(|r| (r.human(), r.result_line())),
-        None => benchmark::run(&opts).map(|r| (r.human(), r.result_line())),
+        None if opts.tls => compare::plain_and_tls(&opts),
+        None => benchmark::run(&opts, None).map(|r| (r.human(), r.result_line())),
     };
     match outcome {
         Ok((human, result)) => {

@@ -59,6 +59,8 @@ pub struct Options {
     pub client_procs: Option<usize>,
     /// `--soak DURATION`: run the soak for this long instead of the benchmark.
     pub soak: Option<Soak>,
+    /// `--tls`: run the benchmark twice, plain and then over TLS, and compare.
+    pub tls: bool,
 }
 
 /// What a soak does besides keeping its clients subscribed.
@@ -99,7 +101,7 @@ pub const USAGE: &str = "\
 usage: cargo wsbench [--clients N] [--ticks T] [--src-ips K]
          [--mode full|quick] [--server PATH | --addr HOST:PORT --pid PID]
          [--sub-window W] [--connect-window C] [--path /api/v1/websocket]
-         [--instances K [--dsn ADMIN_DSN]] [--client-procs P]
+         [--instances K [--dsn ADMIN_DSN]] [--client-procs P] [--tls]
          [--soak DURATION [--sample-every DURATION] [--churn N] [--slow N] [--ping-flood N]]
 
   --clients N         WebSocket clients (default 1000)
@@ -120,6 +122,10 @@ usage: cargo wsbench [--clients N] [--ticks T] [--src-ips K]
                       (default postgresql://postgres@127.0.0.1:5432/postgres)
   --client-procs P    processes driving the clients, each holding its share of the
                       sockets (default: as few as the open-file limit allows)
+  --tls               run the benchmark twice in one go, plain and then with the server
+                      speaking TLS (a certificate made with openssl) and the clients wss,
+                      and compare: CPU per point, memory per connection, setup time,
+                      handshakes per core-second
   --soak DURATION     instead of the benchmark: keep the clients subscribed for DURATION
                       (30m, 90s, 1h) with churn and a few misbehaving clients, sampling the
                       server's RSS and open files and the points lost
@@ -178,6 +184,10 @@ impl Options {
             if flag == "--help" || flag == "-h" {
                 return Err(OptionsError::Help);
             }
+            if flag == "--tls" {
+                o.tls = true;
+                continue;
+            }
             o.take(&flag, it.next(), &mut later)?;
         }
         o.check_numbers()?;
@@ -196,6 +206,13 @@ impl Options {
             ));
         }
         o.target = later.target(o.target)?;
+        if o.tls && (o.soak.is_some() || o.instances.is_some() || later.addr.is_some()) {
+            return Err(OptionsError::Bad(
+                "--tls compares one server it starts, plain and TLS: not with --soak, \
+                 --instances or --addr"
+                    .into(),
+            ));
+        }
         Ok(o)
     }
 
@@ -214,6 +231,7 @@ impl Options {
             dsn: DEFAULT_ADMIN_DSN.to_string(),
             client_procs: None,
             soak: None,
+            tls: false,
         }
     }
 
@@ -397,6 +415,16 @@ mod tests {
             args.iter().map(|s| s.to_string()),
             PathBuf::from("/x/ws_assets"),
         )
+    }
+
+    #[test]
+    fn tls_is_a_flag_of_its_own_and_only_for_the_benchmark() {
+        let o = parse(&["--tls", "--clients", "20"]).unwrap();
+        assert!(o.tls);
+        assert_eq!(o.clients, 20);
+        assert!(!parse(&[]).unwrap().tls);
+        assert!(parse(&["--tls", "--soak", "1m"]).is_err());
+        assert!(parse(&["--tls", "--instances", "2"]).is_err());
     }
 
     #[test]

@@ -152,8 +152,12 @@ pub struct Report {
     pub dropped: usize,
     /// Drop reasons (close codes, EOF).
     pub drops: String,
+    /// How the clients spoke to the server: "plain", or "tls" (`--tls`).
+    pub transport: String,
     /// Connect phase wall time, s.
     pub connect_s: f64,
+    /// CPU over the connect phase (TCP accepts, TLS handshakes, upgrades).
+    pub connect_cpu: CpuWindow,
     /// Paced subscribe phase wall time, s.
     pub subscribe_s: f64,
     /// Connect-to-101 latency, ms.
@@ -282,12 +286,32 @@ fn tick_table(out: &mut String, rows: &[TickRow]) {
 
 impl Report {
     /// The human-readable report.
+    /// Reactor CPU per connection set up (accept, TLS handshake, upgrade), µs.
+    pub fn connect_us_per_conn(&self) -> Option<f64> {
+        us_per(self.connect_cpu.reactor_s, self.connected as u64)
+    }
+
+    /// Server memory per idle connection, bytes.
+    pub fn idle_per_conn(&self) -> Option<f64> {
+        per_conn(self.mem_base, self.mem_idle, self.connected)
+    }
+
+    /// Server memory per subscribed connection, bytes.
+    pub fn sub_per_conn(&self) -> Option<f64> {
+        per_conn(self.mem_base, self.mem_sub, self.connected)
+    }
+
+    /// Reactor CPU per delivered point over the measured ticks, µs.
+    pub fn reactor_us_per_point(&self) -> Option<f64> {
+        us_per(self.tick_cpu.reactor_s, self.tick_points)
+    }
+
     pub fn human(&self) -> String {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "wsbench: {} clients, mode {}, {} source addresses, server {}",
-            self.clients, self.mode, self.src_ips, self.server
+            "wsbench: {} clients, mode {}, {} source addresses, {}, server {}",
+            self.clients, self.mode, self.src_ips, self.transport, self.server
         );
         self.write_server(&mut o);
         self.write_clients(&mut o);
@@ -357,6 +381,15 @@ impl Report {
             "  connect+upgrade all                {:.3} s; per client p50/p99/max {}",
             self.connect_s,
             show(self.connect_latency, 2, "ms")
+        );
+        let _ = writeln!(
+            o,
+            "  reactor CPU while connecting       {:.3} s = {} per connection ({} set up per core-second)",
+            self.connect_cpu.reactor_s,
+            self.connect_us_per_conn()
+                .map_or("n/a".into(), |us| format!("{us:.1} µs")),
+            self.connect_us_per_conn()
+                .map_or("n/a".into(), |us| format!("{:.0}", 1e6 / us))
         );
         let _ = writeln!(
             o,
@@ -618,6 +651,7 @@ impl Report {
     fn setup_keys(&self, k: &mut Keys) {
         let n = self.connected;
         k.put("mode", &self.mode);
+        k.put("transport", &self.transport);
         k.put("clients", self.clients);
         k.put("connected", n);
         k.put("failed", self.failed);
@@ -633,6 +667,8 @@ impl Report {
         k.put("rss_sub_kib", self.mem_sub.rss_kib);
         k.opt("sub_per_conn_b", per_conn(self.mem_base, self.mem_sub, n));
         k.num("connect_s", self.connect_s);
+        k.num("connect_reactor_cpu_s", self.connect_cpu.reactor_s);
+        k.opt("connect_us_per_conn", self.connect_us_per_conn());
         k.num("subscribe_s", self.subscribe_s);
         k.num("setup_s", self.connect_s + self.subscribe_s);
         k.summary("sub", self.sub_latency);

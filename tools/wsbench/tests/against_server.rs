@@ -233,3 +233,40 @@ fn wsbench_rejects_bad_flags() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--clients"));
 }
+
+#[test]
+fn wsbench_tls_runs_plain_then_tls_and_compares() {
+    // Two client processes: the second learns the test root from its arguments.
+    let (stdout, plain) = run_ok(&[
+        "--tls",
+        "--clients",
+        "30",
+        "--ticks",
+        "2",
+        "--src-ips",
+        "2",
+        "--mode",
+        "quick",
+        "--client-procs",
+        "2",
+    ]);
+    let tls_line = stdout
+        .lines()
+        .filter(|l| l.starts_with("RESULT "))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no second RESULT line in:\n{stdout}"));
+    let tls = result_line(tls_line);
+    assert_eq!(plain["transport"], "plain", "{stdout}");
+    assert_eq!(tls["transport"], "tls", "{stdout}");
+    for r in [&plain, &tls] {
+        assert_eq!(number(r, "connected"), 30.0, "{stdout}");
+        assert_eq!(number(r, "lost") + number(r, "duplicated"), 0.0, "{stdout}");
+        assert!(number(r, "tick_points") >= 60.0, "{stdout}");
+    }
+    assert!(number(&tls, "cpu_per_point_ratio") > 0.0, "{stdout}");
+    assert!(stdout.contains("plain vs TLS"), "{stdout}");
+    assert!(
+        stdout.contains("TLS handshakes per core-second"),
+        "{stdout}"
+    );
+}
