@@ -51,6 +51,15 @@ impl<L: Label> ByLabel<L> {
         }
     }
 
+    /// The count of `label`, for unit tests that read a counter without rendering it.
+    #[cfg(test)]
+    pub(crate) fn get(&self, label: L) -> u64 {
+        L::ALL
+            .iter()
+            .position(|l| *l == label)
+            .map_or(0, |i| self.counts[i])
+    }
+
     fn samples(&self) -> Vec<(String, f64)> {
         L::ALL
             .iter()

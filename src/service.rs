@@ -170,6 +170,7 @@ pub fn start(mut config: Config) -> Result<Reactor, StartError> {
         feed,
         store,
         initial_writes,
+        history_until: now,
         membership,
     })
     .map_err(StartError::Reactor)?;

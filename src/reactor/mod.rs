@@ -83,6 +83,10 @@ pub struct Parts {
     pub store: Arc<dyn Store>,
     /// Points to write before the first tick (e.g. a backfill).
     pub initial_writes: Vec<Point>,
+    /// The second the history was loaded (or backfilled) up to. The clock goes on from
+    /// the second after it: one that began while the service was starting still gets
+    /// its tick, instead of a hole nobody counted.
+    pub history_until: i64,
     /// With a database: the role won at start-up and what the cluster threads need.
     pub membership: Option<Membership>,
 }
@@ -132,6 +136,7 @@ impl Reactor {
             feed,
             store,
             initial_writes,
+            history_until,
             membership,
         } = parts;
         let config = Rc::new(config);
@@ -155,7 +160,7 @@ impl Reactor {
         )?;
         let ops = Ops::new(poll.registry(), SIGNALS)?;
         let assets: Arc<[Asset]> = market.assets().iter().map(|a| a.asset.clone()).collect();
-        let ticks = Ticks::new(feed, assets, config.rates_max_in_flight);
+        let ticks = Ticks::new(feed, assets, config.rates_max_in_flight, history_until);
         let mut store = StoreJobs::new(store, config.write_queue_points, config.retention());
         let mut metrics = Metrics::default();
         store.queue(&initial_writes, Instant::now(), &mut metrics);
