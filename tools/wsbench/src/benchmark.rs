@@ -90,6 +90,7 @@ impl<'a> Benchmark<'a> {
             src_ips: opts.src_ips,
             index_offset: 0,
             tls: clients_tls.clone(),
+            deflate: opts.offer_deflate,
         };
         let mut fleet = Fleet::new(setup, Instant::now(), procs)?;
         if opts.mode == Mode::Full {
@@ -133,16 +134,19 @@ impl<'a> Benchmark<'a> {
         Ok(())
     }
 
-    /// Subscribes every client at a steady pace (latency to the history), then reads
-    /// the memory of subscribed connections.
+    /// Subscribes every client at a steady pace (latency to the history, the CPU it
+    /// took), then reads the memory of subscribed connections.
     fn subscribe(&mut self) -> Result<(), BenchError> {
         let n = self.opts.clients;
+        let before = cpu::sample(&self.pids, &self.helpers)?;
         let t = Instant::now();
         let (complete, latencies) =
             self.fleet
                 .subscribe_paced(&self.assets, self.opts.sub_window, subscribe_limit(n))?;
         self.report.subscribe_complete = complete;
         self.report.subscribe_s = t.elapsed().as_secs_f64();
+        let after = cpu::sample(&self.pids, &self.helpers)?;
+        self.report.subscribe_cpu = cpu::window(&before, &after).0;
         self.report.sub_latency = Summary::of_micros_as_ms(&latencies);
         let mem_sub = self.memory_after_settle()?;
         self.report.mem_sub = total_memory(&mem_sub);
@@ -328,6 +332,12 @@ fn report_header(opts: &Options, servers: &Servers, procs: usize) -> Report {
         .join(" ");
     Report {
         mode: opts.mode_name().to_string(),
+        extension: if opts.offer_deflate {
+            "permessage-deflate"
+        } else {
+            "none"
+        }
+        .to_string(),
         clients: opts.clients,
         src_ips: opts.src_ips,
         sub_window: opts.sub_window,
@@ -465,12 +475,17 @@ fn storm(
 /// Copies what every client saw (the final snapshot) into the report.
 fn finish_checks(snap: &Snapshot, report: &mut Report) {
     report.connected = snap.connected;
+    report.compressing = snap.compressing;
     report.failed = snap.failures.values().map(|&n| n as usize).sum();
     report.failures = tally::reasons(&snap.failures);
     report.dropped = snap.drops.values().map(|&n| n as usize).sum();
     report.drops = tally::reasons(&snap.drops);
     report.connect_latency = Summary::of_micros_as_ms(&snap.connect_lat_us);
     report.history_len = snap.history_len;
+    report.histories = snap.histories;
+    report.history_wire_bytes = snap.history_wire_bytes;
+    report.history_json_bytes = snap.history_json_bytes;
+    report.compressed_messages = snap.compressed_messages;
     report.history_gaps = snap.history_gaps;
     report.history_wrong_asset = snap.history_wrong_asset;
     report.error_replies = snap.error_replies;

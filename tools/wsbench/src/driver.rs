@@ -4,6 +4,7 @@
 use crate::check::Findings;
 use crate::client::{Behaviour, Client, Ending, Phase};
 use crate::frame;
+use crate::inflate::Inflater;
 use crate::net;
 use crate::tally::{Stamp, Tally};
 use crate::tls::ClientTls;
@@ -44,6 +45,8 @@ pub struct Setup {
     pub index_offset: usize,
     /// With `--tls`: the clients speak TLS, trusting this root.
     pub tls: Option<ClientTls>,
+    /// The clients offer permessage-deflate in their upgrade (a run of `--deflate`).
+    pub deflate: bool,
 }
 
 /// The clients and what they have seen.
@@ -57,6 +60,8 @@ pub struct State {
     /// Findings of steady clients whose slot was reused by a new connection (soak).
     pub retired: Findings,
     scratch: Vec<u8>,
+    /// The process's one inflater: every client's compressed messages go through it.
+    inflater: Inflater,
     setup: Setup,
     host: String,
 }
@@ -81,6 +86,7 @@ impl Bench {
                 base,
                 retired: Findings::default(),
                 scratch: vec![0; HEADROOM + READ_SIZE],
+                inflater: Inflater::default(),
                 host: setup.addr.to_string(),
                 setup,
             },
@@ -424,7 +430,7 @@ impl State {
             Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
             Err(e) => return self.end(idx, Ending::Io(format!("connect: {e}"))),
         }
-        if let Err(e) = c.start_upgrade(&self.host, &self.setup.path) {
+        if let Err(e) = c.start_upgrade(&self.host, &self.setup.path, self.setup.deflate) {
             self.end(idx, Ending::Io(format!("sending upgrade: {e}")));
         }
     }
@@ -437,6 +443,7 @@ impl State {
                 clients,
                 tally,
                 scratch,
+                inflater,
                 base,
                 ..
             } = self;
@@ -462,7 +469,7 @@ impl State {
                 Err(e) => return self.end(idx, Ending::Io(e.to_string())),
             };
             let buf = &scratch[start..HEADROOM + n];
-            match c.receive(buf, Stamp::now(*base), tally) {
+            match c.receive(buf, Stamp::now(*base), tally, inflater) {
                 Ok(used) => c.keep(&buf[used..]),
                 Err(ending) => return self.end(idx, ending),
             }

@@ -236,14 +236,15 @@ fn connect_upgraded(
     sock.set_nodelay(true)?;
     sock.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut stream = Stream::over(sock, tls)?;
-    let upgrade = Upgrade::new();
+    // The probe asks for no extension: it only times start-up and reads the assets.
+    let upgrade = Upgrade::new(false);
     stream.write_all(upgrade.request(&addr.to_string(), path).as_bytes())?;
     stream.flush()?;
     let mut buf = Vec::new();
     let head = loop {
         read_more(&mut stream, &mut buf)?;
-        if let Some(n) = upgrade.answer(&buf).map_err(ProbeError::Handshake)? {
-            break n;
+        if let Some(accepted) = upgrade.answer(&buf).map_err(ProbeError::Handshake)? {
+            break accepted.head_len;
         }
     };
     buf.drain(..head);
@@ -297,7 +298,7 @@ fn read_more(stream: &mut Stream, buf: &mut Vec<u8>) -> Result<(), ProbeError> {
 fn next_text_message(stream: &mut Stream, buf: &mut Vec<u8>) -> Result<Vec<u8>, ProbeError> {
     let mut message = Vec::new();
     loop {
-        let Some(h) = frame::parse_header(buf).map_err(ProbeError::Frame)? else {
+        let Some(h) = frame::parse_header(buf, false).map_err(ProbeError::Frame)? else {
             read_more(stream, buf)?;
             continue;
         };

@@ -183,6 +183,7 @@ impl<'a> SoakRun<'a> {
             src_ips: opts.src_ips,
             index_offset: 0,
             tls: None,
+            deflate: false,
         };
         let mut run = SoakRun {
             opts,

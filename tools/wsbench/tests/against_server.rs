@@ -2,8 +2,8 @@
 //! tool itself: it completes, prints a parsable RESULT line, every client connects, and
 //! every client's stream is complete and without repeats; the same with two instances on
 //! one port and the test PostgreSQL (`WS_ASSETS_TEST_POSTGRESQL_DSN`, as the cluster
-//! tests) and the clients split over two processes; and a soak of a few seconds. No
-//! timing is asserted.
+//! tests) and the clients split over two processes; a soak of a few seconds; and a
+//! `--deflate` comparison of plain and compressing clients. No timing is asserted.
 //!
 //! The tool is this package's binary (`CARGO_BIN_EXE_wsbench`); the server is the
 //! service's binary of the same build, beside the test executable's directory
@@ -208,6 +208,71 @@ fn wsbench_short_soak() {
         "open files not back to the baseline: {stdout}"
     );
     assert!(number(&r, "rss_base_kib") > 0.0, "{stdout}");
+}
+
+/// `--deflate`: two runs on fresh servers, plain clients then compressing ones, both
+/// complete and clean, and the compressing clients' histories far smaller on the wire.
+#[test]
+fn wsbench_deflate_compares_plain_and_compressing_clients() {
+    let (stdout, r) = run_ok(&[
+        "--clients",
+        "50",
+        "--ticks",
+        "3",
+        "--src-ips",
+        "2",
+        "--mode",
+        "quick",
+        "--deflate",
+    ]);
+    for run in ["", "deflate_"] {
+        let n = |k: &str| number(&r, &format!("{run}{k}"));
+        assert_eq!(n("connected"), 50.0, "{run}: {stdout}");
+        assert_eq!(n("failed") + n("dropped"), 0.0, "{run}: {stdout}");
+        assert_eq!(
+            n("lost") + n("duplicated") + n("stale"),
+            0.0,
+            "{run}: {stdout}"
+        );
+        assert_eq!(n("bad_seams"), 0.0, "{run}: {stdout}");
+        assert_eq!(n("tick_points"), 150.0, "{run}: {stdout}");
+        assert_eq!(n("history_min"), 1800.0, "{run}: {stdout}");
+        assert_eq!(n("histories"), 50.0, "{run}: {stdout}");
+        assert!(n("setup_s") > 0.0, "{run}: {stdout}");
+    }
+    assert_eq!(
+        (r["extension"].as_str(), r["deflate_extension"].as_str()),
+        ("none", "permessage-deflate")
+    );
+    // Every compressing client agreed on the extension and got its history compressed;
+    // the plain ones got nothing compressed.
+    assert_eq!(number(&r, "compressing"), 0.0, "{stdout}");
+    assert_eq!(number(&r, "compressed_msgs"), 0.0, "{stdout}");
+    assert_eq!(number(&r, "deflate_compressing"), 50.0, "{stdout}");
+    assert_eq!(number(&r, "deflate_compressed_msgs"), 50.0, "{stdout}");
+    // The same history, a fraction of it on the wire (the target is 12 %).
+    let (plain, deflate) = (
+        number(&r, "history_wire_b"),
+        number(&r, "deflate_history_wire_b"),
+    );
+    assert!(
+        deflate < 0.2 * plain,
+        "{deflate} B against {plain} B: {stdout}"
+    );
+    let (json, deflate_json) = (
+        number(&r, "history_json_b"),
+        number(&r, "deflate_history_json_b"),
+    );
+    assert!(
+        (json - deflate_json).abs() < 0.1 * json && plain >= json,
+        "{stdout}"
+    );
+    assert!(number(&r, "history_wire_share") < 0.2, "{stdout}");
+    assert!(number(&r, "setup_ratio") > 0.0, "{stdout}");
+    assert!(
+        stdout.contains("clients offering permessage-deflate against clients offering none"),
+        "{stdout}"
+    );
 }
 
 #[test]
