@@ -7,6 +7,10 @@
         Subscribes to asset 1, reads the history and N live points, then creates FILE
         and keeps reading until the server closes. Prints one line per milestone and
         finally `close CODE`; exits 0 when the server closed with a close frame.
+
+    Both take --cafile FILE [--server-name NAME] to speak TLS (https://, wss://),
+    trusting the authorities in FILE and checking that the certificate names NAME
+    (default localhost).
 """
 
 import argparse
@@ -15,6 +19,7 @@ import hashlib
 import json
 import os
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -26,8 +31,19 @@ def say(text):
     print(text, flush=True)
 
 
-def http_get(host, port, path, timeout):
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+def connect(host, port, timeout, tls):
+    """A TCP connection, wrapped in TLS when `tls` is (cafile, server name)."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    if tls is None:
+        return sock
+    cafile, name = tls
+    context = ssl.create_default_context(cafile=cafile)
+    context.set_alpn_protocols(["http/1.1"])
+    return context.wrap_socket(sock, server_hostname=name)
+
+
+def http_get(host, port, path, timeout, tls=None):
+    with connect(host, port, timeout, tls) as sock:
         sock.sendall(
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode()
         )
@@ -48,8 +64,8 @@ def http_get(host, port, path, timeout):
 class WebSocket:
     """Client side of RFC 6455: masked frames out, unmasked frames in."""
 
-    def __init__(self, host, port, path, timeout):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, host, port, path, timeout, tls=None):
+        self.sock = connect(host, port, timeout, tls)
         key = base64.b64encode(os.urandom(16))
         self.sock.sendall(
             b"GET " + path.encode() + b" HTTP/1.1\r\n"
@@ -133,9 +149,13 @@ class WebSocket:
                 return "text", message.decode("utf-8")
 
 
+def tls_of(args):
+    return (args.cafile, args.server_name) if args.cafile else None
+
+
 def health(args):
     try:
-        status, body = http_get(args.host, args.port, "/health", args.timeout)
+        status, body = http_get(args.host, args.port, "/health", args.timeout, tls_of(args))
     except (OSError, ValueError) as e:
         say(f"health: {e}")
         return 1
@@ -145,7 +165,7 @@ def health(args):
 
 def subscribe(args):
     deadline = time.monotonic() + args.timeout
-    ws = WebSocket(args.host, args.port, "/api/v1/websocket", args.timeout)
+    ws = WebSocket(args.host, args.port, "/api/v1/websocket", args.timeout, tls_of(args))
     ws.send_json({"action": "subscribe", "message": {"assetId": 1}})
     points = 0
     while True:
@@ -184,6 +204,8 @@ def main():
         p.add_argument("host")
         p.add_argument("port", type=int)
         p.add_argument("--timeout", type=float, default=5.0)
+        p.add_argument("--cafile", help="speak TLS, trusting the authorities in this PEM file")
+        p.add_argument("--server-name", default="localhost", help="the name the certificate must carry")
     s.add_argument("--points", type=int, default=2)
     s.add_argument("--ready", required=True)
     args = parser.parse_args()

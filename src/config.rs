@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use log::LevelFilter;
@@ -15,6 +16,7 @@ use crate::feed::{FeedSource, SIMULATED};
 use crate::http::Origins;
 use crate::redact::{self, Secrets};
 use crate::store::dsn::PgSettings;
+use crate::tls::TlsFiles;
 
 /// Every environment variable starts with this.
 pub const PREFIX: &str = "WS_ASSETS_";
@@ -86,6 +88,12 @@ pub struct Config {
     pub allowed_origins: Origins,
     /// Connections one source address may hold; 0 is no limit.
     pub max_connections_per_ip: usize,
+    /// The certificate chain and key files: the port speaks TLS only. `None`: plain.
+    pub tls: Option<TlsFiles>,
+    /// `WS_ASSETS_TLS_CERT_FILE` as given, until it is paired with the key in `tls`.
+    tls_cert_file: Option<PathBuf>,
+    /// `WS_ASSETS_TLS_KEY_FILE` as given, until it is paired with the chain in `tls`.
+    tls_key_file: Option<PathBuf>,
 }
 
 /// One environment variable: its name (without the prefix), default, meaning and parser.
@@ -327,7 +335,32 @@ pub const VARS: &[Var] = &[
         accepts: "an integer 0..=10000000",
         apply: |c, v| int(v, 0, 10_000_000).map(|n| c.max_connections_per_ip = n),
     },
+    Var {
+        name: TLS_CERT_FILE,
+        default: "",
+        help: "PEM file of the TLS certificate chain, the server's certificate first; with WS_ASSETS_TLS_KEY_FILE the port speaks TLS only (https://, wss://); both empty: plain HTTP and ws://",
+        accepts: PEM_FILE,
+        apply: |c, v| {
+            c.tls_cert_file = path(v);
+            Ok(())
+        },
+    },
+    Var {
+        name: TLS_KEY_FILE,
+        default: "",
+        help: "PEM file of the private key (RSA, ECDSA or Ed25519) of the certificate in WS_ASSETS_TLS_CERT_FILE; SIGHUP reloads both files",
+        accepts: PEM_FILE,
+        apply: |c, v| {
+            c.tls_key_file = path(v);
+            Ok(())
+        },
+    },
 ];
+
+/// Names of the two TLS variables, which must be set together.
+const TLS_CERT_FILE: &str = "TLS_CERT_FILE";
+const TLS_KEY_FILE: &str = "TLS_KEY_FILE";
+const PEM_FILE: &str = "empty, or the path of a PEM file";
 
 const BOOL: &str = "TRUE, FALSE, 1, 0, yes or no, in any case";
 
@@ -412,6 +445,7 @@ impl Config {
                 })?;
             }
         }
+        config.tls = tls_files(&config)?;
         Ok(config)
     }
 
@@ -460,7 +494,32 @@ impl Config {
             reuse_port: false,
             allowed_origins: Origins::Any,
             max_connections_per_ip: 0,
+            tls: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
+    }
+}
+
+/// The TLS files, paired: both set turns TLS on, neither leaves it off, one alone is
+/// refused, naming the one that is missing.
+fn tls_files(config: &Config) -> Result<Option<TlsFiles>, ConfigError> {
+    let missing = |name: &str, given: &str| ConfigError {
+        variable: format!("{PREFIX}{name}"),
+        value: Some(String::new()),
+        accepts: "the path of a PEM file",
+        detail: Some(format!(
+            "required when {PREFIX}{given} is set: set both for TLS, or neither"
+        )),
+    };
+    match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(chain), Some(key)) => Ok(Some(TlsFiles {
+            chain: chain.clone(),
+            key: key.clone(),
+        })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(missing(TLS_KEY_FILE, TLS_CERT_FILE)),
+        (None, Some(_)) => Err(missing(TLS_CERT_FILE, TLS_KEY_FILE)),
     }
 }
 
@@ -485,7 +544,8 @@ pub fn help_text() -> String {
          Usage:\n  ws_assets            run the service\n  \
          ws_assets migrate    apply the database migrations and exit\n  \
          ws_assets health     ask the running service's GET /health on WS_ASSETS_HOST:WS_ASSETS_PORT\n                       \
-         (0.0.0.0 and :: are asked on loopback); prints one line, exits 0 on 200, else 1\n  \
+         (0.0.0.0 and :: are asked on loopback; over https when TLS is configured);\n                       \
+         prints one line, exits 0 on 200, else 1\n  \
          ws_assets --version  print the version\n  \
          ws_assets --help     print this text\n\n\
          Configuration (environment variables, default in brackets):\n",
@@ -519,6 +579,11 @@ pub fn markdown_table() -> String {
         ));
     }
     out
+}
+
+/// A file's path; empty is none.
+fn path(v: &str) -> Option<PathBuf> {
+    (!v.is_empty()).then(|| PathBuf::from(v))
 }
 
 /// An integer in `lo..=hi`, as the field's type (the range keeps it within that type).
@@ -815,6 +880,31 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn tls_needs_both_files_or_neither() {
+        assert!(with(&[]).unwrap().tls.is_none());
+        assert!(
+            with(&[("TLS_CERT_FILE", " "), ("TLS_KEY_FILE", "")])
+                .unwrap()
+                .tls
+                .is_none()
+        );
+        let tls = with(&[("TLS_CERT_FILE", "/c.pem"), ("TLS_KEY_FILE", "/k.pem")])
+            .unwrap()
+            .tls
+            .unwrap();
+        assert_eq!(tls.chain, PathBuf::from("/c.pem"));
+        assert_eq!(tls.key, PathBuf::from("/k.pem"));
+
+        let err = with(&[("TLS_CERT_FILE", "/c.pem")]).unwrap_err();
+        assert_eq!(err.variable, "WS_ASSETS_TLS_KEY_FILE");
+        let text = err.to_string();
+        assert!(text.contains("WS_ASSETS_TLS_CERT_FILE is set"), "{text}");
+        let err = with(&[("TLS_KEY_FILE", "/k.pem")]).unwrap_err();
+        assert_eq!(err.variable, "WS_ASSETS_TLS_CERT_FILE");
+        assert!(err.to_string().contains("set both"), "{err}");
     }
 
     #[test]

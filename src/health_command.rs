@@ -8,6 +8,13 @@
 //! feed's HTTP client (ureq), set up for one local question: no proxy from the
 //! environment, no redirects followed, any status taken as an answer; only the status
 //! decides.
+//!
+//! With TLS configured (`WS_ASSETS_TLS_CERT_FILE`, `WS_ASSETS_TLS_KEY_FILE`) the port
+//! speaks only TLS, so the question is asked over `https`, without checking the
+//! certificate: it names the service's public host, not the loopback address asked, and
+//! the probe sends nothing secret and is asked nothing but whether the service on this
+//! host answers. (Whether the certificate is right for the clients is a question for a
+//! client that connects by that name, e.g. `curl https://HOST:PORT/health`.)
 
 use std::fmt;
 use std::io;
@@ -26,16 +33,40 @@ const MAX_ANSWER_BYTES: u64 = 64 * 1024;
 /// Longest part of the answer's body quoted in a report line.
 const QUOTED_BODY_CHARS: usize = 300;
 
-/// The scheme the service is asked with, chosen here and nowhere else: plain HTTP, all
-/// the service's port speaks. (With native TLS on that port, this is where `https` is
-/// picked.)
-const SCHEME: &str = "http";
+/// How the service's port is spoken to: what the configuration makes it speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain HTTP (no TLS configured).
+    Http,
+    /// HTTP over TLS (`WS_ASSETS_TLS_CERT_FILE` and `WS_ASSETS_TLS_KEY_FILE` set).
+    Https,
+}
+
+impl Scheme {
+    /// The scheme a service configured with `config` speaks, chosen here and nowhere else.
+    pub fn of(config: &Config) -> Scheme {
+        if config.tls.is_some() {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
 
 /// What one check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     /// The address asked.
     pub addr: SocketAddr,
+    /// How it was asked.
+    pub scheme: Scheme,
     /// The HTTP status, or why there was none.
     pub outcome: Result<Answer, String>,
 }
@@ -64,7 +95,7 @@ impl fmt::Display for Report {
         } else {
             "unhealthy"
         };
-        let url = url(self.addr);
+        let url = url(self.scheme, self.addr);
         match &self.outcome {
             Ok(answer) => {
                 let body: String = answer
@@ -82,9 +113,9 @@ impl fmt::Display for Report {
     }
 }
 
-/// The URL of the service's `/health` at `addr`, with [`SCHEME`].
-pub fn url(addr: SocketAddr) -> String {
-    format!("{SCHEME}://{addr}/health")
+/// The URL of the service's `/health` at `addr`, spoken to with `scheme`.
+pub fn url(scheme: Scheme, addr: SocketAddr) -> String {
+    format!("{}://{addr}/health", scheme.as_str())
 }
 
 /// `ws_assets health`: checks the service configured by the environment, prints the
@@ -122,30 +153,40 @@ pub fn target(config: &Config) -> SocketAddr {
 /// Checks the service configured with `config` (see [`target`]).
 pub fn check_config(config: &Config) -> Report {
     let addr = target(config);
+    let scheme = Scheme::of(config);
     if addr.port() == 0 {
         return Report {
             addr,
+            scheme,
             outcome: Err(
                 "WS_ASSETS_PORT is 0 (a free port picked at start-up); set the port the service listens on"
                     .to_string(),
             ),
         };
     }
-    check(addr, TIMEOUT)
+    check(scheme, addr, TIMEOUT)
 }
 
-/// Sends `GET /health` to `addr` and reads the answer, all within `timeout`.
-pub fn check(addr: SocketAddr, timeout: Duration) -> Report {
+/// Sends `GET /health` to `addr` with `scheme` and reads the answer, all within
+/// `timeout`.
+pub fn check(scheme: Scheme, addr: SocketAddr, timeout: Duration) -> Report {
     Report {
         addr,
-        outcome: fetch(addr, timeout),
+        scheme,
+        outcome: fetch(scheme, addr, timeout),
     }
 }
 
-/// One `GET` of [`url`]`(addr)` on an agent of its own, its status and body read within
-/// `timeout`.
-fn fetch(addr: SocketAddr, timeout: Duration) -> Result<Answer, String> {
+/// One `GET` of [`url`]`(scheme, addr)` on an agent of its own, its status and body read
+/// within `timeout`.
+fn fetch(scheme: Scheme, addr: SocketAddr, timeout: Duration) -> Result<Answer, String> {
+    // The certificate is not checked (see the module's documentation); the handshake is
+    // still a full one, so a service that cannot complete it is unhealthy.
+    let tls = ureq::tls::TlsConfig::builder()
+        .disable_verification(true)
+        .build();
     let agent = ureq::Agent::config_builder()
+        .tls_config(tls)
         .timeout_global(Some(timeout))
         // A 503 is an answer to report, not a failure to fetch one.
         .http_status_as_error(false)
@@ -158,7 +199,7 @@ fn fetch(addr: SocketAddr, timeout: Duration) -> Result<Answer, String> {
         .build()
         .new_agent();
     let mut response = agent
-        .get(url(addr))
+        .get(url(scheme, addr))
         .call()
         .map_err(|e| describe(e, timeout))?;
     let status = response.status().as_u16();
@@ -236,7 +277,26 @@ mod tests {
             target(&config("localhost", "1")),
             "127.0.0.1:1".parse().unwrap()
         );
-        assert_eq!(url("[::1]:81".parse().unwrap()), "http://[::1]:81/health");
+        assert_eq!(
+            url(Scheme::Http, "[::1]:81".parse().unwrap()),
+            "http://[::1]:81/health"
+        );
+        assert_eq!(
+            url(Scheme::Https, "127.0.0.1:8443".parse().unwrap()),
+            "https://127.0.0.1:8443/health"
+        );
+    }
+
+    #[test]
+    fn tls_in_the_configuration_means_https() {
+        assert_eq!(Scheme::of(&config("127.0.0.1", "8080")), Scheme::Http);
+        let tls = Config::from_lookup(|name| match name {
+            "WS_ASSETS_TLS_CERT_FILE" => Some("/c.pem".into()),
+            "WS_ASSETS_TLS_KEY_FILE" => Some("/k.pem".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(Scheme::of(&tls), Scheme::Https);
     }
 
     #[test]
@@ -270,7 +330,7 @@ mod tests {
     #[test]
     fn two_hundred_is_healthy_anything_else_is_not() {
         let ok = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n{\"status\":\"ok\"}");
-        let report = check(ok, TIMEOUT);
+        let report = check(Scheme::Http, ok, TIMEOUT);
         assert!(report.healthy(), "{report}");
         assert_eq!(
             report.to_string(),
@@ -278,7 +338,7 @@ mod tests {
         );
 
         let bad = serve_once(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\n\r\n{}");
-        let report = check(bad, TIMEOUT);
+        let report = check(Scheme::Http, bad, TIMEOUT);
         assert!(!report.healthy());
         assert_eq!(
             report.to_string(),
@@ -291,13 +351,13 @@ mod tests {
         let addr = serve_once(
             b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 25\r\n\r\n{\"status\":\"unavailable\"}\nextra",
         );
-        let answer = check(addr, TIMEOUT).outcome.unwrap();
+        let answer = check(Scheme::Http, addr, TIMEOUT).outcome.unwrap();
         assert_eq!(answer.status, 503);
         assert_eq!(answer.body, "{\"status\":\"unavailable\"}\n");
 
         // Without a length, the body runs to the end of the connection.
         let addr = serve_once(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{\"status\":\"ok\"}");
-        let report = check(addr, TIMEOUT);
+        let report = check(Scheme::Http, addr, TIMEOUT);
         assert!(report.healthy(), "{report}");
         assert_eq!(report.outcome.unwrap().body, "{\"status\":\"ok\"}");
     }
@@ -307,7 +367,7 @@ mod tests {
         let addr = serve_once(
             b"HTTP/1.1 301 Moved Permanently\r\nLocation: http://127.0.0.1:1/health\r\nContent-Length: 0\r\n\r\n",
         );
-        let report = check(addr, TIMEOUT);
+        let report = check(Scheme::Http, addr, TIMEOUT);
         assert!(!report.healthy());
         assert!(report.to_string().contains("answered 301"), "{report}");
     }
@@ -326,7 +386,7 @@ mod tests {
                 "closed without a complete answer",
             ),
         ] {
-            let report = check(serve_once(answer), TIMEOUT);
+            let report = check(Scheme::Http, serve_once(answer), TIMEOUT);
             assert!(!report.healthy(), "{report}");
             assert!(report.to_string().contains(why), "{report}");
         }
@@ -343,7 +403,7 @@ mod tests {
             )
             .into_bytes()
         });
-        let report = check(serve_once(big), TIMEOUT);
+        let report = check(Scheme::Http, serve_once(big), TIMEOUT);
         assert!(!report.healthy());
         assert!(
             report.to_string().contains("answer larger than"),
@@ -356,7 +416,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let started = Instant::now();
-        let report = check(addr, Duration::from_millis(300));
+        let report = check(Scheme::Http, addr, Duration::from_millis(300));
         drop(listener);
         assert!(!report.healthy());
         assert!(report.to_string().contains("timed out"), "{report}");
@@ -369,7 +429,7 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let report = check(addr, TIMEOUT);
+        let report = check(Scheme::Http, addr, TIMEOUT);
         assert!(!report.healthy());
         assert!(
             report

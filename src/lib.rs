@@ -23,7 +23,10 @@
 //! WebSocket upgrade, with permessage-deflate negotiated by `deflate.rs`); WebSocket
 //! frames are read by `conn/reader.rs` (compressed ones inflated by `deflate.rs`), the JSON request
 //! parsed by `protocol.rs`, answered in `conn/` from `market.rs`, and written through
-//! `outbox.rs`.
+//! `outbox.rs`. With TLS configured, the driver's stream is the socket wrapped by
+//! `reactor/transport.rs` in [`tls`]'s `stream.rs` (rustls, in the same loop), whose
+//! configuration `tls/acceptor.rs` builds from the files `tls/identity.rs` reads and
+//! renews on SIGHUP (`reactor/ops.rs`).
 //!
 //! On a follower (several instances on one database) the points come instead from the
 //! leader's notifications, heard by `cluster/listen.rs` and handed to the loop by
@@ -59,5 +62,6 @@ pub mod redact;
 pub mod service;
 pub mod store;
 mod throttle;
+pub mod tls;
 mod workers;
 mod writebehind;

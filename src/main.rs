@@ -57,6 +57,10 @@ fn main() -> ExitCode {
 fn serve(config: Config) -> ExitCode {
     let reactor = match service::start(config) {
         Ok(reactor) => reactor,
+        Err(e) if e.is_configuration() => {
+            error!("cannot start: {e}");
+            return ExitCode::from(2);
+        }
         Err(e) => {
             error!("cannot start: {e}");
             return ExitCode::FAILURE;

@@ -186,6 +186,12 @@ struct Subscription {
 /// a `since` further out is not a second that exists yet, and is ignored as before.
 const AHEAD_AT_MOST: i64 = 5;
 
+/// How long after its second has begun a point may still come and be the newest the
+/// instance holds: a fetch answered late in its second, or a follower hearing the
+/// leader's point through the database. Until then the history window waits for it
+/// instead of following the clock.
+pub const LATE_POINT_SECONDS: i64 = 2;
+
 /// All assets with their rings and subscribers.
 #[derive(Debug)]
 pub struct Market {
@@ -292,10 +298,18 @@ impl Market {
         kept
     }
 
-    /// Drops points that left the window ending at `now` (called every second, so
-    /// history stays the last window even when the feed is silent).
+    /// Drops points that left the window, called every second with the second that has
+    /// just begun. The window ends at the newest second any asset holds, so a client
+    /// that subscribes after a second has begun but before its point has come still
+    /// gets a whole window, the same as every other instance serves. A silent feed
+    /// holds no newer second: the window then ends [`LATE_POINT_SECONDS`] behind the
+    /// clock, and history still ages out.
     pub fn trim(&mut self, now: i64) {
-        let oldest = now - self.window + 1;
+        let newest = self.assets.iter().filter_map(|s| s.ring.last_time()).max();
+        let end = newest.map_or(now - LATE_POINT_SECONDS, |newest| {
+            newest.max(now - LATE_POINT_SECONDS)
+        });
+        let oldest = end - self.window + 1;
         for state in &mut self.assets {
             if state.ring.trim(oldest) {
                 state.ring_changed();
@@ -496,9 +510,54 @@ mod tests {
         market.record(point(2, 2));
         let c = market.subscribe(3, 1, None, None);
         assert_eq!(history_times(&c), [1, 2]);
-        market.trim(61);
+        market.trim(61 + LATE_POINT_SECONDS);
         let d = market.subscribe(4, 1, None, None);
         assert_eq!(history_times(&d), [2]);
+    }
+
+    #[test]
+    fn the_window_waits_for_the_point_of_the_second_that_has_just_begun() {
+        let mut market = Market::new(default_assets(), 5);
+        for t in 100..=120 {
+            for id in 1..=5 {
+                market.record(point(id, t));
+            }
+        }
+        // Second 121 has begun; its points have not come yet. Every asset still holds
+        // a whole window, ending at the newest second held.
+        market.trim(121);
+        for index in 0..5 {
+            let history = market.subscribe(index, index, None, None);
+            assert_eq!(history_times(&history), [116, 117, 118, 119, 120]);
+        }
+        market.record(point(1, 121));
+        let history = market.subscribe(9, 0, None, None);
+        assert_eq!(history_times(&history), [117, 118, 119, 120, 121]);
+        // An asset without a point for 121 ends with the others' newest second too.
+        market.trim(122);
+        let history = market.subscribe(10, 1, None, None);
+        assert_eq!(history_times(&history), [117, 118, 119, 120]);
+    }
+
+    #[test]
+    fn a_silent_feed_still_ages_history_out() {
+        let mut market = Market::new(default_assets(), 5);
+        for t in 100..=120 {
+            market.record(point(1, t));
+        }
+        market.trim(120 + LATE_POINT_SECONDS);
+        let history = market.subscribe(1, 0, None, None);
+        assert_eq!(history_times(&history), [116, 117, 118, 119, 120]);
+        // Three silent seconds later the window follows the clock, LATE_POINT_SECONDS behind.
+        market.trim(123 + LATE_POINT_SECONDS);
+        let history = market.subscribe(2, 0, None, None);
+        assert_eq!(history_times(&history), [119, 120]);
+        market.trim(200);
+        let history = market.subscribe(3, 0, None, None);
+        assert_eq!(history_times(&history), [] as [i64; 0]);
+        // Nothing held at all: the clock alone.
+        market.trim(300);
+        assert!(market.assets()[0].ring.is_empty());
     }
 
     #[test]

@@ -51,6 +51,15 @@ impl<L: Label> ByLabel<L> {
         }
     }
 
+    /// The count of `label`, for unit tests that read a counter without rendering it.
+    #[cfg(test)]
+    pub(crate) fn get(&self, label: L) -> u64 {
+        L::ALL
+            .iter()
+            .position(|l| *l == label)
+            .map_or(0, |i| self.counts[i])
+    }
+
     fn samples(&self) -> Vec<(String, f64)> {
         L::ALL
             .iter()
@@ -79,6 +88,11 @@ pub enum DropReason {
     AddressLimit,
     /// A browser page whose origin is not allowed asked for a WebSocket.
     OriginRefused,
+    /// Its TLS handshake failed: no protocol version, cipher suite or ALPN protocol in
+    /// common, a malformed message, or a client that does not trust the certificate.
+    TlsHandshake,
+    /// It spoke plain HTTP to the TLS port (answered 400 in plain text).
+    PlainHttp,
 }
 
 impl Label for DropReason {
@@ -92,6 +106,8 @@ impl Label for DropReason {
         DropReason::ConnectionLimit,
         DropReason::AddressLimit,
         DropReason::OriginRefused,
+        DropReason::TlsHandshake,
+        DropReason::PlainHttp,
     ];
 
     fn label(self) -> &'static str {
@@ -104,6 +120,8 @@ impl Label for DropReason {
             DropReason::ConnectionLimit => "connection_limit",
             DropReason::AddressLimit => "address_limit",
             DropReason::OriginRefused => "origin_refused",
+            DropReason::TlsHandshake => "tls_handshake",
+            DropReason::PlainHttp => "plain_http",
         }
     }
 }
@@ -274,6 +292,27 @@ impl Label for FeedFailure {
     }
 }
 
+/// What became of a SIGHUP's reload of the TLS certificate and key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// The new pair is served to new connections.
+    Ok,
+    /// The files could not be used; the previous pair is still served.
+    Failed,
+}
+
+impl Label for ReloadOutcome {
+    const NAME: &'static str = "outcome";
+    const ALL: &'static [ReloadOutcome] = &[ReloadOutcome::Ok, ReloadOutcome::Failed];
+
+    fn label(self) -> &'static str {
+        match self {
+            ReloadOutcome::Ok => "ok",
+            ReloadOutcome::Failed => "failed",
+        }
+    }
+}
+
 /// A histogram with fixed upper bounds, in seconds.
 #[derive(Debug, Clone)]
 pub struct Histogram {
@@ -375,6 +414,8 @@ pub struct Metrics {
     pub follower_lag_seconds: Histogram,
     /// Seconds a follower polled the feed on its own, hearing nothing from the leader.
     pub fallback_polling_seconds_total: u64,
+    /// Reloads of the TLS certificate and key (SIGHUP), by outcome.
+    pub tls_reloads_total: ByLabel<ReloadOutcome>,
 }
 
 impl Default for Metrics {
@@ -409,6 +450,7 @@ impl Default for Metrics {
             notifications_received_total: 0,
             follower_lag_seconds: Histogram::new(LAG_BOUNDS),
             fallback_polling_seconds_total: 0,
+            tls_reloads_total: ByLabel::default(),
         }
     }
 }
@@ -645,6 +687,12 @@ impl Metrics {
             "counter",
             "Seconds a follower polled the feed on its own, hearing nothing from the leader.",
             &one(self.fallback_polling_seconds_total as f64),
+        );
+        family(
+            "tls_reloads_total",
+            "counter",
+            "Reloads of the TLS certificate and key on SIGHUP, by outcome (failed: the previous pair is still served).",
+            &self.tls_reloads_total.samples(),
         );
         family(
             "log_lines_dropped_total",

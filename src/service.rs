@@ -23,6 +23,8 @@ use crate::store::memory::MemoryStore;
 use crate::store::migrate::Applied;
 use crate::store::postgres::{self, PostgresStore};
 use crate::store::{Store, StoreError};
+use crate::tls::Acceptor;
+use crate::tls::acceptor::SetupError;
 
 /// Accept backlog of the listener, so a burst of thousands of connects is queued
 /// instead of retried by the clients a second later.
@@ -41,6 +43,16 @@ pub enum StartError {
     Bind(SocketAddr, std::io::Error),
     /// The event loop could not be set up.
     Reactor(std::io::Error),
+    /// The TLS certificate or key could not be used.
+    Tls(SetupError),
+}
+
+impl StartError {
+    /// Whether the configuration is at fault (a file it names is missing or wrong),
+    /// which a restart cannot fix: the process exits with code 2, as for a bad value.
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, StartError::Tls(SetupError::Files(_)))
+    }
 }
 
 impl fmt::Display for StartError {
@@ -53,6 +65,7 @@ impl fmt::Display for StartError {
                 "cannot listen on {addr}: {e} (set WS_ASSETS_HOST / WS_ASSETS_PORT)"
             ),
             StartError::Reactor(e) => write!(f, "cannot start the event loop: {e}"),
+            StartError::Tls(e) => write!(f, "{e}"),
         }
     }
 }
@@ -75,6 +88,11 @@ pub fn start(mut config: Config) -> Result<Reactor, StartError> {
         }
         Err(e) => warn!("cannot raise the open-file limit: {e}"),
     }
+    // Files named by the configuration are checked before anything slow (the database).
+    let tls = match &config.tls {
+        None => None,
+        Some(files) => Some(Acceptor::load(files.clone()).map_err(StartError::Tls)?),
+    };
 
     let store = open_store(&config)?;
     let membership = match &config.postgresql {
@@ -140,13 +158,19 @@ pub fn start(mut config: Config) -> Result<Reactor, StartError> {
         None => "memory (history does not survive a restart)".to_string(),
         Some(pg) => format!("{} {}", store.kind().label(), pg.redacted()),
     };
+    let tls_text = match &tls {
+        None => String::new(),
+        Some(acceptor) => format!("; TLS only (https, wss): {}", acceptor.describe()),
+    };
     let reactor = Reactor::new(Parts {
         config: config.clone(),
+        tls,
         listener,
         market,
         feed,
         store,
         initial_writes,
+        history_until: now,
         membership,
     })
     .map_err(StartError::Reactor)?;
@@ -158,7 +182,7 @@ pub fn start(mut config: Config) -> Result<Reactor, StartError> {
     };
     info!(
         "listening on {bound}{shared} (role: {}; store: {store_text}; feed: {feed_text}; \
-         {history}; max {} connections)",
+         {history}; max {} connections{tls_text})",
         role.label(),
         config.max_connections
     );

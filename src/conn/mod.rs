@@ -34,6 +34,7 @@ use crate::market::Market;
 use crate::metrics::{Action, DropReason, Encoding, Metrics};
 use crate::outbox::Outbox;
 use crate::protocol::{self, Request, RequestError};
+use crate::tls::stream::TlsFailure;
 
 use reader::{Event, Limits, Reader, Violation};
 
@@ -317,7 +318,7 @@ impl<S: Stream> Conn<S> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     debug!("connection {key}: {e}");
-                    return Step::doom(Doom::Drop(None));
+                    return Step::doom(Doom::Drop(tls_failure(&e)));
                 }
             };
             // Usually the head comes whole in one read and is parsed where it was read.
@@ -846,6 +847,17 @@ impl<S: Stream> Conn<S> {
                 deadline,
                 shut: false,
             };
+        }
+    }
+}
+
+/// Why a TLS connection failed before its request head, as counted in
+/// `clients_dropped_total` (`None` for anything else: a reset, an EOF).
+fn tls_failure(error: &io::Error) -> Option<DropReason> {
+    match TlsFailure::of(error)? {
+        TlsFailure::PlainHttp => Some(DropReason::PlainHttp),
+        TlsFailure::Handshake(_) | TlsFailure::Session(_) | TlsFailure::Oversized => {
+            Some(DropReason::TlsHandshake)
         }
     }
 }

@@ -24,6 +24,9 @@ use crate::http;
 use crate::market::Market;
 use crate::metrics::{DropReason, Encoding, Metrics};
 use crate::throttle::Throttle;
+use crate::tls::Acceptor;
+
+use super::transport::Transport;
 
 /// Pause before accepting again after running out of file descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
@@ -63,8 +66,10 @@ pub enum Asked {
 pub struct Clients {
     registry: Registry,
     listener: Option<TcpListener>,
-    conns: Slab<Conn>,
+    conns: Slab<Conn<Transport>>,
     config: Rc<Config>,
+    /// With TLS: the configuration every accepted socket starts its handshake with.
+    tls: Option<Acceptor>,
     /// The buffers every connection's steps borrow.
     shared: Shared,
     /// Connections to end after the current step, with how.
@@ -90,12 +95,14 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Takes over `listener`, registered with `registry` under `token`.
+    /// Takes over `listener`, registered with `registry` under `token`; with `tls`,
+    /// every connection speaks TLS.
     pub fn new(
         registry: Registry,
         mut listener: TcpListener,
         token: Token,
         config: Rc<Config>,
+        tls: Option<Acceptor>,
     ) -> io::Result<Clients> {
         registry.register(&mut listener, token, Interest::READABLE)?;
         let shared = Shared::new(&config);
@@ -104,6 +111,7 @@ impl Clients {
             listener: Some(listener),
             conns: Slab::with_capacity(1024),
             config,
+            tls,
             shared,
             doomed: Vec::new(),
             more_to_read: Vec::new(),
@@ -130,6 +138,11 @@ impl Clients {
     /// Open connections, in any phase.
     pub fn len(&self) -> usize {
         self.conns.len()
+    }
+
+    /// The TLS configuration new connections get, if TLS is on (for its renewal).
+    pub fn tls_mut(&mut self) -> Option<&mut Acceptor> {
+        self.tls.as_mut()
     }
 
     /// Whether some client has input left over from its last turn.
@@ -197,9 +210,12 @@ impl Clients {
                 metrics
                     .clients_dropped_total
                     .add(DropReason::ConnectionLimit);
-                let busy = http::error_response(503, "connection limit reached", false);
-                // Best effort on a fresh socket; the client is turned away either way.
-                let _ = io::Write::write(&mut stream, &busy);
+                if self.tls.is_none() {
+                    let busy = http::error_response(503, "connection limit reached", false);
+                    // Best effort on a fresh socket; the client is turned away either way.
+                    // (A TLS client could not read it before a handshake: it is just closed.)
+                    let _ = io::Write::write(&mut stream, &busy);
+                }
                 debug!("refused {addr}: connection limit reached");
                 continue;
             }
@@ -230,7 +246,18 @@ impl Clients {
             } else {
                 self.config.handshake_timeout
             };
-            let mut conn = Conn::new(stream, now, now + deadline);
+            let transport = match &self.tls {
+                None => Transport::Plain(stream),
+                Some(acceptor) => match acceptor.accept(stream) {
+                    Ok(tls) => Transport::Tls(Box::new(tls)),
+                    Err(e) => {
+                        warn!("cannot start TLS for the connection from {addr}: {e}");
+                        continue;
+                    }
+                },
+            };
+            // The handshake deadline runs from here, so it bounds a TLS handshake too.
+            let mut conn = Conn::new(transport, now, now + deadline);
             conn.ops_only = ops_only;
             if per_ip_limit > 0 && ops_only.is_none() {
                 // Counted while it lives: given back when it is removed.
@@ -453,7 +480,7 @@ impl Clients {
         if conn.deflate() {
             metrics.deflate_connections -= 1;
         }
-        let _ = self.registry.deregister(conn.stream_mut());
+        let _ = self.registry.deregister(conn.stream_mut().tcp_mut());
         if let Some(ip) = conn.peer
             && let Some(held) = self.per_ip.get_mut(&ip)
         {

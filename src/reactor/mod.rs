@@ -5,10 +5,11 @@
 //! handler: the listener, the workers' waker (finished jobs) and the signals. The state
 //! is split into parts that own it:
 //!
-//! - [`clients`]: every connection, from accept to close, and the fan-out writes;
+//! - [`clients`]: every connection, from accept to close, and the fan-out writes (each
+//!   over a [`transport`]: the plain socket, or TLS over it);
 //! - [`ticks`]: the wall-clock second, the feed fetches and their results;
 //! - [`store_jobs`]: the write-behind queue and retention jobs of the store;
-//! - [`ops`]: signals, shutdown and `/health`;
+//! - [`ops`]: signals (shutdown, the TLS certificate's renewal) and `/health`;
 //! - [`role`]: the role among several instances on one database, and the leader's
 //!   points as a follower hears them (the notifications source);
 //!
@@ -24,6 +25,7 @@ mod ops;
 mod role;
 mod store_jobs;
 mod ticks;
+mod transport;
 
 use std::io;
 use std::net::SocketAddr;
@@ -47,6 +49,7 @@ use crate::logsink;
 use crate::market::Market;
 use crate::metrics::{Gauges, Metrics, TickOutcome};
 use crate::store::Store;
+use crate::tls::Acceptor;
 use crate::workers::Workers;
 
 use clients::{Asked, Clients};
@@ -68,6 +71,8 @@ const EVENTS_BETWEEN_CLOCK_CHECKS: usize = 32;
 pub struct Parts {
     /// Validated configuration.
     pub config: Config,
+    /// With TLS configured: the certificate and key new connections get.
+    pub tls: Option<Acceptor>,
     /// The bound listener.
     pub listener: TcpListener,
     /// Assets with warmed rings.
@@ -78,6 +83,10 @@ pub struct Parts {
     pub store: Arc<dyn Store>,
     /// Points to write before the first tick (e.g. a backfill).
     pub initial_writes: Vec<Point>,
+    /// The second the history was loaded (or backfilled) up to. The clock goes on from
+    /// the second after it: one that began while the service was starting still gets
+    /// its tick, instead of a hole nobody counted.
+    pub history_until: i64,
     /// With a database: the role won at start-up and what the cluster threads need.
     pub membership: Option<Membership>,
 }
@@ -123,11 +132,13 @@ impl Reactor {
     pub fn new(parts: Parts) -> io::Result<Reactor> {
         let Parts {
             config,
+            tls,
             listener,
             market,
             feed,
             store,
             initial_writes,
+            history_until,
             membership,
         } = parts;
         let config = Rc::new(config);
@@ -147,10 +158,11 @@ impl Reactor {
             listener,
             LISTENER,
             Rc::clone(&config),
+            tls,
         )?;
         let ops = Ops::new(poll.registry(), SIGNALS)?;
         let assets: Arc<[Asset]> = market.assets().iter().map(|a| a.asset.clone()).collect();
-        let ticks = Ticks::new(feed, assets, config.rates_max_in_flight);
+        let ticks = Ticks::new(feed, assets, config.rates_max_in_flight, history_until);
         let mut store = StoreJobs::new(store, config.write_queue_points, config.retention());
         let mut metrics = Metrics::default();
         store.queue(&initial_writes, Instant::now(), &mut metrics);
@@ -258,9 +270,14 @@ impl Reactor {
         }
     }
 
-    /// A signal arrived: the first starts the shutdown.
+    /// A signal arrived: the first SIGINT or SIGTERM starts the shutdown, SIGHUP
+    /// reloads the TLS certificate.
     fn on_signal(&mut self, now: Instant) -> Signal {
         let signal = self.ops.on_signal(now);
+        if self.ops.take_reload() {
+            self.ops
+                .reload_tls(self.clients.tls_mut(), &mut self.metrics);
+        }
         match signal {
             Signal::Nothing => {}
             Signal::Stop => {

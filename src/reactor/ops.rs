@@ -3,14 +3,15 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use log::{debug, info};
+use log::{debug, error, info};
 use mio::{Interest, Registry, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::cluster::Role;
-use crate::metrics::Gauges;
+use crate::metrics::{Gauges, Metrics, ReloadOutcome};
 use crate::store::StoreKind;
+use crate::tls::Acceptor;
 
 /// How long shutdown waits for clients to close and queued points to be written.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
@@ -31,6 +32,8 @@ pub struct Ops {
     signals: Signals,
     started: Instant,
     shutdown_deadline: Option<Instant>,
+    /// A SIGHUP came: the TLS certificate and key are to be read again.
+    reload_asked: bool,
 }
 
 /// What `/health` reports besides the gauges.
@@ -48,9 +51,9 @@ pub struct HealthFacts {
 }
 
 impl Ops {
-    /// Listens for SIGINT and SIGTERM (stop) and SIGHUP (ignored, so that a closed
-    /// terminal or a supervisor's reload does not kill the service) through `registry`
-    /// under `token`.
+    /// Listens for SIGINT and SIGTERM (stop) and SIGHUP (reload the TLS certificate
+    /// and key; without TLS it is ignored, so that a closed terminal or a supervisor's
+    /// reload does not kill the service) through `registry` under `token`.
     pub fn new(registry: &Registry, token: Token) -> io::Result<Ops> {
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
         registry.register(&mut signals, token, Interest::READABLE)?;
@@ -58,20 +61,19 @@ impl Ops {
             signals,
             started: Instant::now(),
             shutdown_deadline: None,
+            reload_asked: false,
         })
     }
 
-    /// Reads the pending signals: the first asks for a clean stop (with a deadline),
-    /// any later one for an immediate exit.
+    /// Reads the pending signals: the first SIGINT or SIGTERM asks for a clean stop
+    /// (with a deadline), any later one for an immediate exit; a SIGHUP is remembered
+    /// for [`Ops::take_reload`].
     pub fn on_signal(&mut self, now: Instant) -> Signal {
         let mut got = false;
         for signal in self.signals.pending() {
             debug!("signal {signal}");
             if signal == SIGHUP {
-                info!(
-                    "SIGHUP received: ws_assets has no configuration to reload and keeps \
-                     running (SIGTERM or SIGINT stops it)"
-                );
+                self.reload_asked = true;
             } else {
                 got = true;
             }
@@ -84,6 +86,11 @@ impl Ops {
         }
         self.shutdown_deadline = Some(now + SHUTDOWN_WAIT);
         Signal::Stop
+    }
+
+    /// Whether a SIGHUP came since the last call.
+    pub fn take_reload(&mut self) -> bool {
+        std::mem::take(&mut self.reload_asked)
     }
 
     /// Whether a shutdown has begun.
@@ -99,6 +106,35 @@ impl Ops {
     /// Time since start.
     pub fn uptime(&self, now: Instant) -> Duration {
         now.duration_since(self.started)
+    }
+
+    /// SIGHUP: reads the TLS certificate and key again, so that a renewed pair is served
+    /// to new connections without a restart (open ones keep theirs). A pair that cannot
+    /// be used leaves the previous one in service, and the log says why.
+    pub fn reload_tls(&self, tls: Option<&mut Acceptor>, metrics: &mut Metrics) {
+        let Some(acceptor) = tls else {
+            info!(
+                "SIGHUP received: TLS is off, so there is no certificate to reload; \
+                 ws_assets keeps running (SIGTERM or SIGINT stops it)"
+            );
+            return;
+        };
+        match acceptor.reload() {
+            Ok(()) => {
+                metrics.tls_reloads_total.add(ReloadOutcome::Ok);
+                info!(
+                    "SIGHUP: TLS certificate reloaded ({}); new connections get it, \
+                     open ones keep theirs",
+                    acceptor.describe()
+                );
+            }
+            Err(e) => {
+                metrics.tls_reloads_total.add(ReloadOutcome::Failed);
+                error!(
+                    "SIGHUP: TLS certificate not reloaded, the previous one is still served: {e}"
+                );
+            }
+        }
     }
 
     /// `/health`: 200 while serving normally, 503 while the database is required but

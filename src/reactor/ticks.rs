@@ -35,13 +35,21 @@ pub struct Ticks {
 }
 
 impl Ticks {
-    /// A clock polling `feed` for `assets`, with at most `max_in_flight` fetches at once.
-    pub fn new(feed: Arc<dyn Feed>, assets: Arc<[Asset]>, max_in_flight: usize) -> Ticks {
+    /// A clock polling `feed` for `assets`, with at most `max_in_flight` fetches at once,
+    /// whose first tick is for the second after `done` (the last second the history
+    /// holds): a start-up that ran past a second boundary ticks at once for the second
+    /// under way, and any whole seconds it took are counted as missed.
+    pub fn new(
+        feed: Arc<dyn Feed>,
+        assets: Arc<[Asset]>,
+        max_in_flight: usize,
+        done: i64,
+    ) -> Ticks {
         Ticks {
             feed,
             assets,
             max_in_flight,
-            last_second: epoch_second(),
+            last_second: done.min(epoch_second()),
             last_point_time: 0,
             in_flight: 0,
             failing: false,
@@ -173,5 +181,63 @@ fn failure_of(e: &FeedError) -> FeedFailure {
         FeedError::Connect(_) => FeedFailure::Connect,
         FeedError::TooLarge(_) => FeedFailure::TooLarge,
         FeedError::Parse(_) => FeedFailure::Parse,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::asset::default_assets;
+    use crate::feed::simulated::SimulatedFeed;
+
+    fn ticks_after(done: i64) -> Ticks {
+        Ticks::new(
+            Arc::new(SimulatedFeed::new(1)),
+            default_assets().into(),
+            2,
+            done,
+        )
+    }
+
+    #[test]
+    fn a_second_that_began_during_start_up_gets_its_tick_at_once() {
+        let mut metrics = Metrics::default();
+        let before = epoch_second();
+        let mut ticks = ticks_after(before - 1);
+        let second = ticks.new_second(Instant::now(), &mut metrics);
+        let after = epoch_second();
+        assert!(
+            second.is_some_and(|s| (before..=after).contains(&s)),
+            "{second:?} in {before}..={after}"
+        );
+        assert_eq!(ticks.new_second(Instant::now(), &mut metrics), None);
+    }
+
+    #[test]
+    fn whole_seconds_a_start_up_took_are_counted_as_missed() {
+        let mut metrics = Metrics::default();
+        let before = epoch_second();
+        let mut ticks = ticks_after(before - 4);
+        let second = ticks
+            .new_second(Instant::now(), &mut metrics)
+            .expect("a tick");
+        assert_eq!(
+            metrics.ticks_total.get(TickOutcome::Missed),
+            (second - (before - 4) - 1) as u64
+        );
+        assert!(metrics.ticks_total.get(TickOutcome::Missed) >= 3);
+    }
+
+    #[test]
+    fn a_start_up_within_its_second_ticks_at_the_next_one() {
+        let mut metrics = Metrics::default();
+        let mut ticks = ticks_after(epoch_second());
+        // Unless the second ended meanwhile, nothing is due yet.
+        let now = epoch_second();
+        let second = ticks.new_second(Instant::now(), &mut metrics);
+        if epoch_second() == now {
+            assert_eq!(second, None);
+        }
+        assert_eq!(metrics.ticks_total.get(TickOutcome::Missed), 0);
     }
 }

@@ -2,9 +2,9 @@
 //!
 //! Each module is one area of the service, driven from outside: the real server binary
 //! on a free port, real WebSocket and HTTP clients, a real PostgreSQL (a throwaway
-//! database per test), a fake quote feed, and Chromium for the page. The harness is
-//! [`common`]; [`pgdb`], [`fakefeed`] and [`cdp`] are the database, feed and browser
-//! helpers.
+//! database per test), a fake quote feed, Chromium for the page, and certificates made
+//! by the test. The harness is [`common`]; [`pgdb`], [`fakefeed`], [`cdp`] and
+//! [`testca`] are the database, feed, browser and certificate helpers.
 // A test fails by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,6 +12,7 @@ mod cdp;
 mod common;
 mod fakefeed;
 mod pgdb;
+mod testca;
 
 mod browser;
 mod cluster;
@@ -34,3 +35,4 @@ mod reliability;
 mod secrets;
 mod security;
 mod startup;
+mod tls;

@@ -1,5 +1,6 @@
 //! Operations: the health probe, Prometheus metrics and graceful shutdown.
 
+use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 use crate::common::{Server, try_http_exchange, wait_until};
@@ -151,5 +152,66 @@ fn health_is_503_while_shutting_down() {
     assert!(
         health["problems"].to_string().contains("shutting down"),
         "{health}"
+    );
+}
+
+/// The soft open-file limit the server is started with in the test below: far below the
+/// hard limit, as the 1024 of many systems is.
+const LOW_SOFT_LIMIT: libc::rlim_t = 256;
+
+#[test]
+fn the_open_file_limit_is_raised_to_its_hard_limit_at_start_up() {
+    let mut hard = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct passed to it.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut hard) },
+        0
+    );
+    assert!(
+        hard.rlim_max > LOW_SOFT_LIMIT,
+        "the hard limit {} leaves nothing to raise",
+        hard.rlim_max
+    );
+    // More connections asked for than the hard limit allows: start-up says what it serves.
+    let server =
+        Server::start_with_command(&[("WS_ASSETS_MAX_CONNECTIONS", "10000000")], |command| {
+            // SAFETY: the closure runs in the child between fork and exec and only calls
+            // setrlimit, which is async-signal-safe.
+            unsafe {
+                command.pre_exec(move || {
+                    let lowered = libc::rlimit {
+                        rlim_cur: LOW_SOFT_LIMIT,
+                        rlim_max: hard.rlim_max,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        });
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid()))
+        .expect("read the server's /proc limits");
+    let open_files: Vec<u64> = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("Max open files in /proc/PID/limits")
+        .split_whitespace()
+        .filter_map(|word| word.parse().ok())
+        .collect();
+    assert_eq!(
+        open_files,
+        [hard.rlim_max, hard.rlim_max],
+        "soft and hard limit of the server:\n{limits}"
+    );
+    assert!(
+        server
+            .log()
+            .contains(&format!("open-file limit is {}", hard.rlim_max)),
+        "{}",
+        server.log()
     );
 }

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::common::{Server, epoch_now, run_to_exit, time_of, wait_until};
+use crate::common::{Server, assert_seconds_follow, epoch_now, run_to_exit, time_of, wait_until};
 use crate::pgdb::{Proxy, TestDb};
 use serde_json::Value;
 use ws_assets::store::migrate::MIGRATIONS;
@@ -51,35 +51,39 @@ fn time_value(point: &Value) -> (i64, f64) {
     )
 }
 
-/// Fails unless `times` is a run of consecutive seconds.
-fn assert_consecutive(times: &[i64], what: &str) {
-    for pair in times.windows(2) {
-        assert_eq!(
-            pair[1],
-            pair[0] + 1,
-            "{what}: {} is followed by {}, not the next second ({times:?})",
-            pair[0],
-            pair[1]
-        );
-    }
-}
-
-/// Waits until every asset has a stored point at each second of `from..=to`; returns the
-/// stored times per asset. A point the store does not have is a gap in the run.
-fn wait_stored_through(db: &TestDb, from: i64, to: i64) -> BTreeMap<i32, Vec<i64>> {
-    wait_until(SOON, &format!("points {from}..={to} stored"), || {
+/// Waits until every asset has a stored point at each of `seconds` (the seconds a
+/// client got points for); returns the stored times per asset.
+fn wait_stored(db: &TestDb, seconds: &[i64]) -> BTreeMap<i32, Vec<i64>> {
+    wait_until(SOON, &format!("points of {seconds:?} stored"), || {
         let times = db.stored_times();
         for id in ASSET_IDS {
-            let have = times
-                .get(&id)
-                .map(|t| t.iter().filter(|&&s| s >= from && s <= to).count())
-                .unwrap_or(0);
-            if have as i64 != to - from + 1 {
-                return Err(format!("asset {id}: {have} of {} seconds", to - from + 1));
+            let have = times.get(&id).map(Vec::as_slice).unwrap_or_default();
+            if let Some(missing) = seconds.iter().find(|s| !have.contains(s)) {
+                return Err(format!("asset {id}: no point at {missing}"));
             }
         }
         Ok(times)
     })
+}
+
+/// Fails unless every asset's stored times from the first of `seconds` to its last are
+/// exactly `seconds`: each point a client got is stored for every asset, and nothing else.
+fn assert_stored_exactly(stored: &BTreeMap<i32, Vec<i64>>, seconds: &[i64]) {
+    let (Some(first), Some(last)) = (seconds.first(), seconds.last()) else {
+        return;
+    };
+    for id in ASSET_IDS {
+        let run: Vec<i64> = stored
+            .get(&id)
+            .map(|t| {
+                t.iter()
+                    .copied()
+                    .filter(|t| t >= first && t <= last)
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(run, seconds, "stored times of asset {id}");
+    }
 }
 
 fn stop(server: &mut Server) {
@@ -261,23 +265,26 @@ fn every_second_one_point_per_asset_is_stored() {
         counts.push(rows.iter().filter(|(t, _)| *t <= time).count());
     }
     let times: Vec<i64> = seen.iter().map(time_of).collect();
-    assert_consecutive(&times, "points the client got");
+    assert_seconds_follow(
+        &times,
+        server.ticks_without_point(),
+        "points the client got",
+    );
     for pair in counts.windows(2) {
-        assert_eq!(pair[1], pair[0] + 1, "rows per second: {counts:?}");
+        assert_eq!(pair[1], pair[0] + 1, "rows per point: {counts:?}");
     }
 
     let first = times[0];
     let last = *times.last().expect("points");
-    let all = wait_stored_through(&db, first, last);
+    let all = wait_stored(&db, &times);
     for id in ASSET_IDS {
-        let times: Vec<i64> = all[&id].iter().copied().filter(|&t| t <= last).collect();
         assert_eq!(
-            times.first(),
+            all[&id].first(),
             Some(&first),
             "asset {id} starts with the first tick"
         );
-        assert_consecutive(&times, &format!("stored times of asset {id}"));
     }
+    assert_stored_exactly(&all, &times);
     let rows: Vec<(i64, f64)> = db
         .stored(1)
         .into_iter()
@@ -358,10 +365,10 @@ fn a_restart_serves_the_stored_history_with_an_exact_seam_and_no_backfill() {
     let history_tv: Vec<(i64, f64)> = history.iter().map(time_value).collect();
     let history_last = history_tv.last().expect("history").0;
     assert!(history_last >= new_tick);
-    assert_eq!(
-        time_of(&first_live),
-        history_last + 1,
-        "the first live point follows the history's last"
+    assert_seconds_follow(
+        &[history_last, time_of(&first_live)],
+        second.ticks_without_point(),
+        "the first live point follows the history's last",
     );
     let history_times: Vec<i64> = history_tv.iter().map(|(t, _)| *t).collect();
     assert!(
@@ -479,8 +486,7 @@ fn a_database_outage_mid_run_loses_no_point_and_is_logged_once() {
     let mut seen = client.subscribe_history(1);
     seen.push(client.recv_point());
     let first = time_of(&seen[0]);
-    let before_cut = time_of(seen.last().expect("points"));
-    wait_stored_through(&db, first, before_cut);
+    wait_stored(&db, &seen.iter().map(time_of).collect::<Vec<_>>());
 
     // Cut for at least 5 s and until the store has failed; live points keep coming.
     proxy.cut();
@@ -512,19 +518,18 @@ fn a_database_outage_mid_run_loses_no_point_and_is_logged_once() {
         seen.push(client.recv_point());
     }
     let times: Vec<i64> = seen.iter().map(time_of).collect();
-    assert_consecutive(&times, "live points across the outage");
+    assert_seconds_follow(
+        &times,
+        server.ticks_without_point(),
+        "live points across the outage",
+    );
 
     let last = *times.last().expect("points");
-    let stored_all = wait_stored_through(&db, first, last);
+    let stored_all = wait_stored(&db, &times);
     for id in ASSET_IDS {
-        let run: Vec<i64> = stored_all[&id]
-            .iter()
-            .copied()
-            .filter(|&t| t <= last)
-            .collect();
-        assert_eq!(run.first(), Some(&first), "asset {id}");
-        assert_consecutive(&run, &format!("stored times of asset {id}"));
+        assert_eq!(stored_all[&id].first(), Some(&first), "asset {id}");
     }
+    assert_stored_exactly(&stored_all, &times);
     let rows: Vec<(i64, f64)> = db
         .stored(1)
         .into_iter()
@@ -566,7 +571,7 @@ fn health_is_503_while_the_database_is_failing_and_200_once_it_is_back() {
     let mut client = server.client();
     client.subscribe_history(1);
     let first = time_of(&client.recv_point());
-    wait_stored_through(&db, first, first);
+    wait_stored(&db, &[first]);
     let (status, health) = server.health();
     assert_eq!(status, 200, "{health}");
 
@@ -716,7 +721,7 @@ fn a_backfill_larger_than_the_write_queue_is_stored_or_counted_as_dropped() {
     let mut client = server.client();
     let history = client.subscribe_history(1);
     let live = time_of(&client.recv_point());
-    wait_stored_through(&db, live, live);
+    wait_stored(&db, &[live]);
 
     let stored = db.stored(1);
     let missing: Vec<i64> = history
@@ -834,7 +839,7 @@ fn retention_deletes_old_rows_only() {
     let mut ws = server.client();
     let _ = ws.subscribe_history(1);
     let live = time_of(&ws.recv_point());
-    wait_stored_through(&db, live, live);
+    wait_stored(&db, &[live]);
     drop(ws);
     stop(&mut server);
 }
@@ -885,7 +890,7 @@ fn retention_0_keeps_the_rows_a_30_day_retention_deletes() {
     let mut ws = zero.client();
     ws.subscribe_history(1);
     let live = time_of(&ws.recv_point());
-    wait_stored_through(&keeping, live, live);
+    wait_stored(&keeping, &[live]);
     assert_eq!(
         keeping.scalar(COUNT_OLDER_THAN_30_DAYS),
         OLD_POINTS.iter().map(|p| i64::from(p.2)).sum::<i64>()
@@ -913,7 +918,7 @@ fn sigterm_writes_the_queued_points_before_exiting() {
     let mut seen = client.subscribe_history(1);
     seen.push(client.recv_point());
     let first = time_of(&seen[0]);
-    wait_stored_through(&db, first, time_of(seen.last().expect("points")));
+    wait_stored(&db, &seen.iter().map(time_of).collect::<Vec<_>>());
 
     // Let points pile up behind a failing store, then stop with them still queued.
     proxy.cut();
@@ -932,6 +937,8 @@ fn sigterm_writes_the_queued_points_before_exiting() {
         .unwrap_or(0.0);
     assert!(queued >= 5.0, "{queued} points queued");
     proxy.restore();
+    // Read while the server still answers; no tick starts once it is stopping.
+    let allowed = server.ticks_without_point();
     server.terminate();
     seen.extend(client.points_until_close());
     drop(client);
@@ -944,7 +951,7 @@ fn sigterm_writes_the_queued_points_before_exiting() {
     );
 
     let times: Vec<i64> = seen.iter().map(time_of).collect();
-    assert_consecutive(&times, "live points");
+    assert_seconds_follow(&times, allowed, "live points");
     let last = *times.last().expect("points");
     let stored_all = db.stored_times();
     for id in ASSET_IDS {
@@ -954,8 +961,8 @@ fn sigterm_writes_the_queued_points_before_exiting() {
             run.last().is_some_and(|&t| t >= last),
             "asset {id}: the last point before the signal ({last}) is not stored: {run:?}"
         );
-        assert_consecutive(&run, &format!("stored times of asset {id}"));
     }
+    assert_stored_exactly(&stored_all, &times);
     let rows: Vec<(i64, f64)> = db
         .stored(1)
         .into_iter()
@@ -974,7 +981,7 @@ fn the_final_flush_waits_at_most_5_seconds_for_a_database_that_hangs() {
     let mut client = server.client();
     client.subscribe_history(1);
     let first = time_of(&client.recv_point());
-    wait_stored_through(&db, first, first);
+    wait_stored(&db, &[first]);
 
     // Points pile up behind writes that get no answer.
     proxy.blackhole();

@@ -1,10 +1,12 @@
-//! PostgreSQL over TLS, through the real binary against the machine's PostgreSQL, which
-//! serves TLS with its own certificate (Debian's "snakeoil", self-signed for `localhost`).
+//! PostgreSQL over TLS, through the real binary against the test PostgreSQL, which
+//! `.ci/start-postgres` sets up to serve TLS with a certificate for `localhost` signed
+//! by a test CA of its own; the CA's certificate is `ws_assets-ca.crt` in the directory of the
+//! server's certificate file.
 //!
 //! Each mode is checked by what the server sees (`pg_stat_ssl` for the service's own
 //! sessions) or by how start-up ends: `require` encrypts, `disable` does not, `verify-ca`
-//! accepts the server's certificate as root and refuses another, `verify-full` accepts
-//! the name the certificate carries and refuses an address it does not.
+//! accepts the test CA as root and refuses another, `verify-full` accepts the name the
+//! certificate carries and refuses an address it does not.
 
 use crate::pgdb;
 use std::path::{Path, PathBuf};
@@ -27,8 +29,10 @@ fn admin() -> postgres::Client {
         .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL: {e}"))
 }
 
-/// The server's certificate file; panics unless the server has TLS on.
-fn server_certificate() -> PathBuf {
+/// The certificate of the CA that signed the server's: `ws_assets-ca.crt` beside the server's
+/// certificate file, where `.ci/start-postgres` puts it. Panics unless the server has
+/// TLS on and the file is there.
+fn test_ca() -> PathBuf {
     let mut admin = admin();
     let ssl: String = admin
         .query_one("SHOW ssl", &[])
@@ -36,13 +40,20 @@ fn server_certificate() -> PathBuf {
         .unwrap_or_else(|e| panic!("SHOW ssl: {e}"));
     assert_eq!(
         ssl, "on",
-        "the test PostgreSQL must serve TLS (ssl = on; Debian does with the ssl-cert package)"
+        "the test PostgreSQL must serve TLS: run .ci/start-postgres"
     );
     let file: String = admin
         .query_one("SHOW ssl_cert_file", &[])
         .and_then(|row| row.try_get(0))
         .unwrap_or_else(|e| panic!("SHOW ssl_cert_file: {e}"));
-    PathBuf::from(file)
+    let ca = Path::new(&file).with_file_name("ws_assets-ca.crt");
+    assert!(
+        ca.is_file(),
+        "no test CA at {} beside the server's certificate {file}: run .ci/start-postgres, \
+         which makes one and a certificate for localhost signed by it",
+        ca.display()
+    );
+    ca
 }
 
 /// `db`'s DSN with `host` in place of its host and `params` as its query.
@@ -118,7 +129,13 @@ fn assert_migrated(run: &Exited) {
 /// Starts the service on `db` at 127.0.0.1 with the TLS `params`, expects start-up to end
 /// at once (no retrying) with exit code 1 and a message, not a panic; returns the message.
 fn start_up_refusal(db: &TestDb, params: &str) -> String {
-    let run = run_to_exit(&[], &[dsn_var(&dsn(db, "127.0.0.1", params))], RUN_LIMIT);
+    refusal(&[dsn_var(&dsn(db, "127.0.0.1", params))])
+}
+
+/// Starts the service with `env`, expects start-up to end at once (no retrying) with exit
+/// code 1 and a message, not a panic; returns the message.
+fn refusal(env: &[(&str, &str)]) -> String {
+    let run = run_to_exit(&[], env, RUN_LIMIT);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
     assert!(!run.stderr.contains("listening on"), "{}", run.stderr);
@@ -136,7 +153,7 @@ fn start_up_refusal(db: &TestDb, params: &str) -> String {
 
 #[test]
 fn require_encrypts_every_session() {
-    server_certificate();
+    test_ca();
     let db = TestDb::create();
     let name = application_name();
     let dsn = dsn(
@@ -151,7 +168,7 @@ fn require_encrypts_every_session() {
 
 #[test]
 fn disable_connects_in_clear() {
-    server_certificate();
+    test_ca();
     let db = TestDb::create();
     let name = application_name();
     let dsn = dsn(
@@ -164,10 +181,10 @@ fn disable_connects_in_clear() {
 }
 
 #[test]
-fn verify_ca_accepts_the_servers_own_certificate_as_root_whatever_the_host_name() {
-    let certificate = server_certificate();
+fn verify_ca_accepts_a_certificate_the_root_signed_whatever_the_host_name() {
+    let ca = test_ca();
     let db = TestDb::create();
-    let root = certificate.display();
+    let root = ca.display();
     let dsn = dsn(
         &db,
         "127.0.0.1",
@@ -178,15 +195,24 @@ fn verify_ca_accepts_the_servers_own_certificate_as_root_whatever_the_host_name(
 
 #[test]
 fn verify_full_accepts_the_name_the_certificate_carries() {
-    let certificate = server_certificate();
+    let ca = test_ca();
     let db = TestDb::create();
-    // The key=value form, with the name the snakeoil certificate carries.
+    // The key=value form, with the name the server's certificate carries.
+    let pairs = localhost_pairs(
+        &db,
+        &format!("sslmode=verify-full sslrootcert='{}'", ca.display()),
+    );
+    assert_migrated(&run_to_exit(&["migrate"], &[dsn_var(&pairs)], RUN_LIMIT));
+}
+
+/// `db`'s DSN as libpq `key=value` pairs by the name `localhost` (the name the server's
+/// certificate carries), followed by `params`.
+fn localhost_pairs(db: &TestDb, params: &str) -> String {
     let config = pgdb::admin_config();
     let mut pairs = format!(
-        "host=localhost port={} dbname={} sslmode=verify-full sslrootcert='{}'",
+        "host=localhost port={} dbname={} {params}",
         config.get_ports().first().copied().unwrap_or(5432),
         db.name(),
-        certificate.display()
     );
     if let Some(user) = config.get_user() {
         pairs.push_str(&format!(" user={user}"));
@@ -197,14 +223,89 @@ fn verify_full_accepts_the_name_the_certificate_carries() {
             String::from_utf8_lossy(password)
         ));
     }
-    assert_migrated(&run_to_exit(&["migrate"], &[dsn_var(&pairs)], RUN_LIMIT));
+    pairs
+}
+
+#[test]
+fn verify_full_without_a_root_file_trusts_the_systems_roots() {
+    // The system's roots are where SSL_CERT_FILE says, here the test CA alone.
+    let ca = test_ca();
+    let roots = ca.display().to_string();
+    for params in [
+        "sslmode=verify-full",
+        "sslmode=verify-full sslrootcert=system",
+    ] {
+        let db = TestDb::create();
+        let pairs = localhost_pairs(&db, params);
+        let run = run_to_exit(
+            &["migrate"],
+            &[dsn_var(&pairs), ("SSL_CERT_FILE", &roots)],
+            RUN_LIMIT,
+        );
+        assert_migrated(&run);
+    }
+}
+
+#[test]
+fn system_roots_that_did_not_sign_the_server_refuse_it() {
+    test_ca();
+    let dir = TempDir::new();
+    let other_root = dir.path().join("other-ca.pem");
+    make_self_signed_ca(&other_root);
+    let message = refusal_with_system_roots(&other_root);
+    assert!(message.contains("UnknownIssuer"), "{message}");
+    assert!(message.contains("sslrootcert"), "{message}");
+}
+
+/// Starts the service on a fresh database with `sslmode=verify-full` by the name
+/// `localhost` and the system's roots moved to `roots` (SSL_CERT_FILE); expects it to
+/// refuse to start, and returns its message.
+fn refusal_with_system_roots(roots: &Path) -> String {
+    let db = TestDb::create();
+    let roots = roots.display().to_string();
+    refusal(&[
+        dsn_var(&localhost_pairs(&db, "sslmode=verify-full")),
+        ("SSL_CERT_FILE", &roots),
+    ])
+}
+
+#[test]
+fn no_system_roots_fail_at_start_up_saying_what_to_install() {
+    test_ca();
+    let dir = TempDir::new();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").expect("write an empty file");
+    let message = refusal_with_system_roots(&empty);
+    assert!(
+        message.contains("no trusted root certificates found"),
+        "{message}"
+    );
+    assert!(message.contains("sslrootcert=PATH"), "{message}");
+}
+
+#[test]
+fn a_root_file_without_a_certificate_fails_at_start_up_naming_it() {
+    test_ca();
+    let dir = TempDir::new();
+    let junk = dir.path().join("not-a-certificate.pem");
+    std::fs::write(&junk, "this is not a certificate\n").expect("write a file");
+    let db = TestDb::create();
+    let message = start_up_refusal(
+        &db,
+        &format!("sslmode=verify-ca&sslrootcert={}", junk.display()),
+    );
+    assert!(
+        message.contains(&format!("sslrootcert {} is not usable", junk.display())),
+        "{message}"
+    );
+    assert!(message.contains("PEM certificates"), "{message}");
 }
 
 #[test]
 fn verify_full_refuses_an_address_the_certificate_does_not_carry() {
-    let certificate = server_certificate();
+    let ca = test_ca();
     let db = TestDb::create();
-    let root = certificate.display();
+    let root = ca.display();
     let message = start_up_refusal(&db, &format!("sslmode=verify-full&sslrootcert={root}"));
     assert!(message.contains("not valid for name"), "{message}");
     assert!(message.contains("127.0.0.1"), "{message}");
@@ -213,7 +314,7 @@ fn verify_full_refuses_an_address_the_certificate_does_not_carry() {
 
 #[test]
 fn verify_ca_with_another_root_fails_at_start_up_naming_the_problem() {
-    server_certificate();
+    test_ca();
     let dir = TempDir::new();
     let other_root = dir.path().join("other-ca.pem");
     make_self_signed_ca(&other_root);
@@ -246,14 +347,15 @@ fn an_unreadable_root_file_fails_at_start_up_naming_it() {
     }
 }
 
-/// Writes a fresh self-signed CA certificate (not the server's) to `path` with openssl.
+/// Writes a fresh self-signed CA certificate, unrelated to the server's, to `path` with
+/// openssl.
 fn make_self_signed_ca(path: &Path) {
     let key = path.with_extension("key");
     let out = Command::new("openssl")
         .args([
             "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
         ])
-        .args(["-subj", "/CN=ws_assets test CA"])
+        .args(["-subj", "/CN=ws_assets unrelated test CA"])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")

@@ -2,38 +2,64 @@
 //! reproduces an abuse against the real binary with a well-behaved subscriber alongside,
 //! which must miss no second.
 
-use crate::common;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    Client, Server, masked_frame, masked_text, raw_websocket, read_until_closed, server_frames,
-    time_of, wait_until,
+    Client, Server, assert_seconds_follow, masked_frame, masked_text, raw_websocket,
+    read_until_closed, server_frames, time_of, wait_until,
 };
 
-/// Reads `watcher`'s live points for `seconds` seconds and fails the test on any gap.
-fn misses_no_second(watcher: &mut Client, seconds: usize) {
-    let mut last = time_of(&watcher.recv_point());
-    for _ in 0..seconds {
-        let time = time_of(&watcher.recv_point());
-        assert_eq!(time, last + 1, "the subscriber missed a second");
-        last = time;
+/// Reads `watcher`'s live points for `seconds` seconds and fails the test on any gap
+/// the server did not count as a tick without a point (a loaded machine may hold the
+/// server up past a second; the server says so).
+fn misses_no_second(server: &Server, watcher: &mut Client, seconds: usize) {
+    let times: Vec<i64> = (0..=seconds)
+        .map(|_| time_of(&watcher.recv_point()))
+        .collect();
+    assert_seconds_follow(
+        &times,
+        server.ticks_without_point(),
+        "the subscriber's live points",
+    );
+}
+
+/// Subscribes a client to every asset in turn and leaves, so that every asset's shared
+/// history frame exists before a memory baseline is read (as the soak does): a later
+/// subscriber must not look like growth.
+fn warm_every_history(server: &Server) {
+    let mut client = server.client();
+    for id in 1..=5 {
+        client.subscribe_history(id);
     }
 }
 
-/// Waits up to `within` for the server's RSS to come back within 10 % of `baseline`.
-fn rss_comes_back(server: &Server, baseline: u64, within: Duration) {
-    wait_until(within, "RSS back within 10 % of its baseline", || {
-        let rss = server.rss_bytes();
-        if rss <= baseline + baseline / 10 {
+/// Warms every history, lets the server settle, and reads its private memory.
+fn memory_baseline(server: &Server) -> u64 {
+    warm_every_history(server);
+    thread::sleep(Duration::from_secs(1));
+    server.private_memory_bytes()
+}
+
+/// Waits up to `within` for the server to give back what it took above `baseline` (at
+/// `peak`): it may keep a tenth of that, or a tenth of its baseline if more, for the
+/// allocator's caches of small freed chunks, which pin a few pages (see the README's
+/// soak figures). A connection table or subscriber list left at the crowd's size, or
+/// freed memory not handed back, keeps far more.
+fn memory_comes_back(server: &Server, baseline: u64, peak: u64, within: Duration) {
+    let allowed = baseline + (peak.saturating_sub(baseline)).max(baseline) / 10;
+    wait_until(within, "private memory back near its baseline", || {
+        let now = server.private_memory_bytes();
+        if now <= allowed {
             Ok(())
         } else {
-            Err(format!("{rss} B against a baseline of {baseline} B"))
+            Err(format!(
+                "{now} B; baseline {baseline} B, peak {peak} B, allowed {allowed} B"
+            ))
         }
     });
 }
@@ -76,7 +102,7 @@ fn endless_empty_continuation_frames_close_the_client_and_hold_up_no_one() {
         "/health took {:?} during the flood",
         started.elapsed()
     );
-    misses_no_second(&mut watcher, 3);
+    misses_no_second(&server, &mut watcher, 3);
 
     let ended = read_until_closed(&mut flooder, Instant::now(), Duration::from_secs(5))
         .expect("the flooder is closed");
@@ -102,10 +128,9 @@ fn endless_empty_continuation_frames_close_the_client_and_hold_up_no_one() {
 fn ping_floods_stay_within_the_queue_limit_and_memory_comes_back() {
     let limit = 65_536u64;
     let server = Server::start(&[("WS_ASSETS_CLIENT_QUEUE_BYTES", &limit.to_string())]);
+    let baseline = memory_baseline(&server);
     let mut watcher = server.client();
     watcher.subscribe_history(1);
-    thread::sleep(Duration::from_secs(1));
-    let baseline = server.rss_bytes();
 
     // Ten clients ping as fast as they can and never read a pong.
     let flooders = 10u64;
@@ -125,33 +150,32 @@ fn ping_floods_stay_within_the_queue_limit_and_memory_comes_back() {
     let mut peak = 0;
     let flood_until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < flood_until {
-        peak = peak.max(server.rss_bytes());
+        peak = peak.max(server.private_memory_bytes());
         thread::sleep(Duration::from_millis(100));
     }
     // Each flooder may cost its queue limit plus the buffers of a connection.
     let allowed = baseline + flooders * (limit + 64 * 1024) + 4 * 1024 * 1024;
     assert!(
         peak <= allowed,
-        "RSS reached {peak} B under {flooders} ping floods (baseline {baseline} B, allowed {allowed} B)"
+        "private memory reached {peak} B under {flooders} ping floods (baseline {baseline} B, allowed {allowed} B)"
     );
-    misses_no_second(&mut watcher, 2);
+    misses_no_second(&server, &mut watcher, 2);
 
     stop.store(true, Ordering::Relaxed);
     for writer in writers {
         writer.join().unwrap();
     }
     drop(streams);
-    rss_comes_back(&server, baseline, Duration::from_secs(60));
-    misses_no_second(&mut watcher, 1);
+    memory_comes_back(&server, baseline, peak, Duration::from_secs(60));
+    misses_no_second(&server, &mut watcher, 1);
 }
 
 #[test]
 fn memory_comes_back_after_thousands_of_subscribers_leave() {
     let server = Server::start(&[]);
+    let baseline = memory_baseline(&server);
     let mut watcher = server.client();
     watcher.subscribe_history(1);
-    thread::sleep(Duration::from_secs(1));
-    let baseline = server.rss_bytes();
 
     // Thousands of clients subscribe (and never read their history), then all leave.
     let clients = 3000;
@@ -170,67 +194,43 @@ fn memory_comes_back_after_thousands_of_subscribers_leave() {
             Err(format!("{subscribed} subscribed"))
         }
     });
+    let peak = server.private_memory_bytes();
     drop(streams);
-    misses_no_second(&mut watcher, 1);
+    misses_no_second(&server, &mut watcher, 1);
 
     // The connection table and subscriber lists sized for the crowd shrink with it, and
     // the freed memory goes back to the system.
-    rss_comes_back(&server, baseline, Duration::from_secs(30));
-    misses_no_second(&mut watcher, 1);
+    memory_comes_back(&server, baseline, peak, Duration::from_secs(30));
+    misses_no_second(&server, &mut watcher, 1);
 }
 
 #[test]
 fn a_log_sink_nobody_reads_never_holds_up_the_loop() {
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    // Standard error is a pipe that nobody reads until the end.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ws_assets"))
-        .env_clear()
-        .env("WS_ASSETS_HOST", "127.0.0.1")
-        .env("WS_ASSETS_PORT", port.to_string())
-        .env("WS_ASSETS_LOG_LEVEL", "debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let http =
-        |path: &str| common::http_request(addr, &format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"));
-    wait_until(Duration::from_secs(10), "the server answers", || {
-        TcpStream::connect(addr).map_err(|e| e.to_string())
-    });
-    let mut watcher = Client::connect(addr, "/api/v1/websocket");
+    // Standard error is a pipe that nobody reads once the server is listening.
+    let mut server = Server::start_with_log_unread(&[]);
+    let mut watcher = server.client();
     watcher.subscribe_history(1);
 
     // Thousands of connections log thousands of debug lines: far more than a pipe holds.
     for _ in 0..5000 {
-        let (status, _) = http("/health");
+        let (status, _) = server.get("/health");
         assert_eq!(status, 200);
     }
-    misses_no_second(&mut watcher, 3);
-    let metrics = common::Metrics::parse(&http("/metrics").1);
+    misses_no_second(&server, &mut watcher, 3);
     assert!(
-        metrics.value("ws_assets_log_lines_dropped_total") > 0.0,
+        server.metric_value("ws_assets_log_lines_dropped_total") > 0.0,
         "lines were dropped, not waited for"
     );
 
     // Once the sink reads again, a line says what was lost.
-    let mut stderr = child.stderr.take().unwrap();
-    let reader = thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    thread::sleep(Duration::from_secs(2));
-    // SAFETY: kill() with the pid of a child we spawned and have not reaped.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
-    let log = reader.join().unwrap();
-    assert!(log.contains("log lines dropped"), "{log}");
+    server.read_log_again();
+    assert!(
+        server.wait_for_log("log lines dropped", Duration::from_secs(10)),
+        "{}",
+        server.log()
+    );
+    drop(watcher);
+    server.stop_and_log();
 }
 
 #[test]
@@ -252,7 +252,7 @@ fn seconds_the_loop_was_held_up_for_are_counted_as_missed_ticks() {
     });
     assert!(missed <= 5.0, "{missed} missed for a 3.5 s stop");
     assert!(server.wait_for_log("ticks missed", Duration::from_secs(2)));
-    misses_no_second(&mut watcher, 2);
+    misses_no_second(&server, &mut watcher, 2);
 }
 
 #[test]
@@ -262,7 +262,7 @@ fn sighup_is_logged_and_the_service_keeps_running() {
     watcher.subscribe_history(1);
     server.signal(libc::SIGHUP);
     assert!(server.wait_for_log("SIGHUP", Duration::from_secs(5)));
-    misses_no_second(&mut watcher, 2);
+    misses_no_second(&server, &mut watcher, 2);
     assert_eq!(server.get("/health").0, 200);
     assert_eq!(
         server.wait_exit(Duration::from_millis(100)),

@@ -1,13 +1,11 @@
 //! Start-up: configuration errors, --help, and the README staying equal to it.
 
-use crate::common;
-use std::process::Command;
+use std::time::Duration;
 
-fn ws_assets() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ws_assets"));
-    command.env_clear();
-    command
-}
+use crate::common::{self, run_to_exit};
+
+/// Bound on a run that ends by itself (a refused start-up, `--help`).
+const RUN_LIMIT: Duration = Duration::from_secs(30);
 
 #[test]
 fn a_bad_value_refuses_to_start_naming_variable_value_and_accepted_values() {
@@ -17,12 +15,11 @@ fn a_bad_value_refuses_to_start_naming_variable_value_and_accepted_values() {
         ("WS_ASSETS_LOG_LEVEL", "chatty", "debug"),
         ("WS_ASSETS_RATES_URL", "ftp://feed", "http://"),
     ] {
-        let out = ws_assets().env(var, value).output().unwrap();
-        assert_eq!(out.status.code(), Some(2), "{var}={value}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(var), "{stderr}");
-        assert!(stderr.contains(value), "{stderr}");
-        assert!(stderr.contains(accepted), "{stderr}");
+        let run = run_to_exit(&[], &[(var, value)], RUN_LIMIT);
+        assert_eq!(run.code, Some(2), "{var}={value}");
+        assert!(run.stderr.contains(var), "{}", run.stderr);
+        assert!(run.stderr.contains(value), "{}", run.stderr);
+        assert!(run.stderr.contains(accepted), "{}", run.stderr);
     }
 }
 
@@ -30,28 +27,26 @@ fn a_bad_value_refuses_to_start_naming_variable_value_and_accepted_values() {
 fn a_port_in_use_is_a_clear_start_up_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let out = ws_assets()
-        .env("WS_ASSETS_HOST", "127.0.0.1")
-        .env("WS_ASSETS_PORT", &port)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    let run = run_to_exit(&[], &[("WS_ASSETS_PORT", &port)], RUN_LIMIT);
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr.contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
 fn help_lists_every_variable_with_its_default() {
-    let out = ws_assets().arg("--help").output().unwrap();
-    assert!(out.status.success());
-    let help = String::from_utf8(out.stdout).unwrap();
+    let run = run_to_exit(&["--help"], &[], RUN_LIMIT);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
     for var in ws_assets::config::VARS {
         let line = format!("WS_ASSETS_{} [", var.name);
-        assert!(help.contains(&line), "{line} missing");
+        assert!(run.stdout.contains(&line), "{line} missing");
     }
-    assert!(help.contains("WS_ASSETS_PORT [8080]"));
-    let bad = ws_assets().arg("--frobnicate").output().unwrap();
-    assert_eq!(bad.status.code(), Some(2));
+    assert!(run.stdout.contains("WS_ASSETS_PORT [8080]"));
+    let bad = run_to_exit(&["--frobnicate"], &[], RUN_LIMIT);
+    assert_eq!(bad.code, Some(2));
 }
 
 #[test]

@@ -101,6 +101,43 @@ pub fn find_chromium() -> Result<PathBuf, CdpError> {
         .ok_or(CdpError::NoChromium)
 }
 
+/// Makes the NSS database `nssdb` with `root_pem` in it, trusted to issue server
+/// certificates.
+fn trust(nssdb: &Path, root_pem: &Path) -> Result<(), CdpError> {
+    std::fs::create_dir_all(nssdb)
+        .map_err(|e| CdpError::Io(format!("creating {}", nssdb.display()), e))?;
+    let db = format!("sql:{}", nssdb.display());
+    let root = root_pem.display().to_string();
+    for args in [
+        vec!["-N", "-d", &db, "--empty-password"],
+        vec![
+            "-A",
+            "-d",
+            &db,
+            "-t",
+            "C,,",
+            "-n",
+            "ws_assets-test-root",
+            "-i",
+            &root,
+        ],
+    ] {
+        let out = Command::new("certutil").args(&args).output().map_err(|e| {
+            CdpError::Io(
+                "running certutil (Debian's libnss3-tools; run .ci/install-chromium)".into(),
+                e,
+            )
+        })?;
+        if !out.status.success() {
+            return Err(CdpError::Launch(format!(
+                "certutil {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A running headless Chromium with its own throw-away profile; killed and cleaned
 /// up when dropped, also when a test fails.
 pub struct Chromium {
@@ -113,6 +150,19 @@ pub struct Chromium {
 impl Chromium {
     /// Starts Chromium headless and waits for it to print its DevTools address.
     pub fn launch() -> Result<Chromium, CdpError> {
+        Chromium::launch_with(None)
+    }
+
+    /// Like [`Chromium::launch`], trusting the certificate authority in `root_pem` as a
+    /// user's browser trusts a real one: Chromium on Linux reads the authorities it
+    /// trusts from the NSS database in `$HOME/.pki/nssdb`, so it gets a home of its own
+    /// (inside its throw-away profile) whose database holds this one, added with
+    /// `certutil` (Debian's libnss3-tools).
+    pub fn launch_trusting(root_pem: &Path) -> Result<Chromium, CdpError> {
+        Chromium::launch_with(Some(root_pem))
+    }
+
+    fn launch_with(root_pem: Option<&Path>) -> Result<Chromium, CdpError> {
         let binary = find_chromium()?;
         let stamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -122,7 +172,13 @@ impl Chromium {
             std::env::temp_dir().join(format!("ws_assets-chromium-{}-{stamp}", std::process::id()));
         std::fs::create_dir_all(&profile)
             .map_err(|e| CdpError::Io(format!("creating {}", profile.display()), e))?;
-        let mut child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        if let Some(root_pem) = root_pem {
+            let home = profile.join("home");
+            trust(&home.join(".pki/nssdb"), root_pem)?;
+            command.env("HOME", &home);
+        }
+        let mut child = command
             .args([
                 "--headless",
                 "--no-sandbox",

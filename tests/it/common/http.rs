@@ -44,7 +44,14 @@ pub fn try_http_exchange(
 ) -> io::Result<HttpResponse> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(wait))?;
+    exchange(&mut stream, request)
+}
+
+/// Writes `request` on `stream` (whose read timeout is the wait) and reads the answer
+/// until the server closes the connection or the read times out.
+pub fn exchange<S: Read + Write>(stream: &mut S, request: &[u8]) -> io::Result<HttpResponse> {
     stream.write_all(request)?;
+    stream.flush()?;
     let mut answer = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     let closed = loop {

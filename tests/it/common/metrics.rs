@@ -80,6 +80,21 @@ impl Metrics {
         }
     }
 
+    /// Ticks that recorded no point: the sum of `ws_assets_ticks_total` over every
+    /// outcome but `ok`.
+    pub fn ticks_without_point(&self) -> u64 {
+        let sum: f64 = self
+            .samples
+            .iter()
+            .filter(|(series, _)| {
+                series.starts_with("ws_assets_ticks_total{")
+                    && series.as_str() != "ws_assets_ticks_total{outcome=\"ok\"}"
+            })
+            .map(|(_, value)| value)
+            .sum();
+        sum as u64
+    }
+
     /// How much `series` grew since `before` (a series absent before counts from 0).
     pub fn moved_since(&self, before: &Metrics, series: &str) -> f64 {
         self.value(series) - before.get(series).unwrap_or(0.0)

@@ -2,17 +2,27 @@
 //! running it to its exit.
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-/// The binary with nothing of the test's environment: 127.0.0.1, port 0 (or `port`),
-/// debug log, then `env` (which may override any of these).
+/// Variables of the test's environment every run of the binary keeps: where an
+/// instrumented build writes its coverage profile (`.ci/coverage` sets it), so the
+/// processes the black-box tests start count towards the coverage figure.
+const PASSED_THROUGH: &[&str] = &["LLVM_PROFILE_FILE"];
+
+/// The binary with nothing of the test's environment but [`PASSED_THROUGH`]: 127.0.0.1,
+/// port 0 (or `port`), debug log, then `env` (which may override any of these).
 pub(crate) fn ws_assets(port: u16, env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ws_assets"));
+    command.env_clear();
+    for name in PASSED_THROUGH {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
     command
-        .env_clear()
         .env("WS_ASSETS_HOST", "127.0.0.1")
         .env("WS_ASSETS_PORT", port.to_string())
         .env("WS_ASSETS_LOG_LEVEL", "debug")
@@ -46,6 +56,34 @@ pub fn drain_lines<R: Read + Send + 'static>(
     })
 }
 
+/// How long [`end`] waits for a clean exit after SIGTERM before it kills: the server
+/// itself gives up writing queued points after 5 s.
+const END_GRACE: Duration = Duration::from_secs(10);
+
+/// Ends a child that may still be running as an operator would: SIGCONT (a test may
+/// have stopped it) and SIGTERM, then SIGKILL if it has not exited within
+/// [`END_GRACE`]; reaps it. A clean exit is what writes an instrumented binary's
+/// coverage profile.
+pub(crate) fn end(child: &mut Child) {
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    let pid = child.id() as libc::pid_t;
+    for signal in [libc::SIGCONT, libc::SIGTERM] {
+        // SAFETY: kill() with the pid of a child we spawned and have not reaped.
+        unsafe { libc::kill(pid, signal) };
+    }
+    let deadline = Instant::now() + END_GRACE;
+    while Instant::now() < deadline {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// How a run of the binary ended.
 pub struct Exited {
     /// The exit code; `None` when a signal ended it.
@@ -59,7 +97,7 @@ pub struct Exited {
 }
 
 /// Runs the binary with `args` on the embedded defaults plus `env` (127.0.0.1, port 0,
-/// debug log) and waits for it to exit; kills it and panics when it runs past `within`.
+/// debug log) and waits for it to exit; ends it (see [`end`]) and panics when it runs past `within`.
 /// For runs expected to end by themselves: failed start-ups, `migrate`.
 pub fn run_to_exit(args: &[&str], env: &[(&str, &str)], within: Duration) -> Exited {
     let mut command = ws_assets(0, env);
@@ -67,8 +105,8 @@ pub fn run_to_exit(args: &[&str], env: &[(&str, &str)], within: Duration) -> Exi
     run_command(command, within)
 }
 
-/// Runs `command` to its exit, collecting its output; kills it and panics when it runs
-/// past `within`.
+/// Runs `command` to its exit, collecting its output; ends it (see [`end`]) and panics
+/// when it runs past `within`.
 pub fn run_command(mut command: Command, within: Duration) -> Exited {
     let what = format!("{:?}", command.get_program());
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -109,8 +147,7 @@ pub fn run_command(mut command: Command, within: Duration) -> Exited {
             break status;
         }
         if started.elapsed() > within {
-            let _ = child.kill();
-            let _ = child.wait();
+            end(&mut child);
             panic!(
                 "{what} still running after {within:?}; standard error:\n{}",
                 stderr()

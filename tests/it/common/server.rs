@@ -1,7 +1,7 @@
 //! The server under test: the real binary, its log, its signals and its HTTP side.
 
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::http::{HttpResponse, http_exchange, http_request};
 use super::metrics::Metrics;
-use super::process::{drain_lines, ws_assets};
+use super::process::{drain_lines, end, ws_assets};
 use super::websocket::{Client, raw_websocket};
 
 /// How long the binary may take to log its address.
@@ -23,6 +23,10 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
 struct Log {
     lines: Mutex<Vec<String>>,
     grew: Condvar,
+    /// Whether the reader has stopped reading the pipe (see
+    /// [`Server::start_with_log_unread`]).
+    held: Mutex<bool>,
+    released: Condvar,
 }
 
 impl Log {
@@ -33,6 +37,30 @@ impl Log {
     fn push(&self, line: String) {
         self.lines().push(line);
         self.grew.notify_all();
+    }
+
+    fn held(&self) -> MutexGuard<'_, bool> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops the reader after the line it is handling, until [`Log::release`].
+    fn hold(&self) {
+        *self.held() = true;
+    }
+
+    fn release(&self) {
+        *self.held() = false;
+        self.released.notify_all();
+    }
+
+    /// Blocks the reader (leaving the pipe unread) while the log is held.
+    fn wait_while_held(&self) {
+        let held = self.held();
+        drop(
+            self.released
+                .wait_while(held, |held| *held)
+                .unwrap_or_else(|e| e.into_inner()),
+        );
     }
 
     /// Waits until a line contains `needle`; false if none does within `within`.
@@ -58,8 +86,9 @@ impl Log {
     }
 }
 
-/// The server binary running on a loopback port; killed when dropped, so a failing
-/// test leaves nothing behind.
+/// The server binary running on a loopback port. Dropping it stops it as an operator
+/// would (SIGTERM, see [`end`]), so a failing test leaves nothing behind and every
+/// server writes its coverage profile in an instrumented run.
 pub struct Server {
     child: Child,
     /// The address it listens on.
@@ -80,11 +109,43 @@ impl Server {
         Server::try_start_on(port, env).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Like [`Server::start`], but once the server has logged its address nobody reads
+    /// its standard error, as when a log sink has stalled (a pipe nobody reads), until
+    /// [`Server::read_log_again`].
+    pub fn start_with_log_unread(env: &[(&str, &str)]) -> Server {
+        Server::launch(0, env, true).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// Like [`Server::start_on`], with a failure to start as an error (its text holds the
     /// log) instead of a panic.
     pub fn try_start_on(port: u16, env: &[(&str, &str)]) -> Result<Server, String> {
+        Server::launch(port, env, false)
+    }
+
+    /// Starts the binary and waits for its address; with `leave_log_unread`, its log is
+    /// not read past that line (see [`Server::start_with_log_unread`]).
+    fn launch(port: u16, env: &[(&str, &str)], leave_log_unread: bool) -> Result<Server, String> {
+        Server::launch_with(port, env, leave_log_unread, |_| {})
+    }
+
+    /// Like [`Server::start`], with `configure` given the command before it is spawned,
+    /// for what the environment cannot say (e.g. a resource limit set in the child).
+    pub fn start_with_command(
+        env: &[(&str, &str)],
+        configure: impl FnOnce(&mut Command),
+    ) -> Server {
+        Server::launch_with(0, env, false, configure).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn launch_with(
+        port: u16,
+        env: &[(&str, &str)],
+        leave_log_unread: bool,
+        configure: impl FnOnce(&mut Command),
+    ) -> Result<Server, String> {
         let mut command = ws_assets(port, env);
         command.stdout(Stdio::null()).stderr(Stdio::piped());
+        configure(&mut command);
         let mut child = command
             .spawn()
             .map_err(|e| format!("cannot spawn ws_assets: {e}"))?;
@@ -97,8 +158,12 @@ impl Server {
                 // Logged before it is announced: the whole line is there when `start` returns.
                 log.push(line);
                 if let Some(addr) = addr {
+                    if leave_log_unread {
+                        log.hold();
+                    }
                     let _ = addr_tx.send(addr);
                 }
+                log.wait_while_held();
             });
         }
         let mut server = Server {
@@ -201,6 +266,11 @@ impl Server {
         self.log.wait_for(needle, within)
     }
 
+    /// Reads the log again after [`Server::start_with_log_unread`].
+    pub fn read_log_again(&self) {
+        self.log.release();
+    }
+
     // ---- the process -----------------------------------------------------------------
 
     /// The server's process id.
@@ -208,17 +278,33 @@ impl Server {
         self.child.id()
     }
 
-    /// The server's resident memory, in bytes (`VmRSS` of `/proc/PID/status`).
-    pub fn rss_bytes(&self) -> u64 {
+    /// The server's resident private memory, in bytes (`RssAnon` of `/proc/PID/status`):
+    /// its heap and stacks, without the pages of its binary and libraries, which the
+    /// kernel maps in and out as it likes. What a memory assertion should read.
+    pub fn private_memory_bytes(&self) -> u64 {
+        self.proc_status_bytes("RssAnon")
+    }
+
+    /// A `... kB` field of `/proc/PID/status`, in bytes.
+    fn proc_status_bytes(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .expect("read the server's /proc status");
         let kib: u64 = status
             .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|n| n.parse().ok())
-            .expect("VmRSS in /proc/PID/status");
+            .unwrap_or_else(|| panic!("{field} in /proc/PID/status:\n{status}"));
         kib * 1024
+    }
+
+    /// Ticks since the start that recorded no point: every outcome of
+    /// `ws_assets_ticks_total` but `ok` (missed because the loop was held up, skipped,
+    /// failed, late, empty). On a loaded machine a second may pass without a point;
+    /// the server counts each, and a test allows exactly that many gaps (see
+    /// [`assert_seconds_follow`](super::assert_seconds_follow)).
+    pub fn ticks_without_point(&self) -> u64 {
+        self.metrics().ticks_without_point()
     }
 
     // ---- signals and exit ------------------------------------------------------------
@@ -278,7 +364,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.kill();
+        // Read the log to its end, or a held reader would keep the server's pipe full.
+        self.log.release();
+        end(&mut self.child);
     }
 }
 

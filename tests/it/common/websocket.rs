@@ -11,12 +11,25 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
 
 /// Read timeout of a client between messages.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A blocking WebSocket client with a read timeout.
-pub struct Client {
+/// What a [`Client`] speaks over: a TCP socket, or TLS over one.
+pub trait ClientStream: Read + Write {
+    /// Sets how long a read waits (see `TcpStream::set_read_timeout`).
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+impl ClientStream for TcpStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+}
+
+/// A blocking WebSocket client with a read timeout, over plain TCP (`ws://`) unless
+/// said otherwise (`wss://`: see `common::tls`).
+pub struct Client<S = TcpStream> {
     /// The underlying socket, for tests that need raw frames.
-    pub ws: WebSocket<TcpStream>,
+    pub ws: WebSocket<S>,
 }
 
 impl Client {
@@ -37,7 +50,9 @@ impl Client {
             ws: WebSocket::from_raw_socket(stream, Role::Client, None),
         }
     }
+}
 
+impl<S: ClientStream> Client<S> {
     /// Sends a text frame.
     pub fn send_text(&mut self, text: &str) {
         self.ws.send(Message::text(text)).expect("send");
@@ -129,7 +144,7 @@ impl Client {
 
     /// Whether nothing but control frames arrives within `wait`.
     pub fn silent_for(&mut self, wait: Duration) -> Result<(), Value> {
-        self.ws.get_ref().set_read_timeout(Some(wait)).unwrap();
+        ClientStream::set_read_timeout(self.ws.get_ref(), Some(wait)).unwrap();
         let result = loop {
             match self.ws.read() {
                 Ok(Message::Text(text)) => {
@@ -147,10 +162,7 @@ impl Client {
                 Err(e) => panic!("read failed: {e}"),
             }
         };
-        self.ws
-            .get_ref()
-            .set_read_timeout(Some(READ_TIMEOUT))
-            .unwrap();
+        ClientStream::set_read_timeout(self.ws.get_ref(), Some(READ_TIMEOUT)).unwrap();
         result
     }
 }
@@ -164,6 +176,14 @@ pub fn time_of(point: &Value) -> i64 {
 /// the test writes to it: it never reads on its own and never answers a ping.
 pub fn raw_websocket(addr: SocketAddr) -> TcpStream {
     let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    upgrade_by_hand(&mut stream);
+    stream
+}
+
+/// Sends a WebSocket upgrade for `/api/v1/websocket` on `stream` and reads the `101`
+/// answer's head, nothing more.
+pub fn upgrade_by_hand(stream: &mut (impl Read + Write)) {
     stream
         .write_all(
             b"GET /api/v1/websocket HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n\
@@ -171,7 +191,7 @@ pub fn raw_websocket(addr: SocketAddr) -> TcpStream {
               Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
         )
         .expect("write the upgrade request");
-    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    stream.flush().expect("send the upgrade request");
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -183,7 +203,6 @@ pub fn raw_websocket(addr: SocketAddr) -> TcpStream {
         "{}",
         String::from_utf8_lossy(&head)
     );
-    stream
 }
 
 /// A masked client frame: `first` is the first byte (FIN, RSV1-3 and the opcode, e.g.

@@ -17,6 +17,7 @@ use crate::report::{
 use crate::server::{LogSummary, Server};
 use crate::stats::Summary;
 use crate::tally::{self, Lateness, Stamp};
+use crate::tls::{ClientTls, ServerTls};
 use std::time::{Duration, Instant};
 
 /// The assets subscribed to when the `assets` reply cannot be read.
@@ -24,9 +25,10 @@ const FALLBACK_ASSETS: [i32; 5] = [1, 2, 3, 4, 5];
 /// How long before a wall-clock second the storm starts.
 const STORM_LEAD_NS: i64 = 200_000_000;
 
-/// Runs the benchmark `opts` describe.
-pub fn run(opts: &Options) -> Result<Report, BenchError> {
-    let mut bench = Benchmark::start(opts)?;
+/// Runs the benchmark `opts` describe; with `tls`, the server speaks TLS and so do the
+/// clients.
+pub fn run(opts: &Options, tls: Option<&ServerTls>) -> Result<Report, BenchError> {
+    let mut bench = Benchmark::start(opts, tls)?;
     bench.connect()?;
     bench.subscribe()?;
     let measured = bench.measured_ticks()?;
@@ -47,11 +49,14 @@ pub fn run_beside(opts: &Options, n: usize) -> Result<(Report, Report), BenchErr
         beside: None,
         ..opts.clone()
     };
-    let first = run(&base)?;
-    let second = run(&Options {
-        beside: None,
-        ..opts.clone()
-    })?;
+    let first = run(&base, None)?;
+    let second = run(
+        &Options {
+            beside: None,
+            ..opts.clone()
+        },
+        None,
+    )?;
     Ok((first, second))
 }
 
@@ -78,17 +83,22 @@ struct Benchmark<'a> {
     /// The client processes (their CPU is the tool's).
     helpers: Vec<u32>,
     per_instance: PerInstance,
+    /// With `--tls`'s TLS run: what the clients trust.
+    tls: Option<ClientTls>,
 }
 
 impl<'a> Benchmark<'a> {
     /// Starts the servers (the probe times the first one's start-up), the other
     /// instances and the client processes, and reads the servers' memory at rest.
-    fn start(opts: &'a Options) -> Result<Benchmark<'a>, BenchError> {
+    fn start(opts: &'a Options, tls: Option<&ServerTls>) -> Result<Benchmark<'a>, BenchError> {
         let nofile = ws_assets::limits::raise_open_files()?;
         let procs = client_processes(opts, nofile)?;
-        let mut servers = Servers::start(opts)?;
+        let env = tls.map(ServerTls::server_env).unwrap_or_default();
+        let mut servers = Servers::start(opts, &env)?;
         let mut report = report_header(opts, &servers, procs);
-        let assets = startup_probe(opts, &servers, &mut report)?;
+        report.transport = if tls.is_some() { "tls" } else { "plain" }.to_string();
+        let clients_tls = tls.map(|t| t.clients.clone());
+        let assets = startup_probe(opts, &servers, clients_tls.as_ref(), &mut report)?;
         if let (Some(k), Some(path)) = (opts.instances, opts.server_path()) {
             servers.add_instances(path, k)?;
             report.server = format!("{} (pids {:?}, one port)", servers.addr(), servers.pids());
@@ -98,6 +108,8 @@ impl<'a> Benchmark<'a> {
             path: opts.path.clone(),
             src_ips: opts.src_ips,
             index_offset: 0,
+            tls: clients_tls.clone(),
+            deflate: opts.offer_deflate,
         };
         let mut fleet = Fleet::new(setup, Instant::now(), procs)?;
         if opts.mode == Mode::Full {
@@ -118,6 +130,7 @@ impl<'a> Benchmark<'a> {
                 mem_base,
                 ..PerInstance::default()
             },
+            tls: clients_tls,
         })
     }
 
@@ -126,9 +139,11 @@ impl<'a> Benchmark<'a> {
     fn connect(&mut self) -> Result<(), BenchError> {
         let n = self.opts.clients;
         let t = Instant::now();
+        let before = cpu::sample(&self.pids, &self.helpers)?;
         self.fleet
             .connect_all(n, self.opts.connect_window, connect_limit(n))?;
         self.report.connect_s = t.elapsed().as_secs_f64();
+        self.report.connect_cpu = cpu::window(&before, &cpu::sample(&self.pids, &self.helpers)?).0;
         self.report.mem_idle = total_memory(&self.memory_after_settle()?);
         if self.opts.instances.is_some() {
             let counts = self.fleet.map_instances(&self.pids)?;
@@ -138,16 +153,19 @@ impl<'a> Benchmark<'a> {
         Ok(())
     }
 
-    /// Subscribes every client at a steady pace (latency to the history), then reads
-    /// the memory of subscribed connections.
+    /// Subscribes every client at a steady pace (latency to the history, the CPU it
+    /// took), then reads the memory of subscribed connections.
     fn subscribe(&mut self) -> Result<(), BenchError> {
         let n = self.opts.clients;
+        let before = cpu::sample(&self.pids, &self.helpers)?;
         let t = Instant::now();
         let (complete, latencies) =
             self.fleet
                 .subscribe_paced(&self.assets, self.opts.sub_window, subscribe_limit(n))?;
         self.report.subscribe_complete = complete;
         self.report.subscribe_s = t.elapsed().as_secs_f64();
+        let after = cpu::sample(&self.pids, &self.helpers)?;
+        self.report.subscribe_cpu = cpu::window(&before, &after).0;
         self.report.sub_latency = Summary::of_micros_as_ms(&latencies);
         let mem_sub = self.memory_after_settle()?;
         self.report.mem_sub = total_memory(&mem_sub);
@@ -188,7 +206,8 @@ impl<'a> Benchmark<'a> {
         if self.pids.len() != 2 {
             return None;
         }
-        probe::scrape_metrics_of(self.servers.addr(), "follower", 50)
+        let tls = self.tls.as_ref().map(|t| &t.config);
+        probe::scrape_metrics_of(self.servers.addr(), tls, "follower", 50)
             .and_then(|text| probe::Buckets::read(&text, "ws_assets_follower_lag_seconds"))
     }
 
@@ -229,7 +248,8 @@ impl<'a> Benchmark<'a> {
 
     /// The server's own tick timing, from its `/metrics` (one instance's with several).
     fn server_tick_timing(&mut self) {
-        let Ok(text) = probe::scrape_metrics(self.servers.addr()) else {
+        let tls = self.tls.as_ref().map(|t| &t.config);
+        let Ok(text) = probe::scrape_metrics(self.servers.addr(), tls) else {
             return;
         };
         let whose = if self.pids.len() > 1 {
@@ -352,6 +372,12 @@ fn report_header(opts: &Options, servers: &Servers, procs: usize) -> Report {
         .join(" ");
     Report {
         mode: opts.mode_name().to_string(),
+        extension: if opts.offer_deflate {
+            "permessage-deflate"
+        } else {
+            "none"
+        }
+        .to_string(),
         clients: opts.clients,
         src_ips: opts.src_ips,
         sub_window: opts.sub_window,
@@ -368,9 +394,11 @@ fn report_header(opts: &Options, servers: &Servers, procs: usize) -> Report {
 fn startup_probe(
     opts: &Options,
     servers: &Servers,
+    tls: Option<&ClientTls>,
     report: &mut Report,
 ) -> Result<Vec<i32>, BenchError> {
-    let assets = match probe::probe(servers.addr(), &opts.path, Duration::from_secs(30)) {
+    let tls = tls.map(|t| &t.config);
+    let assets = match probe::probe(servers.addr(), tls, &opts.path, Duration::from_secs(30)) {
         Ok(p) => {
             report.assets = format!("{:?} (from the assets reply)", p.asset_ids);
             p.asset_ids
@@ -487,12 +515,17 @@ fn storm(
 /// Copies what every client saw (the final snapshot) into the report.
 fn finish_checks(snap: &Snapshot, report: &mut Report) {
     report.connected = snap.connected;
+    report.compressing = snap.compressing;
     report.failed = snap.failures.values().map(|&n| n as usize).sum();
     report.failures = tally::reasons(&snap.failures);
     report.dropped = snap.drops.values().map(|&n| n as usize).sum();
     report.drops = tally::reasons(&snap.drops);
     report.connect_latency = Summary::of_micros_as_ms(&snap.connect_lat_us);
     report.history_len = snap.history_len;
+    report.histories = snap.histories;
+    report.history_wire_bytes = snap.history_wire_bytes;
+    report.history_json_bytes = snap.history_json_bytes;
+    report.compressed_messages = snap.compressed_messages;
     report.history_gaps = snap.history_gaps;
     report.history_wrong_asset = snap.history_wrong_asset;
     report.error_replies = snap.error_replies;

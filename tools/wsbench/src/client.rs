@@ -6,14 +6,25 @@
 //! first ([`Client::start_upgrade`] sent the request; `handshake.rs` checks the answer),
 //! then frames ([`Client::frames`], headers read by `frame.rs`), whose payloads are
 //! scanned in place by `scan.rs`.
+//!
+//! On a connection that negotiated permessage-deflate, a compressed message (RSV1 on its
+//! first frame) is inflated by the process's one inflater (`inflate.rs`) once all of it
+//! is here, straight from the read buffer when it arrived whole, else from its payload
+//! gathered on the client meanwhile; the inflated bytes are scanned like a plain
+//! message's, so every check works the same on both.
 
 use crate::check::{PointFit, StreamCheck};
 use crate::frame::{self, Header};
 use crate::handshake::Upgrade;
+use crate::inflate::Inflater;
 use crate::scan::{Action, Scanner, Summary};
 use crate::tally::{Stamp, Tally};
-use std::io::{self, Write};
+use crate::wire::Wire;
+use std::io;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
+
+/// Most compressed payload one message may gather (a compressed history is about 9 KB).
+const MAX_GATHERED: usize = 16 * 1024 * 1024;
 
 /// Where a client is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,8 +83,8 @@ impl Ending {
 
 /// One WebSocket client of the load.
 pub struct Client {
-    /// The socket, while open.
-    pub sock: Option<mio::net::TcpStream>,
+    /// The connection (the socket, or TLS over it), while open.
+    pub sock: Option<Wire>,
     /// Life phase.
     pub phase: Phase,
     /// Start of the timed operation in flight (connect or subscribe), monotonic ns.
@@ -94,15 +105,109 @@ pub struct Client {
     pub pending: Vec<u8>,
     /// Bytes to write once the socket is writable.
     out: Vec<u8>,
-    /// Scanner of a message that spans reads or frames.
-    scan: Option<Box<Scanner>>,
+    /// A message that spans reads or frames, while it arrives.
+    msg: Option<Box<Incoming>>,
     /// The upgrade in flight (while handshaking).
     upgrade: Option<Box<Upgrade>>,
+    /// The upgrade agreed on permessage-deflate: messages may come compressed.
+    deflate: bool,
+}
+
+/// A message that spans reads or frames, while it arrives.
+struct Incoming {
+    /// Its payload so far.
+    body: Body,
+    /// Its bytes on the wire so far: the headers and payloads of its frames.
+    wire: u64,
+}
+
+/// A message's payload while it arrives.
+enum Body {
+    /// Scanned as it comes; `len` bytes so far.
+    Plain { scan: Scanner, len: u64 },
+    /// Compressed: gathered until it is complete, then inflated and scanned.
+    Compressed(Vec<u8>),
+}
+
+/// A whole message, as the checks and the figures need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Received {
+    /// What the scanner found in its (inflated) payload.
+    summary: Summary,
+    /// Its bytes on the wire: frame headers and payloads.
+    wire: u64,
+    /// Its payload's length, inflated if it came compressed: the JSON's size.
+    json: u64,
+    /// It came compressed.
+    compressed: bool,
+}
+
+impl Incoming {
+    fn new(compressed: bool, first_len: u64) -> Incoming {
+        let body = if compressed {
+            Body::Compressed(Vec::with_capacity(
+                first_len.min(MAX_GATHERED as u64) as usize
+            ))
+        } else {
+            Body::Plain {
+                scan: Scanner::default(),
+                len: 0,
+            }
+        };
+        Incoming { body, wire: 0 }
+    }
+
+    /// Takes the next piece of the payload (`last`: the message ends with it).
+    fn take(&mut self, piece: &[u8], last: bool) -> Result<(), Ending> {
+        match &mut self.body {
+            Body::Plain { scan, len } => {
+                scan.feed(piece, last);
+                *len += piece.len() as u64;
+            }
+            Body::Compressed(gathered) => {
+                if gathered.len() + piece.len() > MAX_GATHERED {
+                    return Err(Ending::Protocol(format!(
+                        "compressed message over {MAX_GATHERED} bytes"
+                    )));
+                }
+                gathered.extend_from_slice(piece);
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole message, once its last piece was taken.
+    fn finish(self, inflater: &mut Inflater) -> Result<Received, Ending> {
+        match self.body {
+            Body::Plain { scan, len } => Ok(Received {
+                summary: scan.summary(),
+                wire: self.wire,
+                json: len,
+                compressed: false,
+            }),
+            Body::Compressed(gathered) => inflated(&gathered, self.wire, inflater),
+        }
+    }
+}
+
+/// A compressed message's whole payload, inflated and scanned; `wire` its bytes on the wire.
+fn inflated(payload: &[u8], wire: u64, inflater: &mut Inflater) -> Result<Received, Ending> {
+    let mut scan = Scanner::default();
+    let json = inflater
+        .inflate(payload, |piece| scan.feed(piece, false))
+        .map_err(|e| Ending::Protocol(e.to_string()))?;
+    scan.feed(&[], true);
+    Ok(Received {
+        summary: scan.summary(),
+        wire,
+        json,
+        compressed: true,
+    })
 }
 
 impl Client {
     /// A client whose connect has been started on `sock`.
-    pub fn connecting(sock: mio::net::TcpStream, t0_ns: u64) -> Client {
+    pub fn connecting(sock: Wire, t0_ns: u64) -> Client {
         Client {
             sock: Some(sock),
             phase: Phase::Connecting,
@@ -125,8 +230,9 @@ impl Client {
             rx_fin: false,
             pending: Vec::new(),
             out: Vec::new(),
-            scan: None,
+            msg: None,
             upgrade: None,
+            deflate: false,
         }
     }
 
@@ -167,13 +273,17 @@ impl Client {
         self.send(&bytes)
     }
 
-    /// Bytes waiting for the socket to take them.
+    /// Bytes waiting for the socket to take them (at least 1 while TLS holds records).
     pub fn queued(&self) -> usize {
-        self.out.len()
+        let held = self.sock.as_ref().is_some_and(Wire::holds_output);
+        self.out.len().max(usize::from(held))
     }
 
     /// Writes queued bytes after a writable event.
     pub fn flush(&mut self) -> io::Result<()> {
+        if let Some(wire) = self.sock.as_mut() {
+            wire.flush()?;
+        }
         if self.out.is_empty() {
             return Ok(());
         }
@@ -187,13 +297,14 @@ impl Client {
         self.phase = Phase::Closed;
         self.pending = Vec::new();
         self.out = Vec::new();
-        self.scan = None;
+        self.msg = None;
         self.upgrade = None;
     }
 
-    /// Sends the upgrade request, once the TCP connect has completed.
-    pub fn start_upgrade(&mut self, host: &str, path: &str) -> io::Result<()> {
-        let upgrade = Upgrade::new();
+    /// Sends the upgrade request, once the TCP connect has completed, offering
+    /// permessage-deflate if `deflate`.
+    pub fn start_upgrade(&mut self, host: &str, path: &str, deflate: bool) -> io::Result<()> {
+        let upgrade = Upgrade::new(deflate);
         let request = upgrade.request(host, path);
         self.upgrade = Some(Box::new(upgrade));
         self.phase = Phase::Handshaking;
@@ -201,9 +312,16 @@ impl Client {
     }
 
     /// Handles the bytes received (those kept from the last read first): the upgrade's
-    /// answer while upgrading, then frames. Returns how many were used; the rest (an
-    /// incomplete answer head, frame header or control frame) is for the next read.
-    pub fn receive(&mut self, buf: &[u8], at: Stamp, tally: &mut Tally) -> Result<usize, Ending> {
+    /// answer while upgrading, then frames, a compressed message inflated by `inflater`.
+    /// Returns how many were used; the rest (an incomplete answer head, frame header or
+    /// control frame) is for the next read.
+    pub fn receive(
+        &mut self,
+        buf: &[u8],
+        at: Stamp,
+        tally: &mut Tally,
+        inflater: &mut Inflater,
+    ) -> Result<usize, Ending> {
         let mut used = 0;
         if self.phase == Phase::Handshaking {
             match self.upgrade_answer(buf, at, tally)? {
@@ -212,7 +330,7 @@ impl Client {
             }
         }
         if self.phase == Phase::Open {
-            used += self.frames(&buf[used..], at, tally)?;
+            used += self.frames(&buf[used..], at, tally, inflater)?;
         }
         Ok(used)
     }
@@ -240,26 +358,34 @@ impl Client {
         let Some(upgrade) = self.upgrade.as_deref() else {
             return Err(Ending::Handshake("no upgrade request was sent".into()));
         };
-        let head = upgrade
+        let answer = upgrade
             .answer(buf)
             .map_err(|e| Ending::Handshake(e.to_string()))?;
-        if head.is_some() {
-            self.upgrade = None;
-            self.phase = Phase::Open;
-            tally.upgraded(at.mono_ns.saturating_sub(self.t0_ns));
-        }
-        Ok(head)
+        let Some(accepted) = answer else {
+            return Ok(None);
+        };
+        self.upgrade = None;
+        self.phase = Phase::Open;
+        self.deflate = accepted.deflate;
+        tally.upgraded(at.mono_ns.saturating_sub(self.t0_ns), accepted.deflate);
+        Ok(Some(accepted.head_len))
     }
 
     /// Handles WebSocket bytes; returns how many were used (the rest is an incomplete
     /// header or control frame to keep), or why the connection must end.
-    pub fn frames(&mut self, buf: &[u8], at: Stamp, tally: &mut Tally) -> Result<usize, Ending> {
+    pub fn frames(
+        &mut self,
+        buf: &[u8],
+        at: Stamp,
+        tally: &mut Tally,
+        inflater: &mut Inflater,
+    ) -> Result<usize, Ending> {
         let mut pos = 0;
         loop {
             let step = if self.rx_in_payload {
-                self.payload_piece(&buf[pos..], at, tally)
+                self.payload_piece(&buf[pos..], at, tally, inflater)?
             } else {
-                self.frame_start(&buf[pos..], at, tally)?
+                self.frame_start(&buf[pos..], at, tally, inflater)?
             };
             match step {
                 Some(used) => pos += used,
@@ -268,25 +394,35 @@ impl Client {
         }
     }
 
-    /// Feeds what `buf` holds of the current data frame's payload to the message's
-    /// scanner; bytes used, or `None` when nothing of it has arrived yet.
-    fn payload_piece(&mut self, buf: &[u8], at: Stamp, tally: &mut Tally) -> Option<usize> {
+    /// Hands what `buf` holds of the current data frame's payload to the message; bytes
+    /// used, or `None` when nothing of it has arrived yet.
+    fn payload_piece(
+        &mut self,
+        buf: &[u8],
+        at: Stamp,
+        tally: &mut Tally,
+        inflater: &mut Inflater,
+    ) -> Result<Option<usize>, Ending> {
         let avail = self.rx_remaining.min(buf.len() as u64) as usize;
         if avail == 0 && self.rx_remaining > 0 {
-            return None;
+            return Ok(None);
         }
         self.rx_remaining -= avail as u64;
         let frame_done = self.rx_remaining == 0;
-        let scan = self.scan.get_or_insert_with(Box::default);
-        scan.feed(&buf[..avail], frame_done && self.rx_fin);
+        let Some(msg) = self.msg.as_mut() else {
+            return Err(Ending::Protocol("payload outside a message".into()));
+        };
+        msg.take(&buf[..avail], frame_done && self.rx_fin)?;
         if frame_done {
             self.rx_in_payload = false;
-            if self.rx_fin {
-                let summary = self.scan.take().map(|s| s.summary()).unwrap_or_default();
-                self.message(summary, at, tally);
+            if self.rx_fin
+                && let Some(msg) = self.msg.take()
+            {
+                let received = msg.finish(inflater)?;
+                self.message(received, at, tally);
             }
         }
-        Some(avail)
+        Ok(Some(avail))
     }
 
     /// Starts the frame at the start of `buf`: a whole control frame or a whole one-frame
@@ -297,8 +433,10 @@ impl Client {
         buf: &[u8],
         at: Stamp,
         tally: &mut Tally,
+        inflater: &mut Inflater,
     ) -> Result<Option<usize>, Ending> {
-        let header = frame::parse_header(buf).map_err(|e| Ending::Protocol(e.to_string()))?;
+        let header =
+            frame::parse_header(buf, self.deflate).map_err(|e| Ending::Protocol(e.to_string()))?;
         let Some(h) = header else { return Ok(None) };
         let whole = buf.len() as u64 >= h.header_len as u64 + h.len;
         match h.opcode {
@@ -308,15 +446,26 @@ impl Client {
                 self.control(h.opcode, &buf[h.header_len..total])?;
                 Ok(Some(total))
             }
-            OpCode::Data(Data::Continue) if self.scan.is_none() => Err(Ending::Protocol(
+            OpCode::Data(Data::Continue) if self.msg.is_none() => Err(Ending::Protocol(
                 "continuation frame without a message".into(),
             )),
-            OpCode::Data(Data::Text | Data::Binary) if self.scan.is_some() => Err(
-                Ending::Protocol("new message inside a fragmented one".into()),
-            ),
+            OpCode::Data(Data::Text | Data::Binary) if self.msg.is_some() => Err(Ending::Protocol(
+                "new message inside a fragmented one".into(),
+            )),
             OpCode::Data(Data::Text) if h.fin && whole => {
                 let total = h.header_len + h.len as usize;
-                self.message(Scanner::scan_complete(&buf[h.header_len..total]), at, tally);
+                let payload = &buf[h.header_len..total];
+                let received = if h.compressed {
+                    inflated(payload, total as u64, inflater)?
+                } else {
+                    Received {
+                        summary: Scanner::scan_complete(payload),
+                        wire: total as u64,
+                        json: h.len,
+                        compressed: false,
+                    }
+                };
+                self.message(received, at, tally);
                 Ok(Some(total))
             }
             OpCode::Data(Data::Binary) if h.fin && whole => {
@@ -331,9 +480,10 @@ impl Client {
     }
 
     fn begin_payload(&mut self, h: Header) {
-        if self.scan.is_none() {
-            self.scan = Some(Box::default());
-        }
+        let msg = self
+            .msg
+            .get_or_insert_with(|| Box::new(Incoming::new(h.compressed, h.len)));
+        msg.wire += h.header_len as u64 + h.len;
         self.rx_in_payload = true;
         self.rx_remaining = h.len;
         self.rx_fin = h.fin;
@@ -355,7 +505,9 @@ impl Client {
         }
     }
 
-    fn message(&mut self, s: Summary, at: Stamp, tally: &mut Tally) {
+    fn message(&mut self, m: Received, at: Stamp, tally: &mut Tally) {
+        let s = m.summary;
+        tally.compressed_messages += u64::from(m.compressed);
         tally.malformed += u64::from(s.malformed);
         match s.action {
             Action::Point => {
@@ -374,6 +526,8 @@ impl Client {
             }
             Action::AssetHistory => {
                 tally.histories += 1;
+                tally.history_wire_bytes += m.wire;
+                tally.history_json_bytes += m.json;
                 let was_subscribed = self.check.asset != 0;
                 let wanted = self.check.want;
                 let last = (s.times > 0).then_some(s.last_time);
@@ -412,18 +566,31 @@ impl Client {
 mod tests {
     use super::*;
 
-    fn text(payload: &str) -> Vec<u8> {
-        let mut f = Vec::new();
-        let p = payload.as_bytes();
-        f.push(0x81);
+    use crate::inflate::compress_message;
+
+    /// A server frame: `first` is its first byte (FIN, RSV1, opcode).
+    fn server_frame(first: u8, p: &[u8]) -> Vec<u8> {
+        let mut f = vec![first];
         if p.len() < 126 {
             f.push(p.len() as u8);
-        } else {
+        } else if p.len() <= 0xFFFF {
             f.push(126);
             f.extend_from_slice(&(p.len() as u16).to_be_bytes());
+        } else {
+            f.push(127);
+            f.extend_from_slice(&(p.len() as u64).to_be_bytes());
         }
         f.extend_from_slice(p);
         f
+    }
+
+    fn text(payload: &str) -> Vec<u8> {
+        server_frame(0x81, payload.as_bytes())
+    }
+
+    /// A message compressed as the server sends it: one final text frame with RSV1.
+    fn compressed_text(payload: &str) -> Vec<u8> {
+        server_frame(0xC1, &compress_message(payload.as_bytes()))
     }
 
     fn point(asset: i32, t: i64) -> String {
@@ -449,14 +616,26 @@ mod tests {
         }
     }
 
-    /// Feeds `bytes` to the client in pieces of `step`, keeping leftovers as the driver does.
-    fn feed(c: &mut Client, tally: &mut Tally, bytes: &[u8], step: usize) {
+    /// Feeds `bytes` to the client in pieces of `step`, keeping leftovers as the driver
+    /// does; the first error ends it.
+    fn try_feed(
+        c: &mut Client,
+        tally: &mut Tally,
+        bytes: &[u8],
+        step: usize,
+    ) -> Result<(), Ending> {
+        let mut inflater = Inflater::default();
         for piece in bytes.chunks(step) {
             let mut buf = std::mem::take(&mut c.pending);
             buf.extend_from_slice(piece);
-            let used = c.frames(&buf, stamp(5), tally).unwrap();
+            let used = c.frames(&buf, stamp(5), tally, &mut inflater)?;
             c.pending = buf[used..].to_vec();
         }
+        Ok(())
+    }
+
+    fn feed(c: &mut Client, tally: &mut Tally, bytes: &[u8], step: usize) {
+        try_feed(c, tally, bytes, step).unwrap();
     }
 
     #[test]
@@ -504,7 +683,8 @@ mod tests {
                 ..Tally::default()
             };
             // No socket: the request goes nowhere, the upgrade is in flight all the same.
-            c.start_upgrade("127.0.0.1:1", "/api/v1/websocket").unwrap();
+            c.start_upgrade("127.0.0.1:1", "/api/v1/websocket", false)
+                .unwrap();
             assert_eq!(c.phase, Phase::Handshaking);
             let accept = c.upgrade.as_ref().unwrap().expected_accept();
             let mut stream = format!(
@@ -517,7 +697,9 @@ mod tests {
             for piece in stream.chunks(step) {
                 let mut buf = std::mem::take(&mut c.pending);
                 buf.extend_from_slice(piece);
-                let used = c.receive(&buf, stamp(9), &mut tally).unwrap();
+                let used = c
+                    .receive(&buf, stamp(9), &mut tally, &mut Inflater::default())
+                    .unwrap();
                 c.keep(&buf[used..]);
             }
             assert_eq!(c.phase, Phase::Open, "step {step}");
@@ -533,8 +715,13 @@ mod tests {
     fn a_refused_upgrade_ends_the_client() {
         let mut c = Client::failed();
         let mut tally = Tally::default();
-        c.start_upgrade("127.0.0.1:1", "/").unwrap();
-        let r = c.receive(b"HTTP/1.1 503 Busy\r\n\r\n", stamp(1), &mut tally);
+        c.start_upgrade("127.0.0.1:1", "/", false).unwrap();
+        let r = c.receive(
+            b"HTTP/1.1 503 Busy\r\n\r\n",
+            stamp(1),
+            &mut tally,
+            &mut Inflater::default(),
+        );
         assert!(matches!(r, Err(Ending::Handshake(_))), "{r:?}");
     }
 
@@ -557,25 +744,30 @@ mod tests {
         assert_eq!(c.check.lost + c.check.dup, 0);
     }
 
+    /// One call of `frames` on `bytes`, with a fresh inflater.
+    fn frames(c: &mut Client, bytes: &[u8], tally: &mut Tally) -> Result<usize, Ending> {
+        c.frames(bytes, stamp(1), tally, &mut Inflater::default())
+    }
+
     #[test]
     fn close_frame_ends_with_its_code_and_bad_frames_are_protocol_errors() {
         let mut c = Client::failed();
         let mut tally = Tally::default();
         assert_eq!(
-            c.frames(&[0x88, 0x02, 0x03, 0xF0], stamp(1), &mut tally),
+            frames(&mut c, &[0x88, 0x02, 0x03, 0xF0], &mut tally),
             Err(Ending::CloseFrame(1008))
         );
         assert!(matches!(
-            c.frames(&[0x80, 0x00], stamp(1), &mut tally),
+            frames(&mut c, &[0x80, 0x00], &mut tally),
             Err(Ending::Protocol(_))
         ));
         // A masked server frame, found once its header (with the mask) is complete.
-        assert_eq!(c.frames(&[0x81, 0x81, 1, 2], stamp(1), &mut tally), Ok(0));
+        assert_eq!(frames(&mut c, &[0x81, 0x81, 1, 2], &mut tally), Ok(0));
         assert!(matches!(
-            c.frames(&[0x81, 0x81, 1, 2, 3, 4], stamp(1), &mut tally),
+            frames(&mut c, &[0x81, 0x81, 1, 2, 3, 4], &mut tally),
             Err(Ending::Protocol(_))
         ));
-        assert_eq!(c.frames(&[0x81], stamp(1), &mut tally), Ok(0));
+        assert_eq!(frames(&mut c, &[0x81], &mut tally), Ok(0));
     }
 
     #[test]
@@ -594,5 +786,137 @@ mod tests {
             (tally.error_replies, tally.awaiting, c.check.want),
             (1, 0, 0)
         );
+    }
+
+    /// What a subscribed client's tally and check say after `stream`, fed in pieces of
+    /// `step`, with or without permessage-deflate agreed.
+    fn after(stream: &[u8], step: usize, deflate: bool) -> (Tally, Client) {
+        let mut c = Client::failed();
+        c.deflate = deflate;
+        let mut tally = Tally {
+            awaiting: 1,
+            ..Tally::default()
+        };
+        c.check.subscribed(3);
+        feed(&mut c, &mut tally, stream, step);
+        (tally, c)
+    }
+
+    #[test]
+    fn a_compressed_history_in_any_split_scans_as_the_plain_one() {
+        let h = history(3, 1_764_329_401, 1800);
+        let mut plain = text(&h);
+        let mut compressed = compressed_text(&h);
+        for t in 1_764_331_201..1_764_331_204 {
+            // Points come plain on either connection.
+            plain.extend(text(&point(3, t)));
+            compressed.extend(text(&point(3, t)));
+        }
+        let (p, pc) = after(&plain, plain.len(), false);
+        assert_eq!(p.history_len, Some((1800, 1800)));
+        assert_eq!((p.points, p.compressed_messages), (3, 0));
+        assert_eq!(p.history_json_bytes, h.len() as u64);
+        assert_eq!(p.history_wire_bytes, h.len() as u64 + 10); // an 8-byte length
+        for step in [1usize, 2, 3, 7, 64, 1000, 4096, compressed.len()] {
+            let (t, c) = after(&compressed, step, true);
+            assert_eq!(
+                (
+                    t.histories,
+                    t.history_len,
+                    t.history_gaps,
+                    t.history_wrong_asset
+                ),
+                (1, Some((1800, 1800)), 0, 0),
+                "step {step}"
+            );
+            assert_eq!((t.points, t.malformed, t.awaiting), (3, 0, 0));
+            assert_eq!(c.check.last, pc.check.last);
+            assert_eq!((c.check.lost, c.check.dup, c.check.seam_bad), (0, 0, 0));
+            assert_eq!(t.compressed_messages, 1);
+            // The same JSON, a small part of it on the wire.
+            assert_eq!(t.history_json_bytes, p.history_json_bytes);
+            assert!(
+                t.history_wire_bytes * 5 < p.history_wire_bytes,
+                "{} of {}",
+                t.history_wire_bytes,
+                p.history_wire_bytes
+            );
+            assert!(c.pending.is_empty() && c.msg.is_none());
+        }
+    }
+
+    #[test]
+    fn a_compressed_message_over_two_frames_with_a_ping_between_is_inflated_whole() {
+        let h = history(3, 100, 200);
+        let z = compress_message(h.as_bytes());
+        let (a, b) = z.split_at(z.len() / 3);
+        let mut stream = server_frame(0x41, a); // RSV1, text, not final
+        stream.extend(server_frame(0x89, b"hi")); // a ping between the fragments
+        stream.extend(server_frame(0x80, b)); // the final continuation, no RSV1
+        for step in [1usize, 5, 100, stream.len()] {
+            let (t, c) = after(&stream, step, true);
+            assert_eq!(
+                (t.histories, t.history_len),
+                (1, Some((200, 200))),
+                "step {step}"
+            );
+            assert_eq!(t.history_wire_bytes, stream.len() as u64 - 4);
+            assert_eq!(c.check.last, Some(299));
+        }
+    }
+
+    #[test]
+    fn rsv1_where_it_may_not_be_is_a_protocol_error() {
+        let z = compressed_text(&history(3, 100, 5));
+        // Not negotiated: RSV1 is a protocol error, whatever the frame holds.
+        let mut c = Client::failed();
+        let r = try_feed(&mut c, &mut Tally::default(), &z, z.len());
+        assert!(
+            matches!(&r, Err(Ending::Protocol(why)) if why.contains("RSV1")),
+            "{r:?}"
+        );
+        // Negotiated, but on a continuation frame.
+        let mut stream = server_frame(0x01, b"{\"act");
+        stream.extend(server_frame(0xC0, b"ion\":1}"));
+        let mut c = Client::failed();
+        c.deflate = true;
+        let r = try_feed(&mut c, &mut Tally::default(), &stream, stream.len());
+        assert!(matches!(r, Err(Ending::Protocol(_))), "{r:?}");
+        // Negotiated, but the data does not inflate.
+        let mut c = Client::failed();
+        c.deflate = true;
+        let bad = server_frame(0xC1, &[0xFF, 0xFF, 0xFF]);
+        let r = try_feed(&mut c, &mut Tally::default(), &bad, 1);
+        assert!(
+            matches!(&r, Err(Ending::Protocol(why)) if why.contains("inflate")),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn an_upgrade_that_agrees_on_deflate_reads_compressed_frames() {
+        let mut c = Client::failed();
+        let mut tally = Tally {
+            in_progress: 1,
+            ..Tally::default()
+        };
+        c.start_upgrade("127.0.0.1:1", "/", true).unwrap();
+        let accept = c.upgrade.as_ref().unwrap().expected_accept();
+        let mut stream = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: permessage-deflate; \
+             server_no_context_takeover; client_no_context_takeover\r\n\r\n"
+        )
+        .into_bytes();
+        c.check.subscribed(2);
+        tally.awaiting = 1;
+        stream.extend(compressed_text(&history(2, 10, 3)));
+        let used = c
+            .receive(&stream, stamp(3), &mut tally, &mut Inflater::default())
+            .unwrap();
+        assert_eq!(used, stream.len());
+        assert!(c.deflate);
+        assert_eq!((tally.connected, tally.compressing), (1, 1));
+        assert_eq!((tally.histories, tally.compressed_messages), (1, 1));
     }
 }

@@ -4,10 +4,13 @@
 use crate::check::Findings;
 use crate::client::{Behaviour, Client, Ending, Phase};
 use crate::frame;
+use crate::inflate::Inflater;
 use crate::net;
 use crate::tally::{Stamp, Tally};
+use crate::tls::ClientTls;
+use crate::wire::Wire;
 use mio::{Events, Interest, Poll, Token};
-use std::io::{self, Read};
+use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -40,6 +43,10 @@ pub struct Setup {
     /// Index of this process's first client among all the load's clients (another client
     /// process continues the cycle over the source addresses where this one stops).
     pub index_offset: usize,
+    /// With `--tls`: the clients speak TLS, trusting this root.
+    pub tls: Option<ClientTls>,
+    /// The clients offer permessage-deflate in their upgrade (a run of `--deflate`).
+    pub deflate: bool,
 }
 
 /// The clients and what they have seen.
@@ -53,6 +60,8 @@ pub struct State {
     /// Findings of steady clients whose slot was reused by a new connection (soak).
     pub retired: Findings,
     scratch: Vec<u8>,
+    /// The process's one inflater: every client's compressed messages go through it.
+    inflater: Inflater,
     setup: Setup,
     host: String,
 }
@@ -77,6 +86,7 @@ impl Bench {
                 base,
                 retired: Findings::default(),
                 scratch: vec![0; HEADROOM + READ_SIZE],
+                inflater: Inflater::default(),
                 host: setup.addr.to_string(),
                 setup,
             },
@@ -171,13 +181,17 @@ impl Bench {
         let behaviour = self.st.clients[idx].behaviour;
         let src = net::source_ip(idx + self.st.setup.index_offset, self.st.setup.src_ips);
         let now = self.now_ns();
+        let tls = self.st.setup.tls.as_ref().map(|t| t.config.clone());
         let registered = net::connect_from(src, self.st.setup.addr).and_then(|mut sock| {
             self.poll.registry().register(
                 &mut sock,
                 Token(idx),
                 Interest::READABLE | Interest::WRITABLE,
             )?;
-            Ok(sock)
+            match &tls {
+                None => Ok(Wire::Plain(sock)),
+                Some(config) => Wire::tls(sock, config),
+            }
         });
         match registered {
             Ok(sock) => {
@@ -404,7 +418,9 @@ impl State {
 
     fn finish_connect(&mut self, idx: usize) {
         let c = &mut self.clients[idx];
-        let Some(sock) = c.sock.as_ref() else { return };
+        let Some(sock) = c.sock.as_ref().map(Wire::socket) else {
+            return;
+        };
         match sock.take_error() {
             Ok(None) => {}
             Ok(Some(e)) | Err(e) => return self.end(idx, Ending::Io(format!("connect: {e}"))),
@@ -414,7 +430,7 @@ impl State {
             Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
             Err(e) => return self.end(idx, Ending::Io(format!("connect: {e}"))),
         }
-        if let Err(e) = c.start_upgrade(&self.host, &self.setup.path) {
+        if let Err(e) = c.start_upgrade(&self.host, &self.setup.path, self.setup.deflate) {
             self.end(idx, Ending::Io(format!("sending upgrade: {e}")));
         }
     }
@@ -427,6 +443,7 @@ impl State {
                 clients,
                 tally,
                 scratch,
+                inflater,
                 base,
                 ..
             } = self;
@@ -452,13 +469,15 @@ impl State {
                 Err(e) => return self.end(idx, Ending::Io(e.to_string())),
             };
             let buf = &scratch[start..HEADROOM + n];
-            match c.receive(buf, Stamp::now(*base), tally) {
+            match c.receive(buf, Stamp::now(*base), tally, inflater) {
                 Ok(used) => c.keep(&buf[used..]),
                 Err(ending) => return self.end(idx, ending),
             }
             budget -= n;
-            if n < want || budget == 0 {
+            let drained = n < want && c.sock.as_ref().is_some_and(Wire::short_read_drains);
+            if drained || budget == 0 {
                 // A short read emptied the socket; the next arrival raises a new event.
+                // (A TLS read is short at every record's end: it reads on to WouldBlock.)
                 return;
             }
         }

@@ -24,6 +24,8 @@ pub enum BenchError {
     ServerGone(String),
     /// The flags ask for something the tool cannot do here (exit status 1).
     Usage(String),
+    /// `--tls`: the test certificate could not be made or read.
+    Tls(String),
 }
 
 impl fmt::Display for BenchError {
@@ -36,6 +38,7 @@ impl fmt::Display for BenchError {
             BenchError::Fleet(e) => write!(f, "{e}"),
             BenchError::ServerGone(why) => write!(f, "the server went away during the run: {why}"),
             BenchError::Usage(why) => write!(f, "{why}"),
+            BenchError::Tls(why) => write!(f, "--tls: {why}"),
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::client::{Behaviour, Phase};
 use crate::driver::{Bench, Setup};
 use crate::procfs;
 use crate::tally::{self, Lateness, Stamp, TickAgg};
+use crate::tls::ClientTls;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -125,6 +126,8 @@ pub enum Reply {
 pub struct Snapshot {
     /// Clients upgraded.
     pub connected: usize,
+    /// Of those, the ones that agreed on permessage-deflate.
+    pub compressing: usize,
     /// Connections that never upgraded, by reason.
     pub failures: BTreeMap<String, u32>,
     /// Connections the server ended, by reason.
@@ -139,6 +142,12 @@ pub struct Snapshot {
     pub instance_ticks: Vec<BTreeMap<i64, TickAgg>>,
     /// Histories received.
     pub histories: u64,
+    /// Their bytes on the wire, summed.
+    pub history_wire_bytes: u64,
+    /// Their JSON's bytes (inflated), summed.
+    pub history_json_bytes: u64,
+    /// Messages that came compressed.
+    pub compressed_messages: u64,
     /// Smallest and largest history.
     pub history_len: Option<(u32, u32)>,
     /// History points not 1 s after the previous.
@@ -174,6 +183,7 @@ impl Snapshot {
         }
         Snapshot {
             connected: t.connected,
+            compressing: t.compressing,
             failures: t.failures.clone(),
             drops: t.drops.clone(),
             connect_lat_us: t.connect_lat_us.clone(),
@@ -181,6 +191,9 @@ impl Snapshot {
             lateness: t.lateness.clone(),
             instance_ticks: t.instance_ticks.clone(),
             histories: t.histories,
+            history_wire_bytes: t.history_wire_bytes,
+            history_json_bytes: t.history_json_bytes,
+            compressed_messages: t.compressed_messages,
             history_len: t.history_len,
             history_gaps: t.history_gaps,
             history_wrong_asset: t.history_wrong_asset,
@@ -194,6 +207,7 @@ impl Snapshot {
     /// Adds another process's snapshot.
     pub fn merge(&mut self, o: &Snapshot) {
         self.connected += o.connected;
+        self.compressing += o.compressing;
         tally::merge_reasons(&mut self.failures, &o.failures);
         tally::merge_reasons(&mut self.drops, &o.drops);
         self.connect_lat_us.extend_from_slice(&o.connect_lat_us);
@@ -207,6 +221,9 @@ impl Snapshot {
             tally::merge_ticks(mine, theirs);
         }
         self.histories += o.histories;
+        self.history_wire_bytes += o.history_wire_bytes;
+        self.history_json_bytes += o.history_json_bytes;
+        self.compressed_messages += o.compressed_messages;
         self.history_len = match (self.history_len, o.history_len) {
             (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
             (a, b) => a.or(b),
@@ -304,6 +321,8 @@ impl Fleet {
                 .arg(setup.addr.to_string())
                 .arg(&setup.path)
                 .arg(setup.src_ips.to_string())
+                .arg(if setup.deflate { "deflate" } else { "none" })
+                .args(setup.tls.as_ref().map(|t| t.root.as_os_str()))
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
@@ -592,7 +611,8 @@ impl Drop for Fleet {
     }
 }
 
-/// A client process: `--client-process BASE_MONO_NS ADDR PATH SRC_IPS`, steered through
+/// A client process: `--client-process BASE_MONO_NS ADDR PATH SRC_IPS OFFER
+/// [TLS_ROOT_PEM]` (OFFER: `deflate` or `none`), steered through
 /// stdin (see the module's text). Exit status 0 after `Close` or when stdin closes.
 pub fn child_main(args: &[String]) -> ExitCode {
     match child_run(args) {
@@ -605,11 +625,23 @@ pub fn child_main(args: &[String]) -> ExitCode {
 }
 
 fn child_run(args: &[String]) -> Result<(), String> {
-    let [base_mono, addr, path, src_ips] = args else {
-        return Err(format!(
-            "{CHILD_FLAG} BASE_MONO_NS ADDR PATH SRC_IPS, got {args:?}"
-        ));
+    let (base_mono, addr, path, src_ips, offer, tls_root) = match args {
+        [base, addr, path, src, offer] => (base, addr, path, src, offer, None),
+        [base, addr, path, src, offer, root] => (base, addr, path, src, offer, Some(root)),
+        _ => {
+            return Err(format!(
+                "{CHILD_FLAG} BASE_MONO_NS ADDR PATH SRC_IPS OFFER [TLS_ROOT_PEM], got {args:?}"
+            ));
+        }
     };
+    let deflate = match offer.as_str() {
+        "deflate" => true,
+        "none" => false,
+        other => return Err(format!("offer {other:?}: expected deflate or none")),
+    };
+    let tls = tls_root
+        .map(|root| ClientTls::trusting(std::path::Path::new(root)))
+        .transpose()?;
     let base_mono: u64 = base_mono.parse().map_err(|e| format!("base: {e}"))?;
     let addr: SocketAddr = addr.parse().map_err(|e| format!("address: {e}"))?;
     let src_ips: u8 = src_ips
@@ -624,6 +656,8 @@ fn child_run(args: &[String]) -> Result<(), String> {
         path: path.clone(),
         src_ips,
         index_offset: 0,
+        tls,
+        deflate,
     };
     let mut bench = Bench::new(setup, base).map_err(|e| format!("event loop: {e}"))?;
     let (tx, rx) = mpsc::channel();
@@ -786,9 +820,12 @@ mod tests {
         let reply = Reply::Snapshot(Box::new(s.clone()));
         let back: Reply = serde_json::from_str(&serde_json::to_string(&reply).unwrap()).unwrap();
         assert_eq!(back, reply);
+        s.compressing = 1;
+        s.history_wire_bytes = 9000;
         let mut merged = s.clone();
         merged.merge(&s);
         assert_eq!(merged.connected, 4);
+        assert_eq!((merged.compressing, merged.history_wire_bytes), (2, 18_000));
         assert_eq!(merged.ticks[&5].n, 4);
         assert_eq!(merged.history_len, Some((1800, 1800)));
     }

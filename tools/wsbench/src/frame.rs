@@ -2,6 +2,9 @@
 //! server frame's header read with `FrameHeader::parse` and checked against what a
 //! server may send a client, and masked client frames written with `FrameHeader::format`.
 //!
+//! RSV1 is let through only where RFC 7692 puts it: on the first frame of a data message
+//! on a connection that negotiated permessage-deflate; it marks the message compressed.
+//!
 //! Payloads are not copied here: the caller reads them where they lie in its buffer (a
 //! 130 KB history is scanned as it arrives, never assembled), which is what keeps one
 //! thread able to drive ten thousand clients.
@@ -32,6 +35,8 @@ pub struct Header {
     pub len: u64,
     /// Header length in bytes (the payload starts there).
     pub header_len: usize,
+    /// RSV1: the message this frame starts is compressed (permessage-deflate).
+    pub compressed: bool,
 }
 
 /// A frame header that breaks the protocol for a server-to-client frame.
@@ -39,8 +44,13 @@ pub struct Header {
 pub enum FrameError {
     /// Servers must not mask frames.
     Masked,
-    /// RSV bits set without an extension.
+    /// RSV2 or RSV3 set: no extension the tool knows uses them.
     Reserved,
+    /// RSV1 set on a connection that did not negotiate permessage-deflate.
+    UnexpectedCompression,
+    /// RSV1 set on a control or continuation frame (RFC 7692 §6.1 allows it only on a
+    /// message's first frame).
+    MisplacedCompression,
     /// An opcode RFC 6455 does not define.
     UnknownOpcode(u8),
     /// A control frame over 125 bytes or fragmented.
@@ -53,7 +63,13 @@ impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FrameError::Masked => write!(f, "server sent a masked frame"),
-            FrameError::Reserved => write!(f, "server set RSV bits"),
+            FrameError::Reserved => write!(f, "server set RSV2 or RSV3"),
+            FrameError::UnexpectedCompression => {
+                write!(f, "server set RSV1 without permessage-deflate")
+            }
+            FrameError::MisplacedCompression => {
+                write!(f, "server set RSV1 on a control or continuation frame")
+            }
             FrameError::UnknownOpcode(op) => write!(f, "unknown opcode {op:#x}"),
             FrameError::BadControl => write!(f, "control frame too long or fragmented"),
             FrameError::Unreadable(why) => write!(f, "unreadable frame header: {why}"),
@@ -62,7 +78,9 @@ impl fmt::Display for FrameError {
 }
 
 /// Reads the frame header at the start of `buf`; `Ok(None)` until it is complete.
-pub fn parse_header(buf: &[u8]) -> Result<Option<Header>, FrameError> {
+/// `deflate`: the connection negotiated permessage-deflate, so a message's first frame
+/// may carry RSV1.
+pub fn parse_header(buf: &[u8], deflate: bool) -> Result<Option<Header>, FrameError> {
     let mut cursor = Cursor::new(buf);
     let (header, len) = match FrameHeader::parse(&mut cursor) {
         Ok(Some(parsed)) => parsed,
@@ -75,8 +93,16 @@ pub fn parse_header(buf: &[u8]) -> Result<Option<Header>, FrameError> {
     if header.mask.is_some() {
         return Err(FrameError::Masked);
     }
-    if header.rsv1 || header.rsv2 || header.rsv3 {
+    if header.rsv2 || header.rsv3 {
         return Err(FrameError::Reserved);
+    }
+    if header.rsv1 {
+        if !deflate {
+            return Err(FrameError::UnexpectedCompression);
+        }
+        if !matches!(header.opcode, OpCode::Data(Data::Text | Data::Binary)) {
+            return Err(FrameError::MisplacedCompression);
+        }
     }
     if matches!(header.opcode, OpCode::Control(_)) && (len > 125 || !header.is_final) {
         return Err(FrameError::BadControl);
@@ -87,6 +113,7 @@ pub fn parse_header(buf: &[u8]) -> Result<Option<Header>, FrameError> {
         len,
         // The cursor stopped where the header ends; it is at most 14 bytes.
         header_len: cursor.position() as usize,
+        compressed: header.rsv1,
     }))
 }
 
@@ -121,41 +148,86 @@ mod tests {
 
     #[test]
     fn parses_the_three_length_forms() {
-        let h = parse_header(&[0x81, 5]).unwrap().unwrap();
+        let h = parse_header(&[0x81, 5], false).unwrap().unwrap();
         assert_eq!((h.fin, h.opcode, h.len, h.header_len), (true, TEXT, 5, 2));
-        let h = parse_header(&[0x01, 126, 1, 0]).unwrap().unwrap();
+        let h = parse_header(&[0x01, 126, 1, 0], false).unwrap().unwrap();
         assert_eq!((h.fin, h.len, h.header_len), (false, 256, 4));
-        let h = parse_header(&[0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0])
+        let h = parse_header(&[0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0], false)
             .unwrap()
             .unwrap();
         assert_eq!(h.opcode, OpCode::Data(Data::Binary));
         assert_eq!((h.len, h.header_len), (65536, 10));
-        assert_eq!(parse_header(&[0x81, 126, 1]), Ok(None));
-        assert_eq!(parse_header(&[0x82, 127, 0, 0, 0, 0, 0, 1, 0]), Ok(None));
-        assert_eq!(parse_header(&[0x81]), Ok(None));
-        assert_eq!(parse_header(&[]), Ok(None));
+        assert_eq!(parse_header(&[0x81, 126, 1], false), Ok(None));
+        assert_eq!(
+            parse_header(&[0x82, 127, 0, 0, 0, 0, 0, 1, 0], false),
+            Ok(None)
+        );
+        assert_eq!(parse_header(&[0x81], false), Ok(None));
+        assert_eq!(parse_header(&[], false), Ok(None));
     }
 
     #[test]
     fn refuses_masked_reserved_and_bad_control_frames() {
         assert_eq!(
-            parse_header(&[0x81, 0x85, 1, 2, 3, 4]),
+            parse_header(&[0x81, 0x85, 1, 2, 3, 4], false),
             Err(FrameError::Masked)
         );
-        assert_eq!(parse_header(&[0xC1, 0x01]), Err(FrameError::Reserved));
         assert_eq!(
-            parse_header(&[0x83, 0x00]),
+            parse_header(&[0xA1, 0x01], false),
+            Err(FrameError::Reserved)
+        );
+        assert_eq!(parse_header(&[0x91, 0x01], true), Err(FrameError::Reserved));
+        assert_eq!(
+            parse_header(&[0x83, 0x00], false),
             Err(FrameError::UnknownOpcode(3))
         );
         assert_eq!(
-            parse_header(&[0x8B, 0x00]),
+            parse_header(&[0x8B, 0x00], false),
             Err(FrameError::UnknownOpcode(0xB))
         );
-        assert_eq!(parse_header(&[0x09, 0x00]), Err(FrameError::BadControl));
         assert_eq!(
-            parse_header(&[0x89, 126, 0, 200]),
+            parse_header(&[0x09, 0x00], false),
             Err(FrameError::BadControl)
         );
+        assert_eq!(
+            parse_header(&[0x89, 126, 0, 200], false),
+            Err(FrameError::BadControl)
+        );
+    }
+
+    #[test]
+    fn rsv1_only_on_a_first_data_frame_and_only_when_negotiated() {
+        // Without the extension, RSV1 is a protocol error, on any frame.
+        for first in [0xC1, 0xC2, 0x41, 0xC9] {
+            assert_eq!(
+                parse_header(&[first, 0x00], false),
+                Err(FrameError::UnexpectedCompression),
+                "{first:#x}"
+            );
+        }
+        // With it, a text or binary frame starting a message may be compressed ...
+        let h = parse_header(&[0xC1, 0x03], true).unwrap().unwrap();
+        assert_eq!(
+            (h.fin, h.opcode, h.compressed, h.len),
+            (true, TEXT, true, 3)
+        );
+        let h = parse_header(&[0x42, 0x00], true).unwrap().unwrap();
+        assert!(!h.fin && h.compressed);
+        // ... a plain one stays plain ...
+        assert!(
+            !parse_header(&[0x81, 0x00], true)
+                .unwrap()
+                .unwrap()
+                .compressed
+        );
+        // ... and a continuation or control frame never is.
+        for first in [0xC0, 0x40, 0xC9, 0xCA, 0xC8] {
+            assert_eq!(
+                parse_header(&[first, 0x00], true),
+                Err(FrameError::MisplacedCompression),
+                "{first:#x}"
+            );
+        }
     }
 
     #[test]

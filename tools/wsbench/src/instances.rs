@@ -58,17 +58,18 @@ pub struct Servers {
 impl Servers {
     /// The servers `opts` ask for, with `--instances` only the first, so the start-up
     /// probe times one instance alone (see [`Servers::add_instances`]).
-    pub fn start(opts: &Options) -> Result<Servers, StartError> {
+    /// `extra` are variables a standalone server gets besides the tool's (`--tls`'s).
+    pub fn start(opts: &Options, extra: &[(&str, String)]) -> Result<Servers, StartError> {
         match (&opts.target, opts.instances) {
-            (Target::Spawn(path), None) => Servers::standalone(path),
+            (Target::Spawn(path), None) => Servers::standalone(path, extra),
             (Target::Spawn(path), Some(_)) => Servers::first_instance(path, &opts.dsn),
             (Target::Attach { addr, pid }, _) => Ok(Servers::attach(*addr, *pid)),
         }
     }
 
     /// One server, started as before (standalone, memory store, its own free port).
-    pub fn standalone(path: &Path) -> Result<Servers, StartError> {
-        let server = Server::spawn(path, 0, &[]).map_err(StartError::Server)?;
+    pub fn standalone(path: &Path, extra: &[(&str, String)]) -> Result<Servers, StartError> {
+        let server = Server::spawn(path, 0, extra).map_err(StartError::Server)?;
         Ok(Servers {
             list: vec![server],
             db: None,
@@ -189,7 +190,7 @@ pub fn map_clients(clients: &mut [Client], pids: &[u32]) -> Result<Vec<usize>, P
     let mut counts = vec![0; pids.len() + 1];
     for c in clients.iter_mut() {
         let Some(sock) = &c.sock else { continue };
-        let found = match sock.local_addr() {
+        let found = match sock.socket().local_addr() {
             Ok(SocketAddr::V4(local)) => peers.get(&local).copied(),
             _ => None,
         };

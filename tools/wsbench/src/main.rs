@@ -24,6 +24,8 @@
 //! cargo wsbench --addr 127.0.0.1:8080 --pid 1234 --clients 2000
 //! cargo wsbench --instances 2 --clients 38000     # two processes of clients
 //! cargo wsbench --soak 30m --clients 10000
+//! cargo wsbench --clients 10000 --deflate         # plain clients, then compressing ones
+//! cargo wsbench --tls --clients 10000             # plain, then TLS, compared
 //! ```
 //!
 //! Flags: `--clients N` (1000), `--ticks T` measured ticks (10), `--src-ips K` source
@@ -35,7 +37,24 @@
 //! `--connect-window C` connects in flight (256), `--path P` (`/api/v1/websocket`),
 //! `--instances K` (below), `--dsn ADMIN_DSN`, `--client-procs P` (below), `--soak
 //! DURATION` with `--sample-every D`, `--churn N`, `--slow N`, `--ping-flood N` (see
-//! `soak.rs`).
+//! `soak.rs`), `--tls` and `--deflate` (below).
+//!
+//! With `--tls` the benchmark runs twice in one invocation, plain and then with the
+//! server speaking TLS on a certificate the tool makes with `openssl` (`tls.rs`) and the
+//! clients connecting over rustls (`wire.rs`; the start-up probe and `/metrics` too),
+//! and `compare_tls.rs` prints both reports, a table of TLS against plain (CPU per point,
+//! memory per connection, setup time, the handshake's reactor CPU and how many a core
+//! does per second) and a RESULT line per run (`transport=plain|tls`, the TLS one
+//! ending with `cpu_per_point_ratio`, `handshake_us`, `handshakes_per_core_s`).
+//!
+//! With `--deflate` the benchmark runs twice, each time against fresh servers and with
+//! every phase the same: first with clients that offer no extension, then with clients
+//! that offer permessage-deflate (RFC 7692) as browsers do and inflate what comes
+//! compressed (the histories), checking every stream as usual. It prints both reports
+//! and a comparison: setup time (connect and subscribe of all clients) and its ratio, a
+//! history's bytes on the wire per subscribe against its JSON, the CPU of the subscribe
+//! phase, reactor CPU per delivered point, and server RSS per idle and per subscribed
+//! connection (see `compare_deflate.rs`). One comparison at a time: not with `--tls`.
 //!
 //! With `--instances K` the tool creates a throwaway database through the admin DSN
 //! (default `postgresql://postgres@127.0.0.1:5432/postgres`), starts the first instance
@@ -65,29 +84,37 @@
 //! tick. Each process may hold at most as many sockets as `RLIMIT_NOFILE`'s hard limit,
 //! which the tool raises its soft limit to (the servers it starts inherit it).
 //!
-//! Output: the report, then one line `RESULT key=value ...` (keys: connected, failed,
-//! dropped, lost, duplicated, setup_s, sub_p50_ms, spread_p99_ms, reactor_us_per_point,
-//! idle_per_conn_b, storm_s, load1, client_procs, with `--instances` also instances and
-//! per instance i0_role, i0_clients, i0_reactor_us_per_point, i0_spread_p99_ms, ...;
-//! a soak has its own keys). Exit status 0 when the run completed (findings such
-//! as lost points are reported, not fatal), 1 on a usage error, 2 when it could not run.
+//! Output: the report, then one line `RESULT key=value ...` (keys: transport,
+//! extension, connected, compressing, failed, dropped, lost, duplicated, setup_s,
+//! subscribe_reactor_cpu_s, subscribe_tool_cpu_s, sub_p50_ms, history_wire_b,
+//! history_json_b, spread_p99_ms, reactor_us_per_point, idle_per_conn_b, storm_s, load1,
+//! client_procs, with `--instances` also instances and per instance i0_role, i0_clients,
+//! i0_reactor_us_per_point, i0_spread_p99_ms, ...; with `--deflate` one line: the first
+//! run's keys, the compressing run's behind `deflate_` (deflate_setup_s,
+//! deflate_history_wire_b, ...), and setup_ratio, reactor_ratio (the compressing run's
+//! over the first's) and history_wire_share (its history on the wire over its JSON); a
+//! soak has its own keys). Exit status 0 when the run completed (findings such as lost
+//! points are reported, not fatal), 1 on a usage error, 2 when it could not run.
 //!
 //! The tool shares the machine with the server: on loopback its own reads add to the
 //! measured spread, and its CPU is printed so that can be judged.
 //!
 //! # Where things are
 //!
-//! `main.rs` only dispatches: `benchmark.rs` is the default mode, phase by phase, and
-//! `soak.rs` the soak (its report in `soak_report.rs`); both fill a report
+//! `main.rs` only dispatches: `benchmark.rs` is the default mode, phase by phase,
+//! `compare_tls.rs` and `compare_deflate.rs` run it twice for `--tls` and `--deflate`,
+//! and `soak.rs` is the soak (its report in `soak_report.rs`); they fill a report
 //! (`report.rs`). The clients are driven by one `mio` loop per process (`driver.rs`),
-//! over several processes when needed (`fleet.rs`). A client's upgrade is written and
-//! its answer checked in `handshake.rs`; a client's frames are read in one place,
-//! `Client::receive` in `client.rs`, with headers parsed by tungstenite's
-//! `FrameHeader` in `frame.rs` and payloads scanned where they lie by `scan.rs`; the
-//! stream checks are `check.rs`. A new way of connecting leaves the phases alone: TLS
-//! wraps the socket where it is opened (`net.rs`) and read (`State::read` in
-//! `driver.rs`); an extension is asked for and accepted in `handshake.rs`, and its
-//! frames unpacked in `Client::receive`.
+//! over several processes when needed (`fleet.rs`), each connection the socket or TLS
+//! over it (`wire.rs`). A client's upgrade is written and its answer checked in
+//! `handshake.rs`; a client's frames are read in one place, `Client::receive` in
+//! `client.rs`, with headers parsed by tungstenite's `FrameHeader` in `frame.rs` and
+//! payloads scanned where they lie by `scan.rs` (compressed ones inflated first by the
+//! process's one inflater, `inflate.rs`); the stream checks are `check.rs`. A new way of
+//! connecting leaves the phases alone: it is a field of `Setup` (`driver.rs`) that the
+//! client processes are handed too; TLS wraps the socket where it is opened (`net.rs`,
+//! `wire.rs`) and read (`State::read` in `driver.rs`); an extension is asked for and
+//! accepted in `handshake.rs`, and its frames unpacked in `Client::receive`.
 //!
 //! # Tests
 //!
@@ -97,12 +124,15 @@
 mod benchmark;
 mod check;
 mod client;
+mod compare_deflate;
+mod compare_tls;
 mod cpu;
 mod driver;
 mod error;
 mod fleet;
 mod frame;
 mod handshake;
+mod inflate;
 mod instances;
 mod net;
 mod options;
@@ -116,6 +146,8 @@ mod soak;
 mod soak_report;
 mod stats;
 mod tally;
+mod tls;
+mod wire;
 
 use error::BenchError;
 use options::{Options, OptionsError};
@@ -140,10 +172,12 @@ fn main() -> ExitCode {
     };
     let outcome = match opts.soak {
         Some(soak) => soak::run(&opts, soak).map(|r| (r.human(), r.result_line())),
+        None if opts.tls => compare_tls::plain_and_tls(&opts),
+        None if opts.deflate => compare_deflate::run(&opts).map(|c| (c.human(), c.result_line())),
         None => match opts.beside {
             Some(n) => benchmark::run_beside(&opts, n)
                 .map(|(base, run)| (run.human_beside(&base), run.result_line_beside(&base))),
-            None => benchmark::run(&opts).map(|r| (r.human(), r.result_line())),
+            None => benchmark::run(&opts, None).map(|r| (r.human(), r.result_line())),
         },
     };
     match outcome {

@@ -62,6 +62,13 @@ pub struct Options {
     pub beside: Option<usize>,
     /// `--soak DURATION`: run the soak for this long instead of the benchmark.
     pub soak: Option<Soak>,
+    /// `--tls`: run the benchmark twice, plain and then over TLS, and compare.
+    pub tls: bool,
+    /// `--deflate`: run the benchmark twice, clients offering no extension and then
+    /// clients offering permessage-deflate, each against fresh servers, and compare.
+    pub deflate: bool,
+    /// This run's clients offer permessage-deflate (set for each run of `--deflate`).
+    pub offer_deflate: bool,
 }
 
 /// What a soak does besides keeping its clients subscribed.
@@ -102,7 +109,7 @@ pub const USAGE: &str = "\
 usage: cargo wsbench [--clients N] [--ticks T] [--src-ips K]
          [--mode full|quick] [--server PATH | --addr HOST:PORT --pid PID]
          [--sub-window W] [--connect-window C] [--path /api/v1/websocket]
-         [--instances K [--dsn ADMIN_DSN] [--beside N]] [--client-procs P]
+         [--instances K [--dsn ADMIN_DSN] [--beside N]] [--client-procs P] [--tls | --deflate]
          [--soak DURATION [--sample-every DURATION] [--churn N] [--slow N] [--ping-flood N]]
 
   --clients N         WebSocket clients (default 1000)
@@ -126,6 +133,14 @@ usage: cargo wsbench [--clients N] [--ticks T] [--src-ips K]
                       behind its second, spread, and the followers' lag
   --client-procs P    processes driving the clients, each holding its share of the
                       sockets (default: as few as the open-file limit allows)
+  --tls               run the benchmark twice in one go, plain and then with the server
+                      speaking TLS (a certificate made with openssl) and the clients wss,
+                      and compare: CPU per point, memory per connection, setup time,
+                      handshakes per core-second
+  --deflate           run the benchmark twice against fresh servers, plain clients first,
+                      then clients offering permessage-deflate (every phase the same),
+                      and compare setup time, history bytes on the wire, reactor CPU per
+                      point and memory per connection
   --soak DURATION     instead of the benchmark: keep the clients subscribed for DURATION
                       (30m, 90s, 1h) with churn and a few misbehaving clients, sampling the
                       server's RSS and open files and the points lost
@@ -184,6 +199,14 @@ impl Options {
             if flag == "--help" || flag == "-h" {
                 return Err(OptionsError::Help);
             }
+            if flag == "--tls" {
+                o.tls = true;
+                continue;
+            }
+            if flag == "--deflate" {
+                o.deflate = true;
+                continue;
+            }
             o.take(&flag, it.next(), &mut later)?;
         }
         o.check_numbers()?;
@@ -213,6 +236,28 @@ impl Options {
             ));
         }
         o.target = later.target(o.target)?;
+        if o.tls && (o.soak.is_some() || o.instances.is_some() || later.addr.is_some()) {
+            return Err(OptionsError::Bad(
+                "--tls compares one server it starts, plain and TLS: not with --soak, \
+                 --instances or --addr"
+                    .into(),
+            ));
+        }
+        if o.tls && o.deflate {
+            return Err(OptionsError::Bad(
+                "--tls and --deflate are two comparisons: one at a time".into(),
+            ));
+        }
+        if o.deflate && o.soak.is_some() {
+            return Err(OptionsError::Bad(
+                "--deflate compares two benchmark runs: not with --soak".into(),
+            ));
+        }
+        if o.deflate && o.server_path().is_none() {
+            return Err(OptionsError::Bad(
+                "--deflate starts a fresh server for each run: not with --addr".into(),
+            ));
+        }
         Ok(o)
     }
 
@@ -232,6 +277,9 @@ impl Options {
             client_procs: None,
             beside: None,
             soak: None,
+            tls: false,
+            deflate: false,
+            offer_deflate: false,
         }
     }
 
@@ -419,6 +467,16 @@ mod tests {
     }
 
     #[test]
+    fn tls_is_a_flag_of_its_own_and_only_for_the_benchmark() {
+        let o = parse(&["--tls", "--clients", "20"]).unwrap();
+        assert!(o.tls);
+        assert_eq!(o.clients, 20);
+        assert!(!parse(&[]).unwrap().tls);
+        assert!(parse(&["--tls", "--soak", "1m"]).is_err());
+        assert!(parse(&["--tls", "--instances", "2"]).is_err());
+    }
+
+    #[test]
     fn defaults() {
         let o = parse(&[]).unwrap();
         assert_eq!(
@@ -426,6 +484,18 @@ mod tests {
             (1000, 10, 4, Mode::Full)
         );
         assert_eq!(o.target, Target::Spawn(PathBuf::from("/x/ws_assets")));
+        assert_eq!((o.deflate, o.offer_deflate), (false, false));
+    }
+
+    #[test]
+    fn deflate_is_a_flag_without_a_value() {
+        let o = parse(&["--deflate", "--clients", "50"]).unwrap();
+        assert!(o.deflate);
+        assert_eq!(o.clients, 50);
+        // The flag asks for the comparison; each run's clients are set by the runs.
+        assert!(!o.offer_deflate);
+        let o = parse(&["--clients", "7", "--deflate"]).unwrap();
+        assert!(o.deflate && o.clients == 7);
     }
 
     #[test]
@@ -520,6 +590,9 @@ mod tests {
             &["--beside", "1"],
             &["--instances", "2", "--beside", "2"],
             &["--instances", "2", "--beside", "1", "--soak", "1m"],
+            &["--deflate", "--soak", "1m"],
+            &["--deflate", "--tls"],
+            &["--deflate", "--addr", "127.0.0.1:1", "--pid", "1"],
             &["--soak", "0s"],
             &["--soak", "soon"],
             &["--churn", "3"],

@@ -3,11 +3,79 @@
 
 use crate::frame::{self, FrameError};
 use crate::handshake::{HandshakeError, Upgrade};
+use crate::wire::SERVER_NAME;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tungstenite::protocol::frame::coding::OpCode;
+
+/// The probe's blocking connection: the socket, or TLS over it (`--tls`).
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    /// Wraps a connected socket in TLS when `tls` is given.
+    fn over(sock: TcpStream, tls: Option<&Arc<ClientConfig>>) -> io::Result<Stream> {
+        let Some(config) = tls else {
+            return Ok(Stream::Plain(sock));
+        };
+        let name = ServerName::try_from(SERVER_NAME).map_err(io::Error::other)?;
+        let conn = ClientConnection::new(Arc::clone(config), name).map_err(io::Error::other)?;
+        Ok(Stream::Tls(Box::new(StreamOwned::new(conn, sock))))
+    }
+
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(sock) => sock,
+            Stream::Tls(tls) => &tls.sock,
+        }
+    }
+
+    /// Ends the sending side: close_notify with TLS, then the TCP FIN.
+    fn shutdown_write(&mut self) {
+        if let Stream::Tls(tls) = self {
+            tls.conn.send_close_notify();
+            // The probe is done either way.
+            let _ = tls.flush();
+        }
+        let _ = self.socket().shutdown(std::net::Shutdown::Write);
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(sock) => sock.read(buf),
+            Stream::Tls(tls) => match tls.read(buf) {
+                // The server's close without close_notify ends the probe's reading too.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                other => other,
+            },
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(sock) => sock.write(buf),
+            Stream::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(sock) => sock.flush(),
+            Stream::Tls(tls) => tls.flush(),
+        }
+    }
+}
 
 /// Why the probe could not talk to the server.
 #[derive(Debug)]
@@ -42,12 +110,17 @@ impl From<io::Error> for ProbeError {
     }
 }
 
-/// `GET /metrics` over a fresh connection; the response body.
-pub fn scrape_metrics(addr: SocketAddr) -> Result<String, ProbeError> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+/// `GET /metrics` over a fresh connection (TLS with `tls`); the response body.
+pub fn scrape_metrics(
+    addr: SocketAddr,
+    tls: Option<&Arc<ClientConfig>>,
+) -> Result<String, ProbeError> {
+    let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|e| ProbeError::Connect(addr, e))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut stream = Stream::over(sock, tls)?;
     stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: wsbench\r\n\r\n")?;
+    stream.flush()?;
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer)?;
     let text = String::from_utf8_lossy(&answer);
@@ -155,13 +228,18 @@ pub fn histogram_summary(text: &str, name: &str) -> Option<String> {
     ))
 }
 
-/// `/metrics` of an instance in `role` (`follower`, `leader`) among several on one port:
+/// `/metrics` (TLS with `tls`) of an instance in `role` (`follower`, `leader`) among several on one port:
 /// each connection reaches one of them, so it asks until that role answers (at most
 /// `tries` times).
-pub fn scrape_metrics_of(addr: SocketAddr, role: &str, tries: usize) -> Option<String> {
+pub fn scrape_metrics_of(
+    addr: SocketAddr,
+    tls: Option<&Arc<ClientConfig>>,
+    role: &str,
+    tries: usize,
+) -> Option<String> {
     let marker = format!("ws_assets_role{{role=\"{role}\"}} 1");
     (0..tries)
-        .filter_map(|_| scrape_metrics(addr).ok())
+        .filter_map(|_| scrape_metrics(addr, tls).ok())
         .find(|text| text.lines().any(|line| line.trim() == marker))
 }
 
@@ -172,9 +250,15 @@ pub struct ProbeResult {
     pub asset_ids: Vec<i32>,
 }
 
-/// Connects (retrying until `limit`), upgrades, asks for `assets`, and closes politely.
-pub fn probe(addr: SocketAddr, path: &str, limit: Duration) -> Result<ProbeResult, ProbeError> {
-    let (mut stream, mut buf) = connect_upgraded(addr, path, limit)?;
+/// Connects (retrying until `limit`; TLS with `tls`), upgrades, asks for `assets`, and
+/// closes politely.
+pub fn probe(
+    addr: SocketAddr,
+    tls: Option<&Arc<ClientConfig>>,
+    path: &str,
+    limit: Duration,
+) -> Result<ProbeResult, ProbeError> {
+    let (mut stream, mut buf) = connect_upgraded(addr, tls, path, limit)?;
     send_text(&mut stream, br#"{"action":"assets","message":{}}"#)?;
     let asset_ids = loop {
         let v = next_json(&mut stream, &mut buf)?;
@@ -189,8 +273,13 @@ pub fn probe(addr: SocketAddr, path: &str, limit: Duration) -> Result<ProbeResul
 /// Subscribes one client to each asset in turn (reading each history) until a live
 /// point arrives, then leaves: the server's code for a subscriber has run once, so
 /// the memory read afterwards as a baseline holds its pages like every later reading.
-pub fn warm_up(addr: SocketAddr, path: &str, asset_ids: &[i32]) -> Result<(), ProbeError> {
-    let (mut stream, mut buf) = connect_upgraded(addr, path, Duration::from_secs(5))?;
+pub fn warm_up(
+    addr: SocketAddr,
+    tls: Option<&Arc<ClientConfig>>,
+    path: &str,
+    asset_ids: &[i32],
+) -> Result<(), ProbeError> {
+    let (mut stream, mut buf) = connect_upgraded(addr, tls, path, Duration::from_secs(5))?;
     for id in asset_ids {
         let request = format!(r#"{{"action":"subscribe","message":{{"assetId":{id}}}}}"#);
         send_text(&mut stream, request.as_bytes())?;
@@ -212,60 +301,67 @@ pub fn warm_up(addr: SocketAddr, path: &str, asset_ids: &[i32]) -> Result<(), Pr
 /// A connected, upgraded socket and the bytes read past the upgrade's answer.
 fn connect_upgraded(
     addr: SocketAddr,
+    tls: Option<&Arc<ClientConfig>>,
     path: &str,
     limit: Duration,
-) -> Result<(TcpStream, Vec<u8>), ProbeError> {
+) -> Result<(Stream, Vec<u8>), ProbeError> {
     let start = Instant::now();
-    let mut stream = loop {
+    let sock = loop {
         match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
             Ok(s) => break s,
             Err(e) if start.elapsed() > limit => return Err(ProbeError::Connect(addr, e)),
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
         }
     };
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let upgrade = Upgrade::new();
+    sock.set_nodelay(true)?;
+    sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut stream = Stream::over(sock, tls)?;
+    // The probe asks for no extension: it only times start-up and reads the assets.
+    let upgrade = Upgrade::new(false);
     stream.write_all(upgrade.request(&addr.to_string(), path).as_bytes())?;
+    stream.flush()?;
     let mut buf = Vec::new();
     let head = loop {
         read_more(&mut stream, &mut buf)?;
-        if let Some(n) = upgrade.answer(&buf).map_err(ProbeError::Handshake)? {
-            break n;
+        if let Some(accepted) = upgrade.answer(&buf).map_err(ProbeError::Handshake)? {
+            break accepted.head_len;
         }
     };
     buf.drain(..head);
     Ok((stream, buf))
 }
 
-fn send_text(stream: &mut TcpStream, text: &[u8]) -> Result<(), ProbeError> {
+fn send_text(stream: &mut Stream, text: &[u8]) -> Result<(), ProbeError> {
     send_frame(stream, frame::TEXT, text)
 }
 
-fn send_frame(stream: &mut TcpStream, opcode: OpCode, payload: &[u8]) -> Result<(), ProbeError> {
+fn send_frame(stream: &mut Stream, opcode: OpCode, payload: &[u8]) -> Result<(), ProbeError> {
     let mut bytes = Vec::with_capacity(payload.len() + 14);
     frame::encode_masked(&mut bytes, opcode, payload, frame::random_mask());
     stream.write_all(&bytes)?;
+    stream.flush()?;
     Ok(())
 }
 
-fn next_json(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<serde_json::Value, ProbeError> {
+fn next_json(stream: &mut Stream, buf: &mut Vec<u8>) -> Result<serde_json::Value, ProbeError> {
     let msg = next_text_message(stream, buf)?;
     serde_json::from_slice(&msg).map_err(|e| ProbeError::Assets(format!("not JSON: {e}")))
 }
 
 /// Sends a close frame and waits briefly for the server's, so the connection is gone
 /// before memory or open files are read.
-fn close_politely(mut stream: TcpStream) {
+fn close_politely(mut stream: Stream) {
     // The probe is done either way; the close handshake only makes the server let go now.
     let _ = send_frame(&mut stream, frame::CLOSE, &1000u16.to_be_bytes());
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    stream.shutdown_write();
+    let _ = stream
+        .socket()
+        .set_read_timeout(Some(Duration::from_millis(500)));
     let mut sink = [0u8; 4096];
     while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
 }
 
-fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), ProbeError> {
+fn read_more(stream: &mut Stream, buf: &mut Vec<u8>) -> Result<(), ProbeError> {
     let mut chunk = [0u8; 16384];
     let n = stream.read(&mut chunk)?;
     if n == 0 {
@@ -279,10 +375,10 @@ fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), ProbeError
 }
 
 /// Reads frames until one whole text message is assembled; answers pings on the way.
-fn next_text_message(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Vec<u8>, ProbeError> {
+fn next_text_message(stream: &mut Stream, buf: &mut Vec<u8>) -> Result<Vec<u8>, ProbeError> {
     let mut message = Vec::new();
     loop {
-        let Some(h) = frame::parse_header(buf).map_err(ProbeError::Frame)? else {
+        let Some(h) = frame::parse_header(buf, false).map_err(ProbeError::Frame)? else {
             read_more(stream, buf)?;
             continue;
         };
@@ -370,7 +466,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let err = probe(addr, "/", Duration::from_millis(50)).unwrap_err();
+        let err = probe(addr, None, "/", Duration::from_millis(50)).unwrap_err();
         assert!(matches!(err, ProbeError::Connect(..)), "{err}");
     }
 }

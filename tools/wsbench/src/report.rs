@@ -121,6 +121,8 @@ pub struct InstanceRow {
 pub struct Report {
     /// "full" or "quick".
     pub mode: String,
+    /// The extension the clients offered: "none" or "permessage-deflate" (`--deflate`).
+    pub extension: String,
     /// Clients asked for.
     pub clients: usize,
     /// Source addresses used.
@@ -145,6 +147,8 @@ pub struct Report {
     pub mem_sub: Memory,
     /// Clients upgraded.
     pub connected: usize,
+    /// Of those, the ones that agreed on permessage-deflate.
+    pub compressing: usize,
     /// Clients that failed to connect/upgrade, and why.
     pub failed: usize,
     /// Failure reasons.
@@ -153,10 +157,17 @@ pub struct Report {
     pub dropped: usize,
     /// Drop reasons (close codes, EOF).
     pub drops: String,
+    /// How the clients spoke to the server: "plain", or "tls" (`--tls`).
+    pub transport: String,
     /// Connect phase wall time, s.
     pub connect_s: f64,
+    /// CPU over the connect phase (TCP accepts, TLS handshakes, upgrades).
+    pub connect_cpu: CpuWindow,
     /// Paced subscribe phase wall time, s.
     pub subscribe_s: f64,
+    /// CPU over the paced subscribe phase (the server shipping every history, the tool
+    /// reading, and inflating, them).
+    pub subscribe_cpu: CpuWindow,
     /// Connect-to-101 latency, ms.
     pub connect_latency: Option<Summary>,
     /// Subscribe-to-history latency (paced), ms.
@@ -165,6 +176,14 @@ pub struct Report {
     pub subscribe_complete: bool,
     /// Smallest and largest history.
     pub history_len: Option<(u32, u32)>,
+    /// Histories received (paced subscribes and storm).
+    pub histories: u64,
+    /// Their bytes on the wire, summed.
+    pub history_wire_bytes: u64,
+    /// Their JSON's bytes (inflated), summed.
+    pub history_json_bytes: u64,
+    /// Messages that came compressed.
+    pub compressed_messages: u64,
     /// History points not 1 s after the previous.
     pub history_gaps: u64,
     /// History points of the wrong asset.
@@ -287,13 +306,48 @@ fn tick_table(out: &mut String, rows: &[TickRow]) {
 }
 
 impl Report {
+    /// Connect plus subscribe of every client, seconds.
+    pub fn setup_s(&self) -> f64 {
+        self.connect_s + self.subscribe_s
+    }
+
+    /// A history's bytes on the wire (headers and payload as received), on average.
+    pub fn history_wire_b(&self) -> Option<f64> {
+        (self.histories > 0).then(|| self.history_wire_bytes as f64 / self.histories as f64)
+    }
+
+    /// A history's JSON bytes (inflated), on average.
+    pub fn history_json_b(&self) -> Option<f64> {
+        (self.histories > 0).then(|| self.history_json_bytes as f64 / self.histories as f64)
+    }
+
+    /// Reactor CPU per connection set up (accept, TLS handshake, upgrade), µs.
+    pub fn connect_us_per_conn(&self) -> Option<f64> {
+        us_per(self.connect_cpu.reactor_s, self.connected as u64)
+    }
+
+    /// Server memory per idle connection, bytes.
+    pub fn idle_per_conn(&self) -> Option<f64> {
+        per_conn(self.mem_base, self.mem_idle, self.connected)
+    }
+
+    /// Server memory per subscribed connection, bytes.
+    pub fn sub_per_conn(&self) -> Option<f64> {
+        per_conn(self.mem_base, self.mem_sub, self.connected)
+    }
+
+    /// Reactor CPU per delivered point over the measured ticks, µs.
+    pub fn reactor_us_per_point(&self) -> Option<f64> {
+        us_per(self.tick_cpu.reactor_s, self.tick_points)
+    }
+
     /// The human-readable report.
     pub fn human(&self) -> String {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "wsbench: {} clients, mode {}, {} source addresses, server {}",
-            self.clients, self.mode, self.src_ips, self.server
+            "wsbench: {} clients, mode {}, {} source addresses, {}, extension offered: {}, server {}",
+            self.clients, self.mode, self.src_ips, self.transport, self.extension, self.server
         );
         self.write_server(&mut o);
         self.write_clients(&mut o);
@@ -353,6 +407,13 @@ impl Report {
         );
         let _ = writeln!(o, "  failures: {}", self.failures);
         let _ = writeln!(o, "  drops:    {}", self.drops);
+        if self.compressing > 0 || self.extension != "none" {
+            let _ = writeln!(
+                o,
+                "  permessage-deflate agreed by {} of {}; {} messages came compressed",
+                self.compressing, self.connected, self.compressed_messages
+            );
+        }
     }
 
     /// How long connecting and subscribing took, and what the histories looked like.
@@ -366,6 +427,15 @@ impl Report {
         );
         let _ = writeln!(
             o,
+            "  reactor CPU while connecting       {:.3} s = {} per connection ({} set up per core-second)",
+            self.connect_cpu.reactor_s,
+            self.connect_us_per_conn()
+                .map_or("n/a".into(), |us| format!("{us:.1} µs")),
+            self.connect_us_per_conn()
+                .map_or("n/a".into(), |us| format!("{:.0}", 1e6 / us))
+        );
+        let _ = writeln!(
+            o,
             "  subscribe->history (window {})     {:.3} s; per client p50/p99/max {}{}",
             self.sub_window,
             self.subscribe_s,
@@ -376,10 +446,20 @@ impl Report {
                 "  (INCOMPLETE)"
             }
         );
+        let sc = self.subscribe_cpu;
+        let _ = writeln!(
+            o,
+            "  CPU while subscribing              reactor {:.3} s, whole server {:.2} s, \
+             tool {:.2} s, other load {:.2} s",
+            sc.reactor_s,
+            sc.process_s,
+            sc.tool_s,
+            sc.other_s()
+        );
         let _ = writeln!(
             o,
             "  total setup                        {:.3} s",
-            self.connect_s + self.subscribe_s
+            self.setup_s()
         );
         let hl = self
             .history_len
@@ -389,6 +469,15 @@ impl Report {
             "  history length {hl}; gaps inside histories {}; wrong-asset points {}",
             self.history_gaps, self.history_wrong_asset
         );
+        if let (Some(wire), Some(json)) = (self.history_wire_b(), self.history_json_b()) {
+            let _ = writeln!(
+                o,
+                "  history on the wire {wire:.0} B per subscribe, {:.1} % of its {json:.0} B \
+                 of JSON ({} histories)",
+                100.0 * wire / json.max(1.0),
+                self.histories
+            );
+        }
     }
 
     /// Server memory at rest, with idle and with subscribed clients, after the storm.
@@ -463,7 +552,8 @@ impl Report {
             "  reactor thread CPU {:.3} s (utime+stime {:.2} s) = {} per point",
             c.reactor_s,
             c.reactor_ticks_s,
-            us_per(c.reactor_s, self.tick_points).map_or("n/a".into(), |v| format!("{v:.2} µs"))
+            self.reactor_us_per_point()
+                .map_or("n/a".into(), |v| format!("{v:.2} µs"))
         );
         let _ = writeln!(
             o,
@@ -706,6 +796,11 @@ impl Report {
 
     /// The machine-readable `RESULT key=value ...` line.
     pub fn result_line(&self) -> String {
+        self.result_keys().line()
+    }
+
+    /// The `RESULT` line's keys and values.
+    pub fn result_keys(&self) -> Keys {
         let mut k = Keys::default();
         self.setup_keys(&mut k);
         self.tick_keys(&mut k);
@@ -716,15 +811,18 @@ impl Report {
         k.put("client_procs", self.client_procs);
         k.opt("load1", self.load_avg);
         self.instance_keys(&mut k);
-        k.line()
+        k
     }
 
     /// Connection outcomes, start-up, memory and the set-up phases.
     fn setup_keys(&self, k: &mut Keys) {
         let n = self.connected;
         k.put("mode", &self.mode);
+        k.put("transport", &self.transport);
+        k.put("extension", &self.extension);
         k.put("clients", self.clients);
         k.put("connected", n);
+        k.put("compressing", self.compressing);
         k.put("failed", self.failed);
         k.put("dropped", self.dropped);
         k.opt("startup_ms", self.startup_ms);
@@ -734,17 +832,25 @@ impl Report {
         );
         k.put("rss_base_kib", self.mem_base.rss_kib);
         k.put("rss_idle_kib", self.mem_idle.rss_kib);
-        k.opt("idle_per_conn_b", per_conn(self.mem_base, self.mem_idle, n));
+        k.opt("idle_per_conn_b", self.idle_per_conn());
         k.put("rss_sub_kib", self.mem_sub.rss_kib);
-        k.opt("sub_per_conn_b", per_conn(self.mem_base, self.mem_sub, n));
+        k.opt("sub_per_conn_b", self.sub_per_conn());
         k.num("connect_s", self.connect_s);
+        k.num("connect_reactor_cpu_s", self.connect_cpu.reactor_s);
+        k.opt("connect_us_per_conn", self.connect_us_per_conn());
         k.num("subscribe_s", self.subscribe_s);
-        k.num("setup_s", self.connect_s + self.subscribe_s);
+        k.num("setup_s", self.setup_s());
+        k.num("subscribe_reactor_cpu_s", self.subscribe_cpu.reactor_s);
+        k.num("subscribe_tool_cpu_s", self.subscribe_cpu.tool_s);
         k.summary("sub", self.sub_latency);
         k.put(
             "history_min",
             self.history_len.map_or("na".into(), |h| h.0.to_string()),
         );
+        k.put("histories", self.histories);
+        k.opt("history_wire_b", self.history_wire_b());
+        k.opt("history_json_b", self.history_json_b());
+        k.put("compressed_msgs", self.compressed_messages);
     }
 
     /// The measured ticks: arrival figures and CPU per point.
@@ -762,10 +868,7 @@ impl Report {
         }
         k.put("tick_points", self.tick_points);
         k.num("reactor_cpu_s", cpu.reactor_s);
-        k.opt(
-            "reactor_us_per_point",
-            us_per(cpu.reactor_s, self.tick_points),
-        );
+        k.opt("reactor_us_per_point", self.reactor_us_per_point());
         k.num("process_cpu_s", cpu.process_s);
         k.opt(
             "process_us_per_point",
@@ -836,10 +939,11 @@ impl Report {
 /// The `RESULT` line's keys and values, in order; numbers with three decimals, an
 /// absent figure as `na`.
 #[derive(Default)]
-struct Keys(Vec<(String, String)>);
+pub struct Keys(Vec<(String, String)>);
 
 impl Keys {
-    fn put(&mut self, key: impl Into<String>, value: impl ToString) {
+    /// Adds a key and its value.
+    pub fn put(&mut self, key: impl Into<String>, value: impl ToString) {
         self.0.push((key.into(), value.to_string()));
     }
 
@@ -847,7 +951,8 @@ impl Keys {
         self.put(key, format!("{value:.3}"));
     }
 
-    fn opt(&mut self, key: impl Into<String>, value: Option<f64>) {
+    /// Adds a figure with three decimals, or `na` when there is none.
+    pub fn opt(&mut self, key: impl Into<String>, value: Option<f64>) {
         match value {
             Some(v) => self.num(key, v),
             None => self.put(key, "na"),
@@ -861,7 +966,15 @@ impl Keys {
         self.opt(format!("{name}_max_ms"), s.map(|s| s.max));
     }
 
-    fn line(self) -> String {
+    /// Adds every key of `other`, each behind `prefix` (a second run's keys).
+    pub fn append_prefixed(&mut self, prefix: &str, other: Keys) {
+        for (k, v) in other.0 {
+            self.0.push((format!("{prefix}{k}"), v));
+        }
+    }
+
+    /// `RESULT key=value ...`.
+    pub fn line(self) -> String {
         format!("RESULT {}", self.body())
     }
 

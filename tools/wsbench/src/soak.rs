@@ -159,8 +159,8 @@ impl<'a> SoakRun<'a> {
                 nofile - fleet::SPARE_FILES
             )));
         }
-        let mut servers = Servers::start(opts)?;
-        let assets = match probe::probe(servers.addr(), &opts.path, Duration::from_secs(30)) {
+        let mut servers = Servers::start(opts, &[])?;
+        let assets = match probe::probe(servers.addr(), None, &opts.path, Duration::from_secs(30)) {
             Ok(p) => p.asset_ids,
             Err(ProbeError::Assets(_)) => vec![1, 2, 3, 4, 5],
             Err(e) => return Err(BenchError::Probe(e)),
@@ -182,6 +182,8 @@ impl<'a> SoakRun<'a> {
             path: opts.path.clone(),
             src_ips: opts.src_ips,
             index_offset: 0,
+            tls: None,
+            deflate: false,
         };
         let mut run = SoakRun {
             opts,
@@ -200,7 +202,7 @@ impl<'a> SoakRun<'a> {
     /// One subscriber first, so that the baseline already holds the pages of the code a
     /// subscriber runs; then its connection goes, and the baseline is read.
     fn read_baseline(&mut self) -> Result<(), BenchError> {
-        probe::warm_up(self.servers.addr(), &self.opts.path, &self.assets)?;
+        probe::warm_up(self.servers.addr(), None, &self.opts.path, &self.assets)?;
         self.bench.run_for(Duration::from_secs(1))?;
         self.servers.alive()?;
         let base_memory = total_memory(&self.servers.memory()?);

@@ -137,6 +137,8 @@ pub struct Tally {
     pub instance_ticks: Vec<BTreeMap<i64, TickAgg>>,
     /// Connections upgraded.
     pub connected: usize,
+    /// Of those, the ones whose upgrade agreed on permessage-deflate.
+    pub compressing: usize,
     /// Connections that never upgraded, by reason.
     pub failures: BTreeMap<String, u32>,
     /// Open connections that the server ended, by reason (close code, EOF, error).
@@ -159,6 +161,12 @@ pub struct Tally {
     pub last_history: Option<Stamp>,
     /// Histories received.
     pub histories: u64,
+    /// Their bytes on the wire (frame headers and payloads, as received), summed.
+    pub history_wire_bytes: u64,
+    /// Their JSON's bytes (the payload, inflated if it came compressed), summed.
+    pub history_json_bytes: u64,
+    /// Messages that came compressed.
+    pub compressed_messages: u64,
     /// Points in each history: smallest and largest.
     pub history_len: Option<(u32, u32)>,
     /// History points not exactly 1 s after the previous one.
@@ -189,11 +197,13 @@ impl Tally {
         }
     }
 
-    /// Records a connection that has just upgraded, `after_ns` after its connect began.
-    pub fn upgraded(&mut self, after_ns: u64) {
+    /// Records a connection that has just upgraded, `after_ns` after its connect began,
+    /// agreeing on permessage-deflate if `deflate`.
+    pub fn upgraded(&mut self, after_ns: u64, deflate: bool) {
         self.in_progress = self.in_progress.saturating_sub(1);
         self.open += 1;
         self.connected += 1;
+        self.compressing += usize::from(deflate);
         self.connect_lat_us
             .push(u32::try_from(after_ns / 1000).unwrap_or(u32::MAX));
     }

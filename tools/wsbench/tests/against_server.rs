@@ -2,8 +2,8 @@
 //! tool itself: it completes, prints a parsable RESULT line, every client connects, and
 //! every client's stream is complete and without repeats; the same with two instances on
 //! one port and the test PostgreSQL (`WS_ASSETS_TEST_POSTGRESQL_DSN`, as the cluster
-//! tests) and the clients split over two processes; and a soak of a few seconds. No
-//! timing is asserted.
+//! tests) and the clients split over two processes; a soak of a few seconds; and a
+//! `--deflate` comparison of plain and compressing clients. No timing is asserted.
 //!
 //! The tool is this package's binary (`CARGO_BIN_EXE_wsbench`); the server is the
 //! service's binary of the same build, beside the test executable's directory
@@ -252,6 +252,71 @@ fn wsbench_short_soak() {
     assert!(number(&r, "rss_base_kib") > 0.0, "{stdout}");
 }
 
+/// `--deflate`: two runs on fresh servers, plain clients then compressing ones, both
+/// complete and clean, and the compressing clients' histories far smaller on the wire.
+#[test]
+fn wsbench_deflate_compares_plain_and_compressing_clients() {
+    let (stdout, r) = run_ok(&[
+        "--clients",
+        "50",
+        "--ticks",
+        "3",
+        "--src-ips",
+        "2",
+        "--mode",
+        "quick",
+        "--deflate",
+    ]);
+    for run in ["", "deflate_"] {
+        let n = |k: &str| number(&r, &format!("{run}{k}"));
+        assert_eq!(n("connected"), 50.0, "{run}: {stdout}");
+        assert_eq!(n("failed") + n("dropped"), 0.0, "{run}: {stdout}");
+        assert_eq!(
+            n("lost") + n("duplicated") + n("stale"),
+            0.0,
+            "{run}: {stdout}"
+        );
+        assert_eq!(n("bad_seams"), 0.0, "{run}: {stdout}");
+        assert_eq!(n("tick_points"), 150.0, "{run}: {stdout}");
+        assert_eq!(n("history_min"), 1800.0, "{run}: {stdout}");
+        assert_eq!(n("histories"), 50.0, "{run}: {stdout}");
+        assert!(n("setup_s") > 0.0, "{run}: {stdout}");
+    }
+    assert_eq!(
+        (r["extension"].as_str(), r["deflate_extension"].as_str()),
+        ("none", "permessage-deflate")
+    );
+    // Every compressing client agreed on the extension and got its history compressed;
+    // the plain ones got nothing compressed.
+    assert_eq!(number(&r, "compressing"), 0.0, "{stdout}");
+    assert_eq!(number(&r, "compressed_msgs"), 0.0, "{stdout}");
+    assert_eq!(number(&r, "deflate_compressing"), 50.0, "{stdout}");
+    assert_eq!(number(&r, "deflate_compressed_msgs"), 50.0, "{stdout}");
+    // The same history, a fraction of it on the wire (the target is 12 %).
+    let (plain, deflate) = (
+        number(&r, "history_wire_b"),
+        number(&r, "deflate_history_wire_b"),
+    );
+    assert!(
+        deflate < 0.2 * plain,
+        "{deflate} B against {plain} B: {stdout}"
+    );
+    let (json, deflate_json) = (
+        number(&r, "history_json_b"),
+        number(&r, "deflate_history_json_b"),
+    );
+    assert!(
+        (json - deflate_json).abs() < 0.1 * json && plain >= json,
+        "{stdout}"
+    );
+    assert!(number(&r, "history_wire_share") < 0.2, "{stdout}");
+    assert!(number(&r, "setup_ratio") > 0.0, "{stdout}");
+    assert!(
+        stdout.contains("clients offering permessage-deflate against clients offering none"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn wsbench_reports_a_missing_server_binary() {
     let out = Command::new(wsbench())
@@ -274,4 +339,41 @@ fn wsbench_rejects_bad_flags() {
         .expect("wsbench runs");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--clients"));
+}
+
+#[test]
+fn wsbench_tls_runs_plain_then_tls_and_compares() {
+    // Two client processes: the second learns the test root from its arguments.
+    let (stdout, plain) = run_ok(&[
+        "--tls",
+        "--clients",
+        "30",
+        "--ticks",
+        "2",
+        "--src-ips",
+        "2",
+        "--mode",
+        "quick",
+        "--client-procs",
+        "2",
+    ]);
+    let tls_line = stdout
+        .lines()
+        .filter(|l| l.starts_with("RESULT "))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no second RESULT line in:\n{stdout}"));
+    let tls = result_line(tls_line);
+    assert_eq!(plain["transport"], "plain", "{stdout}");
+    assert_eq!(tls["transport"], "tls", "{stdout}");
+    for r in [&plain, &tls] {
+        assert_eq!(number(r, "connected"), 30.0, "{stdout}");
+        assert_eq!(number(r, "lost") + number(r, "duplicated"), 0.0, "{stdout}");
+        assert!(number(r, "tick_points") >= 60.0, "{stdout}");
+    }
+    assert!(number(&tls, "cpu_per_point_ratio") > 0.0, "{stdout}");
+    assert!(stdout.contains("plain vs TLS"), "{stdout}");
+    assert!(
+        stdout.contains("TLS handshakes per core-second"),
+        "{stdout}"
+    );
 }
