@@ -221,11 +221,11 @@ impl Options {
         }
         if let Some(n) = o.beside {
             match o.instances {
-                Some(k) if k != n && o.soak.is_none() => {}
+                Some(k) if k != n && o.soak.is_none() && !o.tls && !o.deflate => {}
                 _ => {
                     return Err(OptionsError::Bad(format!(
                         "--beside {n} compares with --instances K (K other than {n}), \
-                         not with --soak"
+                         not with --soak, --tls or --deflate"
                     )));
                 }
             }
@@ -590,6 +590,7 @@ mod tests {
             &["--beside", "1"],
             &["--instances", "2", "--beside", "2"],
             &["--instances", "2", "--beside", "1", "--soak", "1m"],
+            &["--instances", "2", "--beside", "1", "--deflate"],
             &["--deflate", "--soak", "1m"],
             &["--deflate", "--tls"],
             &["--deflate", "--addr", "127.0.0.1:1", "--pid", "1"],
