@@ -6,6 +6,7 @@
 //! known here by their key in the reactor's connection table; which asset each one is
 //! subscribed to is kept here too, so a connection ends its subscription by its key alone.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use bytes::Bytes;
@@ -48,6 +49,14 @@ impl Ring {
             _ => self.points.insert(at, point),
         }
         true
+    }
+
+    /// Whether this very point (second and value) is held.
+    pub fn holds(&self, point: &Point) -> bool {
+        let at = self.points.partition_point(|p| p.time < point.time);
+        self.points
+            .get(at)
+            .is_some_and(|held| held.time == point.time && held.value == point.value)
     }
 
     /// Drops points older than `oldest`; returns whether any were dropped.
@@ -141,6 +150,11 @@ pub struct AssetState {
     pub ring: Ring,
     /// Who receives its points.
     pub subscribers: Subscribers,
+    /// Resumed subscribers that already hold seconds this instance has not recorded yet
+    /// (they came from an instance further ahead, e.g. the leader, to a follower that has
+    /// not heard its last notification): `(key, since)`. They get no live point of a
+    /// second up to `since`, which they have; pruned as newer points are recorded.
+    ahead: Vec<(usize, i64)>,
     /// The encoded `asset_history` frame of the current ring, built on first demand.
     history: Option<Bytes>,
     /// The same, compressed for clients that negotiated permessage-deflate.
@@ -166,6 +180,11 @@ struct Subscription {
     /// Slot in that asset's [`Subscribers`].
     slot: u32,
 }
+
+/// How far a resuming client's `since` may be ahead of this instance's newest point and
+/// still be honoured for live points: another instance may be a second or two ahead;
+/// a `since` further out is not a second that exists yet, and is ignored as before.
+const AHEAD_AT_MOST: i64 = 5;
 
 /// How long after its second has begun a point may still come and be the newest the
 /// instance holds: a fetch answered late in its second, or a follower hearing the
@@ -195,6 +214,7 @@ impl Market {
                     asset,
                     ring: Ring::default(),
                     subscribers: Subscribers::default(),
+                    ahead: Vec::new(),
                     history: None,
                     history_compressed: None,
                 })
@@ -232,6 +252,8 @@ impl Market {
         }
         state.ring.trim(point.time - self.window + 1);
         state.ring_changed();
+        // Those who had only up to an older second get this one.
+        state.ahead.retain(|&(_, since)| since >= point.time);
         let frame = text_frame(&protocol::point_message(&state.asset.name, &point));
         Some((index, frame))
     }
@@ -248,7 +270,8 @@ impl Market {
             .ring
             .last_time()
             .map_or(i64::MIN, |last| last - self.window + 1);
-        if point.time < oldest {
+        if point.time < oldest || state.ring.holds(&point) {
+            // A leader hears its own points back: nothing changes, the history stays built.
             return true;
         }
         if state.ring.upsert(point) {
@@ -341,6 +364,13 @@ impl Market {
                 compress(&protocol::history_message(name, ring.since(since)))
             }
         };
+        let last = state.ring.last_time().unwrap_or(i64::MIN);
+        if let Some(since) = since
+            && since > last
+            && since - last <= AHEAD_AT_MOST
+        {
+            state.ahead.push((key, since));
+        }
         let slot = state.subscribers.add(key);
         if self.subscriptions.len() <= key {
             self.subscriptions.resize(key + 1, None);
@@ -358,10 +388,10 @@ impl Market {
             return false;
         };
         let slot = sub.slot as usize;
-        let moved = self
-            .assets
-            .get_mut(sub.asset as usize)
-            .and_then(|state| state.subscribers.remove(slot));
+        let moved = self.assets.get_mut(sub.asset as usize).and_then(|state| {
+            state.ahead.retain(|&(ahead, _)| ahead != key);
+            state.subscribers.remove(slot)
+        });
         // The last subscriber of that asset took the freed slot.
         if let Some(moved) = moved
             && let Some(Some(other)) = self.subscriptions.get_mut(moved)
@@ -381,6 +411,26 @@ impl Market {
         self.assets
             .get(index)
             .map_or(&[], |state| state.subscribers.keys())
+    }
+
+    /// Who gets the asset's point of second `time`: its subscribers, less those that
+    /// resumed with a later `since` (they have it already). Borrowed, with no copy, unless
+    /// such a subscriber is waiting.
+    pub fn recipients(&self, index: usize, time: i64) -> Cow<'_, [usize]> {
+        let Some(state) = self.assets.get(index) else {
+            return Cow::Borrowed(&[]);
+        };
+        let keys = state.subscribers.keys();
+        let has = |key: usize| {
+            state
+                .ahead
+                .iter()
+                .any(|&(ahead, since)| ahead == key && since >= time)
+        };
+        if state.ahead.iter().all(|&(_, since)| since < time) {
+            return Cow::Borrowed(keys);
+        }
+        Cow::Owned(keys.iter().copied().filter(|&key| !has(key)).collect())
     }
 }
 
@@ -544,6 +594,63 @@ mod tests {
         let history = market.subscribe(1, 0, None, None);
         assert_eq!(history_times(&history), [1, 2, 3, 4, 5]);
         assert_eq!(market.assets()[0].ring.iter().nth(1), Some(&stored));
+    }
+
+    #[test]
+    fn a_client_resuming_ahead_of_this_instance_gets_no_second_twice() {
+        let mut market = Market::new(default_assets(), 60);
+        market.record(point(1, 10));
+        market.subscribe(7, 0, None, None);
+        // It had 11 from an instance further ahead; this one has not recorded 11 yet.
+        let history = market.subscribe(8, 0, Some(11), None);
+        assert_eq!(history_times(&history), [] as [i64; 0]);
+        market.record(point(1, 11));
+        assert_eq!(market.recipients(0, 11).as_ref(), [7], "8 has 11 already");
+        market.record(point(1, 12));
+        assert_eq!(market.recipients(0, 12).as_ref(), [7, 8]);
+        assert!(
+            matches!(market.recipients(0, 12), Cow::Borrowed(_)),
+            "no copy"
+        );
+    }
+
+    #[test]
+    fn an_ahead_subscriber_that_leaves_is_forgotten_and_far_futures_are_ignored() {
+        let mut market = Market::new(default_assets(), 60);
+        market.record(point(1, 10));
+        market.subscribe(8, 0, Some(12), None);
+        assert!(market.unsubscribe(8));
+        // The key is used again by a client with nothing ahead: it gets every point.
+        market.subscribe(8, 0, None, None);
+        market.record(point(1, 11));
+        assert_eq!(market.recipients(0, 11).as_ref(), [8]);
+        // A since that is no second yet (far ahead of anything) changes nothing.
+        market.subscribe(9, 0, Some(1_000_000), None);
+        market.record(point(1, 12));
+        assert_eq!(market.recipients(0, 12).as_ref(), [8, 9]);
+    }
+
+    #[test]
+    fn merging_a_point_already_held_keeps_the_built_history() {
+        let mut market = Market::new(default_assets(), 60);
+        market.record(point(1, 1));
+        market.record(point(1, 2));
+        let before = market.subscribe(1, 0, None, None);
+        assert!(market.merge(point(1, 2)), "the same second and value");
+        let after = market.subscribe(2, 0, None, None);
+        assert_eq!(before.as_ptr(), after.as_ptr(), "not rebuilt");
+        let changed = Point {
+            asset_id: 1,
+            time: 2,
+            value: 7.5,
+        };
+        assert!(market.merge(changed));
+        let rebuilt = market.subscribe(3, 0, None, None);
+        assert_ne!(
+            before.as_ptr(),
+            rebuilt.as_ptr(),
+            "a new value is a new history"
+        );
     }
 
     #[test]

@@ -348,7 +348,7 @@ const TICK_BOUNDS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 1.0,
 ];
 const LAG_BOUNDS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
+    0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0,
 ];
 const WRITE_BOUNDS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 const COMPRESS_BOUNDS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025];
@@ -410,7 +410,7 @@ pub struct Metrics {
     pub leader_changes_total: u64,
     /// Notifications of the leader's points received.
     pub notifications_received_total: u64,
-    /// From a notified point's second to its fan-out, on a follower.
+    /// On a follower: from a notified second's start to the start of its fan-out.
     pub follower_lag_seconds: Histogram,
     /// Seconds a follower polled the feed on its own, hearing nothing from the leader.
     pub fallback_polling_seconds_total: u64,
@@ -721,7 +721,7 @@ impl Metrics {
         render_histogram(
             &mut out,
             "follower_lag_seconds",
-            "On a follower: from a notified point's second to its fan-out.",
+            "On a follower: from the start of a notified second to the start of its fan-out.",
             &self.follower_lag_seconds,
         );
         render_histogram(

@@ -12,7 +12,7 @@ pub struct Throttle {
 
 impl Throttle {
     /// At most one allowed event per `every`.
-    pub fn new(every: Duration) -> Throttle {
+    pub const fn new(every: Duration) -> Throttle {
         Throttle {
             every,
             last: None,

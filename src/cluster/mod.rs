@@ -2,8 +2,9 @@
 //! hear of its points.
 //!
 //! Exactly one instance, the leader, holds a session-level advisory lock on a dedicated
-//! connection and polls the feed ([`election`]); the lock is the only source of truth,
-//! so an instance whose lock connection fails steps down at once. The leader publishes
+//! connection and polls the feed ([`election`]); the others wait for that lock, so one of
+//! them takes over as soon as PostgreSQL ends the leader's session. The lock is the only
+//! source of truth, so an instance whose lock connection fails steps down at once. The leader publishes
 //! each write with `NOTIFY` in the same statement (`store::publish`); followers `LISTEN`
 //! on a connection of their own ([`listen`]). Both run on threads of their own and report
 //! to the reactor as [`Event`]s, waking it through its waker, so it never blocks.
@@ -107,17 +108,27 @@ pub struct Membership {
     pub window: u32,
 }
 
+/// The running cluster threads, as the reactor sees them.
+pub struct Threads {
+    /// What they report.
+    pub events: Receiver<Event>,
+    /// Ends the election at shutdown.
+    pub stop: election::Stop,
+}
+
 /// Starts the election and listener threads of `membership`, reporting through
-/// `waker`; returns the events they send.
-pub fn start(membership: Membership, waker: Arc<Waker>) -> std::io::Result<Receiver<Event>> {
+/// `waker`.
+pub fn start(membership: Membership, waker: Arc<Waker>) -> std::io::Result<Threads> {
     let (reporter, events) = channel(waker);
     let leading = membership.role == Role::Leader;
+    let stop = election::Stop::default();
     election::spawn(
         membership.config.clone(),
         membership.lock_client,
         leading,
         reporter.clone(),
+        stop.clone(),
     )?;
     listen::spawn(membership.config, membership.window, reporter)?;
-    Ok(events)
+    Ok(Threads { events, stop })
 }

@@ -96,8 +96,10 @@ pub struct Parts {
 enum Source {
     /// This instance's own feed fetch.
     Feed,
-    /// The leader, through the database (a follower's notifications and catch-up).
-    Leader,
+    /// The leader's notification, heard as it published them (a follower).
+    Notified,
+    /// The table, read after the listen connection (re)started (a follower).
+    CatchUp,
 }
 
 /// How the loop ended.
@@ -147,8 +149,8 @@ impl Reactor {
             None => RoleState::standalone(),
             Some(membership) => {
                 let first = membership.role;
-                let events = cluster::start(membership, waker)?;
-                RoleState::member(first, events, config.follower_fallback)
+                let threads = cluster::start(membership, waker)?;
+                RoleState::member(first, threads, config.follower_fallback)
             }
         };
         let clients = Clients::new(
@@ -226,10 +228,10 @@ impl Reactor {
             }
         };
         let leftover = self.store.queued();
-        if leftover > 0 {
-            error!("exiting with {leftover} points not written to the store");
-        }
         if stopped == Stopped::Clean {
+            if leftover > 0 {
+                error!("exiting with {leftover} points not written to the store");
+            }
             info!("stopped");
         }
         Ok(stopped)
@@ -284,9 +286,13 @@ impl Reactor {
                     self.clients.len(),
                     self.store.queued()
                 );
+                self.role.stop_competing();
                 self.clients.close_all();
             }
-            Signal::Abandon => warn!("second signal: exiting at once"),
+            Signal::Abandon => error!(
+                "second signal: exiting at once with {} points not written to the store",
+                self.store.queued()
+            ),
         }
         signal
     }
@@ -354,20 +360,24 @@ impl Reactor {
                     self.metrics.leader_changes_total += 1;
                 }
             }
-            Event::Listening => self.role.set_listening(true, now),
+            Event::Listening => self.role.set_listening(true),
             Event::ListenLost(why) => {
                 warn!("not listening for the leader's points: {why}; reconnecting");
-                self.role.set_listening(false, now);
+                self.role.set_listening(false);
             }
-            Event::CatchUp(points) if following => self.hear(points, now),
-            Event::Notified { time, points } => {
+            Event::CatchUp(points) if following => self.hear(points, Source::CatchUp, now),
+            Event::Notified { points, .. } => {
                 self.metrics.notifications_received_total += 1;
                 if following {
-                    let lag = epoch_now().saturating_sub(Duration::from_secs(time.max(0) as u64));
-                    self.metrics.follower_lag_seconds.observe(lag);
                     // The leader is alive: a follower polling on its own stops.
                     self.role.heard(now, true);
-                    self.hear(points, now);
+                    self.hear(points, Source::Notified, now);
+                } else {
+                    // A leader hears what it published, or, just after taking over, what
+                    // the leader before it stored: the stored value wins in the history.
+                    for point in points {
+                        self.market.merge(point);
+                    }
                 }
             }
             Event::CatchUp(_) => {}
@@ -378,7 +388,7 @@ impl Reactor {
     /// (re)connecting): those of seconds it already has, having polled the feed on its
     /// own, go into the history, the stored value winning; the rest are delivered live,
     /// second by second in order.
-    fn hear(&mut self, points: Vec<Point>, now: Instant) {
+    fn hear(&mut self, points: Vec<Point>, source: Source, now: Instant) {
         let mut live: Vec<Point> = points
             .into_iter()
             .filter(|p| !self.market.merge(*p))
@@ -388,30 +398,42 @@ impl Reactor {
         while let Some(first) = rest.first() {
             let same = rest.iter().take_while(|p| p.time == first.time).count();
             let (second, after) = rest.split_at(same);
-            self.deliver(first.time, second.to_vec(), Source::Leader, now);
+            self.deliver(first.time, second.to_vec(), source, now);
             rest = after;
         }
     }
 
-    /// Records one second's points in the market, writes each new point's frame to its
-    /// subscribers, and queues the new points for the store if this instance fetched
-    /// them itself (a follower polling on its own too: the table keeps whichever value
-    /// of a second reached it first).
+    /// Records one second's points in the market and writes each new point's frame to its
+    /// subscribers. Points this instance fetched itself (a follower polling on its own
+    /// too: the table keeps whichever value of a second reached it first) are handed to
+    /// the store first: the write carries the notification, so the followers' fan-outs
+    /// run while this one writes to its own clients.
     fn deliver(&mut self, time: i64, candidates: Vec<Point>, source: Source, now: Instant) {
         let delay = epoch_now().saturating_sub(Duration::from_secs(time.max(0) as u64));
         self.metrics.tick_delay_seconds.observe(delay);
-        let fanout_started = Instant::now();
+        if source == Source::Notified {
+            self.metrics.follower_lag_seconds.observe(delay);
+        }
+        let mut frames = Vec::with_capacity(candidates.len());
         let mut points = Vec::with_capacity(candidates.len());
         for point in candidates {
-            if let Some((index, frame)) = self.market.record(point) {
+            if let Some(recorded) = self.market.record(point) {
+                frames.push(recorded);
                 points.push(point);
-                self.clients
-                    .fan_out(self.market.subscribers(index), &frame, &mut self.metrics);
             }
         }
         if points.is_empty() {
             self.metrics.ticks_total.add(TickOutcome::Empty);
             return;
+        }
+        if source == Source::Feed {
+            self.store.queue(&points, now, &mut self.metrics);
+            self.store.start(now, self.ops.stopping(), &self.workers);
+        }
+        let fanout_started = Instant::now();
+        for (index, frame) in &frames {
+            let recipients = self.market.recipients(*index, time);
+            self.clients.fan_out(&recipients, frame, &mut self.metrics);
         }
         self.metrics
             .fanout_seconds
@@ -419,11 +441,7 @@ impl Reactor {
         self.metrics.ticks_total.add(TickOutcome::Ok);
         self.metrics.points_total += points.len() as u64;
         self.ticks.recorded(time);
-        self.role.heard(now, source == Source::Leader);
-        if source == Source::Feed {
-            self.store.queue(&points, now, &mut self.metrics);
-            self.store.start(now, self.ops.stopping(), &self.workers);
-        }
+        self.role.heard(now, source != Source::Feed);
     }
 
     /// Answers `/health` or `/metrics` from the state of every part.

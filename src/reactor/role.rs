@@ -6,12 +6,15 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use crate::cluster::{Event, Role};
+use crate::cluster::election::Stop;
+use crate::cluster::{Event, Role, Threads};
 
 /// The role, the events of the cluster threads, and a follower's fallback polling.
 pub struct RoleState {
     role: Role,
     events: Option<Receiver<Event>>,
+    /// Ends the election at shutdown.
+    stop: Option<Stop>,
     /// Whether the listen connection is up.
     listening: bool,
     /// When a point was last delivered (or the role last changed).
@@ -20,8 +23,6 @@ pub struct RoleState {
     fallback_after: Duration,
     /// Since when a follower has been polling the feed itself.
     fallback_since: Option<Instant>,
-    /// When this instance last stopped being the leader.
-    stepped_down_at: Option<Instant>,
 }
 
 impl RoleState {
@@ -30,24 +31,25 @@ impl RoleState {
         RoleState {
             role: Role::Standalone,
             events: None,
+            stop: None,
             listening: false,
             last_heard: Instant::now(),
             fallback_after: Duration::MAX,
             fallback_since: None,
-            stepped_down_at: None,
         }
     }
 
-    /// One of several instances, starting as `role`, told of changes by `events`.
-    pub fn member(role: Role, events: Receiver<Event>, fallback_after: Duration) -> RoleState {
+    /// One of several instances, starting as `role`, told of changes by the cluster
+    /// `threads`.
+    pub fn member(role: Role, threads: Threads, fallback_after: Duration) -> RoleState {
         RoleState {
             role,
-            events: Some(events),
+            events: Some(threads.events),
+            stop: Some(threads.stop),
             listening: false,
             last_heard: Instant::now(),
             fallback_after,
             fallback_since: None,
-            stepped_down_at: None,
         }
     }
 
@@ -62,6 +64,10 @@ impl RoleState {
     }
 
     /// Takes a new role; returns whether it changed.
+    ///
+    /// A leader that steps down goes on polling, as a follower on its own, until it hears
+    /// the next leader's points: whether another instance has taken the lock or the
+    /// database is unreachable, no second of its clients waits for the answer.
     pub fn set_role(&mut self, role: Role, now: Instant) -> bool {
         if role == self.role {
             return false;
@@ -75,26 +81,21 @@ impl RoleState {
         self.role = role;
         self.end_fallback(now);
         if was_leader {
-            self.stepped_down_at = Some(now);
-        }
-        if was_leader && !self.listening {
-            // Cut off from the database: nobody can be heard, and waiting would only
-            // leave this instance's clients without points.
-            self.start_fallback(now, "the database is unreachable");
+            self.start_fallback(now, "stepped down");
         }
         true
     }
 
-    /// Notes whether the listen connection is up. A leader that has just stepped down
-    /// and now cannot listen either is cut off from the database: it polls at once.
-    pub fn set_listening(&mut self, up: bool, now: Instant) {
+    /// Notes whether the listen connection is up.
+    pub fn set_listening(&mut self, up: bool) {
         self.listening = up;
-        let just_stepped_down = self
-            .stepped_down_at
-            .is_some_and(|at| now.duration_since(at) < self.fallback_after);
-        if !up && self.role == Role::Follower && just_stepped_down && self.fallback_since.is_none()
-        {
-            self.start_fallback(now, "the database is unreachable");
+    }
+
+    /// Ends the election (at shutdown): a leader gives up the lock at once, so another
+    /// instance takes over while this one finishes, and a follower stops waiting for it.
+    pub fn stop_competing(&self) {
+        if let Some(stop) = &self.stop {
+            stop.stop();
         }
     }
 
@@ -160,10 +161,18 @@ mod tests {
 
     const F: Duration = Duration::from_secs(3);
 
+    fn member(role: Role) -> RoleState {
+        let (_tx, events) = mpsc::channel();
+        let threads = Threads {
+            events,
+            stop: Stop::default(),
+        };
+        RoleState::member(role, threads, F)
+    }
+
     fn follower(now: Instant) -> RoleState {
-        let (_tx, rx) = mpsc::channel();
-        let mut cluster = RoleState::member(Role::Follower, rx, F);
-        cluster.set_listening(true, now);
+        let mut cluster = member(Role::Follower);
+        cluster.set_listening(true);
         cluster.heard(now, true);
         cluster
     }
@@ -189,22 +198,38 @@ mod tests {
     fn a_follower_that_loses_its_listen_connection_still_waits() {
         let start = Instant::now();
         let mut cluster = follower(start);
-        cluster.set_listening(false, start + Duration::from_secs(1));
+        cluster.set_listening(false);
         assert!(!cluster.polls_feed(start + Duration::from_secs(2)));
         assert!(cluster.polls_feed(start + Duration::from_secs(3)));
     }
 
     #[test]
-    fn a_leader_cut_off_from_the_database_keeps_polling_as_a_follower() {
+    fn a_leader_that_steps_down_polls_on_until_it_hears_the_next_leader() {
         let start = Instant::now();
-        let (_tx, rx) = mpsc::channel();
-        let mut cluster = RoleState::member(Role::Leader, rx, F);
-        cluster.set_listening(true, start);
+        let mut cluster = member(Role::Leader);
+        cluster.set_listening(true);
         assert!(cluster.polls_feed(start));
+        // Its listen connection is still up: it does not know yet why it lost the lock.
+        assert!(cluster.set_role(Role::Follower, start + Duration::from_secs(1)));
+        assert!(cluster.polls_feed(start + Duration::from_secs(1)), "no gap");
+        assert!(cluster.polls_feed(start + Duration::from_secs(2)), "no gap");
+        assert!(cluster.in_fallback());
+        // The next leader's points end it.
+        cluster.heard(start + Duration::from_secs(3), true);
+        assert!(!cluster.polls_feed(start + Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn a_leader_cut_off_from_the_database_polls_until_it_leads_again() {
+        let start = Instant::now();
+        let mut cluster = member(Role::Leader);
+        cluster.set_listening(true);
         // The lock connection fails first, then the listen connection.
         assert!(cluster.set_role(Role::Follower, start + Duration::from_secs(1)));
-        cluster.set_listening(false, start + Duration::from_secs(1));
-        assert!(cluster.polls_feed(start + Duration::from_secs(1)), "no gap");
+        cluster.set_listening(false);
+        for s in 1..9 {
+            assert!(cluster.polls_feed(start + Duration::from_secs(s)), "{s}");
+        }
         // Leading again ends it.
         assert!(cluster.set_role(Role::Leader, start + Duration::from_secs(9)));
         assert!(!cluster.in_fallback());
@@ -214,8 +239,16 @@ mod tests {
     #[test]
     fn a_leader_always_polls_and_standalone_too() {
         let now = Instant::now();
-        let (_tx, rx) = mpsc::channel();
-        assert!(RoleState::member(Role::Leader, rx, F).polls_feed(now));
+        assert!(member(Role::Leader).polls_feed(now));
         assert!(RoleState::standalone().polls_feed(now + Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn stopping_ends_the_election() {
+        let cluster = member(Role::Follower);
+        let stop = cluster.stop.clone().unwrap();
+        cluster.stop_competing();
+        assert!(stop.is_stopped());
+        RoleState::standalone().stop_competing();
     }
 }

@@ -117,7 +117,7 @@ pub fn connect(
     CONNECTS
         .spawn(move || {
             // The receiver is gone when the attempt timed out; the client is then dropped
-            // here (it has no request in flight, so that does not block).
+            // here, on this helper thread, which may wait for the server to close it.
             let _ = tx.send(config.connect(tls));
         })
         .map_err(|e| StoreError::Unavailable(format!("cannot open a connection: {e}")))?;
@@ -134,9 +134,9 @@ pub fn connect(
     }
 }
 
-/// Drops a client without waiting for it: `postgres::Client`'s own drop blocks until
-/// every request in flight is answered, which is never on a hung server. For a client
-/// whose bounded check timed out.
+/// Drops a client without waiting for it: `postgres::Client`'s own drop sends Terminate
+/// and blocks until the server has answered every request in flight and closed the
+/// connection, which a hung server never does. The drop runs on a helper thread.
 pub fn discard(client: postgres::Client) {
     let slot = Arc::new(Mutex::new(Some(client)));
     let for_thread = Arc::clone(&slot);
@@ -200,8 +200,8 @@ impl Session {
         CALLS
             .spawn(move || {
                 let result = call(&mut client);
-                // When the caller has given up, the client is dropped here; its call is
-                // over, so that does not block.
+                // When the caller has given up, the client is dropped here, on this helper
+                // thread, which may wait for the server to close it.
                 let _ = tx.send((client, result));
             })
             .map_err(|e| StoreError::Unavailable(format!("PostgreSQL at {}: {e}", self.target)))?;
@@ -263,6 +263,18 @@ impl Session {
         })
     }
 
+    /// A way to cancel, from another thread, the statement this session will be running
+    /// (e.g. a wait for a lock that a shutdown ends); `None` once the session is lost.
+    pub fn canceller(&self) -> Option<Canceller> {
+        if self.broken {
+            return None;
+        }
+        self.client.as_ref().map(|client| Canceller {
+            token: client.cancel_token(),
+            tls: self.tls.clone(),
+        })
+    }
+
     /// Whether the session can no longer be used: a call overran its deadline, a check
     /// failed, or the connection closed.
     pub fn is_lost(&self) -> bool {
@@ -280,11 +292,13 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         if let Some(client) = self.client.take() {
-            if self.broken {
-                discard(client);
-            } else {
-                // Idle: dropping it sends Terminate without waiting for the server.
+            if client.is_closed() {
+                // Nothing left to wait for.
                 drop(client);
+            } else {
+                // Even an idle client's drop sends Terminate and then waits for the server
+                // to close the connection, which a hung server never does.
+                discard(client);
             }
         }
     }
@@ -296,6 +310,27 @@ impl fmt::Debug for Session {
             .field("target", &self.target)
             .field("lost", &self.is_lost())
             .finish_non_exhaustive()
+    }
+}
+
+/// Cancels the statement a [`Session`] is running, from another thread: a statement that
+/// waits on purpose (for a lock) is ended without waiting for its own timeout.
+pub struct Canceller {
+    token: postgres::CancelToken,
+    tls: Connector,
+}
+
+impl Canceller {
+    /// Sends the cancel request on a helper thread and returns at once; the statement then
+    /// fails with `query_canceled` (if it is still running when the request arrives).
+    pub fn cancel(self) {
+        cancel(self.token, self.tls);
+    }
+}
+
+impl fmt::Debug for Canceller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Canceller").finish_non_exhaustive()
     }
 }
 

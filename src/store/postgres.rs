@@ -13,6 +13,7 @@
 
 use std::error::Error;
 use std::fmt;
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,7 @@ use super::publish::{self, CHANNEL};
 use super::tls::{self, Connector};
 use super::{Store, StoreError, StoreKind, WRITE_TIMEOUT};
 use crate::asset::{Asset, Point};
+use crate::throttle::Throttle;
 
 /// How long a store call may wait for a usable pooled connection: the wait for one and
 /// the check of each idle one tried share this deadline.
@@ -400,13 +402,30 @@ fn open_session(
             )));
         }
         let pause = backoff.next_pause().min(deadline - now);
-        log::warn!(
-            "PostgreSQL at {target} is not answering ({why}); retrying in {:.2} s",
-            pause.as_secs_f64()
-        );
+        if let Some(suppressed) = allow_not_answering_warning(now) {
+            log::warn!(
+                "PostgreSQL at {target} is not answering ({why}); retrying in {:.2} s \
+                 ({suppressed} similar warnings since the last report)",
+                pause.as_secs_f64()
+            );
+        }
         thread::sleep(pause);
     }
 }
+
+/// Whether a warning that the database is not answering may be logged at `now`, with the
+/// number suppressed since the last one. Shared by every thread that opens connections
+/// (start-up, the election, the listener), so an outage logs like the other repeated
+/// warnings, at most once a minute, however many of them retry.
+fn allow_not_answering_warning(now: Instant) -> Option<u64> {
+    static LOG: Mutex<Throttle> = Mutex::new(Throttle::new(NOT_ANSWERING_LOG_EVERY));
+    LOG.lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .allow(now)
+}
+
+/// Rate of the "is not answering" warning of [`open_session`].
+const NOT_ANSWERING_LOG_EVERY: Duration = Duration::from_secs(60);
 
 fn detail(error: StoreError) -> String {
     match error {

@@ -19,6 +19,7 @@ mod cluster;
 mod deflate;
 mod feed_service;
 mod fxcm_feed;
+mod haproxy;
 mod health_command;
 mod http;
 mod hung_database;

@@ -276,6 +276,9 @@ struct ProxyShared {
     trip: Mutex<Option<(Vec<u8>, ProxyMode)>>,
     /// Both ends of every forwarded connection, and every black-holed one.
     streams: Mutex<Vec<TcpStream>>,
+    /// One flag per forwarded connection: set, it passes no more bytes (see
+    /// [`Proxy::hang_open`]).
+    hung: Mutex<Vec<Arc<AtomicBool>>>,
     stopping: AtomicBool,
 }
 
@@ -319,6 +322,32 @@ impl ProxyShared {
         for stream in self.streams().drain(..) {
             let _ = stream.shutdown(Shutdown::Both);
         }
+        self.hung
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
+    }
+
+    /// A new flag for a forwarded connection, not set.
+    fn new_connection(&self) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
+        self.hung
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(Arc::clone(&flag));
+        flag
+    }
+
+    /// Sets the flag of every connection forwarded so far.
+    fn hang_open(&self) {
+        for flag in self
+            .hung
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+        {
+            flag.store(true, Ordering::SeqCst);
+        }
     }
 }
 
@@ -342,6 +371,7 @@ impl Proxy {
             mode: Mutex::new(ProxyMode::Forward),
             trip: Mutex::new(None),
             streams: Mutex::new(Vec::new()),
+            hung: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
         });
         let for_thread = Arc::clone(&shared);
@@ -384,9 +414,18 @@ impl Proxy {
     }
 
     /// Stops answering: open connections stay open but their bytes are dropped, and new
-    /// ones are accepted and never answered, like a hung server.
+    /// ones are accepted and never answered, like a hung server or a host that vanished.
+    /// Nothing is closed either: a connection the server ends stays open on the client's
+    /// side.
     pub fn blackhole(&self) {
         *self.shared.mode() = ProxyMode::Blackhole;
+    }
+
+    /// Black-holes the connections open now, as [`Proxy::blackhole`] does, and forwards
+    /// new ones: the client's connections hang (not cut), and the ones it opens to
+    /// replace them work.
+    pub fn hang_open(&self) {
+        self.shared.hang_open();
     }
 
     /// Forwards new connections again; every open one is closed (a black hole may have
@@ -440,23 +479,27 @@ fn forward(client: TcpStream, shared: &Arc<ProxyShared>) -> io::Result<()> {
         streams.push(client.try_clone()?);
         streams.push(server.try_clone()?);
     }
+    let hung = shared.new_connection();
     pump(
         client.try_clone()?,
         server.try_clone()?,
         Arc::clone(shared),
+        Arc::clone(&hung),
         true,
     )?;
-    pump(server, client, Arc::clone(shared), false)?;
+    pump(server, client, Arc::clone(shared), hung, false)?;
     Ok(())
 }
 
 /// Copies `from` to `to` on its own thread, dropping the bytes while the proxy is a black
-/// hole; when either side ends, both are shut. What a client sends (`from_client`) is
-/// checked for the pattern of [`Proxy::cut_when_sent`].
+/// hole or the connection `hung`; when either side ends, both are shut, except that a
+/// black hole passes no close either. What a client sends (`from_client`) is checked for
+/// the pattern of [`Proxy::cut_when_sent`].
 fn pump(
     mut from: TcpStream,
     mut to: TcpStream,
     shared: Arc<ProxyShared>,
+    hung: Arc<AtomicBool>,
     from_client: bool,
 ) -> io::Result<()> {
     thread::Builder::new()
@@ -488,7 +531,7 @@ fn pump(
                     let keep = seen.len().min(256);
                     seen.drain(..seen.len() - keep);
                 }
-                if *shared.mode() == ProxyMode::Blackhole {
+                if *shared.mode() == ProxyMode::Blackhole || hung.load(Ordering::SeqCst) {
                     continue;
                 }
                 if to.write_all(&buf[..n]).is_err() {
@@ -496,7 +539,9 @@ fn pump(
                 }
             }
             let _ = from.shutdown(Shutdown::Both);
-            let _ = to.shutdown(Shutdown::Both);
+            if *shared.mode() != ProxyMode::Blackhole && !hung.load(Ordering::SeqCst) {
+                let _ = to.shutdown(Shutdown::Both);
+            }
         })
         .map(|_| ())
 }

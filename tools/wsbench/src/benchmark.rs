@@ -16,7 +16,7 @@ use crate::report::{
 };
 use crate::server::{LogSummary, Server};
 use crate::stats::Summary;
-use crate::tally::{self, Stamp};
+use crate::tally::{self, Lateness, Stamp};
 use crate::tls::{ClientTls, ServerTls};
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,25 @@ pub fn run(opts: &Options, tls: Option<&ServerTls>) -> Result<Report, BenchError
     let snap = bench.final_check(measured, storm)?;
     bench.server_tick_timing();
     Ok(bench.finish(&snap, measured))
+}
+
+/// `--beside N`: the benchmark with N instances, then with the K of `opts`, one after the
+/// other on the same machine; both reports, N's first.
+pub fn run_beside(opts: &Options, n: usize) -> Result<(Report, Report), BenchError> {
+    let base = Options {
+        instances: Some(n),
+        beside: None,
+        ..opts.clone()
+    };
+    let first = run(&base, None)?;
+    let second = run(
+        &Options {
+            beside: None,
+            ..opts.clone()
+        },
+        None,
+    )?;
+    Ok((first, second))
 }
 
 /// A span of ticks, first and last included.
@@ -165,14 +184,31 @@ impl<'a> Benchmark<'a> {
                 BenchError::ServerGone("no tick reached every subscribed client within 5 s".into())
             })?;
         self.report.load_avg = procfs::load_average();
+        let lag_before = self.follower_lag();
         let before = cpu::sample(&self.pids, &self.helpers)?;
         let last = start + i64::from(self.opts.ticks);
         self.fleet.wait_ticks(start + 1, last)?;
         let after = cpu::sample(&self.pids, &self.helpers)?;
+        if let (Some(before), Some(after)) = (lag_before, self.follower_lag()) {
+            self.report.follower_lag = probe::HistogramBounds::of(&after.since(&before));
+        }
         let (total, each) = cpu::window(&before, &after);
         self.report.tick_cpu = total;
         self.per_instance.tick_cpu = each;
         Ok((start + 1, last))
+    }
+
+    /// With several instances: a follower's `ws_assets_follower_lag_seconds` so far (each
+    /// connection to the shared port reaches one instance, so it asks until a follower
+    /// answers; the two readings around the measured ticks are of the same follower
+    /// with two instances, the only case that matters here).
+    fn follower_lag(&self) -> Option<probe::Buckets> {
+        if self.pids.len() != 2 {
+            return None;
+        }
+        let tls = self.tls.as_ref().map(|t| &t.config);
+        probe::scrape_metrics_of(self.servers.addr(), tls, "follower", 50)
+            .and_then(|text| probe::Buckets::read(&text, "ws_assets_follower_lag_seconds"))
     }
 
     /// The subscribe storm (full mode): its figures go into the report; the span of
@@ -200,6 +236,8 @@ impl<'a> Benchmark<'a> {
         self.fleet.wait_tick(newest)?;
         let snap = self.fleet.snapshot(newest)?;
         self.report.ticks = tick_rows(&snap.ticks, measured.0, measured.1);
+        self.report.lateness =
+            Lateness::summary(snap.lateness.range(measured.0..=measured.1).map(|(_, l)| l));
         self.report.tick_points = points(&self.report.ticks);
         if let (Some(s), Some((first, last))) = (self.report.storm.as_mut(), storm) {
             s.ticks = tick_rows(&snap.ticks, first, last);
@@ -235,6 +273,8 @@ impl<'a> Benchmark<'a> {
     /// each instance's row.
     fn finish(mut self, snap: &Snapshot, measured: Ticks) -> Report {
         self.fleet.close_all();
+        // The roles of the run: once the leader stops, a follower takes over (and logs it).
+        let roles: Vec<LogSummary> = self.servers.list.iter().map(Server::log).collect();
         let exits = self.servers.stop();
         self.report.server_exit = exits.join(", ");
         for (i, server) in self.servers.list.iter().enumerate() {
@@ -257,7 +297,7 @@ impl<'a> Benchmark<'a> {
                     .get(i)
                     .map(|m| tick_rows(m, measured.0, measured.1))
                     .unwrap_or_default();
-                let mut row = self.per_instance.row(i, server, &log, &measured_rows);
+                let mut row = self.per_instance.row(i, server, &roles[i], &measured_rows);
                 row.log = counts;
                 row.exit = exits.get(i).cloned().unwrap_or_default();
                 self.report.instances.push(row);

@@ -15,7 +15,7 @@ use crate::check::Findings;
 use crate::client::{Behaviour, Phase};
 use crate::driver::{Bench, Setup};
 use crate::procfs;
-use crate::tally::{self, Stamp, TickAgg};
+use crate::tally::{self, Lateness, Stamp, TickAgg};
 use crate::tls::ClientTls;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -136,6 +136,8 @@ pub struct Snapshot {
     pub connect_lat_us: Vec<u32>,
     /// Per tick, arrivals.
     pub ticks: BTreeMap<i64, TickAgg>,
+    /// Per tick, every client's lateness behind its second.
+    pub lateness: BTreeMap<i64, Lateness>,
     /// Per instance and tick, arrivals.
     pub instance_ticks: Vec<BTreeMap<i64, TickAgg>>,
     /// Histories received.
@@ -186,6 +188,7 @@ impl Snapshot {
             drops: t.drops.clone(),
             connect_lat_us: t.connect_lat_us.clone(),
             ticks: t.ticks.clone(),
+            lateness: t.lateness.clone(),
             instance_ticks: t.instance_ticks.clone(),
             histories: t.histories,
             history_wire_bytes: t.history_wire_bytes,
@@ -209,6 +212,7 @@ impl Snapshot {
         tally::merge_reasons(&mut self.drops, &o.drops);
         self.connect_lat_us.extend_from_slice(&o.connect_lat_us);
         tally::merge_ticks(&mut self.ticks, &o.ticks);
+        tally::merge_lateness(&mut self.lateness, &o.lateness);
         if self.instance_ticks.len() < o.instance_ticks.len() {
             self.instance_ticks
                 .resize(o.instance_ticks.len(), BTreeMap::new());

@@ -174,7 +174,11 @@ fn main() -> ExitCode {
         Some(soak) => soak::run(&opts, soak).map(|r| (r.human(), r.result_line())),
         None if opts.tls => compare_tls::plain_and_tls(&opts),
         None if opts.deflate => compare_deflate::run(&opts).map(|c| (c.human(), c.result_line())),
-        None => benchmark::run(&opts, None).map(|r| (r.human(), r.result_line())),
+        None => match opts.beside {
+            Some(n) => benchmark::run_beside(&opts, n)
+                .map(|(base, run)| (run.human_beside(&base), run.result_line_beside(&base))),
+            None => benchmark::run(&opts, None).map(|r| (r.human(), r.result_line())),
+        },
     };
     match outcome {
         Ok((human, result)) => {

@@ -57,6 +57,9 @@ pub struct Options {
     pub dsn: String,
     /// Processes driving the clients (None: as few as the open-file limit allows).
     pub client_procs: Option<usize>,
+    /// `--beside N` (with `--instances K`): first the same benchmark with N instances,
+    /// then with K, and the two compared.
+    pub beside: Option<usize>,
     /// `--soak DURATION`: run the soak for this long instead of the benchmark.
     pub soak: Option<Soak>,
     /// `--tls`: run the benchmark twice, plain and then over TLS, and compare.
@@ -106,7 +109,7 @@ pub const USAGE: &str = "\
 usage: cargo wsbench [--clients N] [--ticks T] [--src-ips K]
          [--mode full|quick] [--server PATH | --addr HOST:PORT --pid PID]
          [--sub-window W] [--connect-window C] [--path /api/v1/websocket]
-         [--instances K [--dsn ADMIN_DSN]] [--client-procs P] [--tls | --deflate]
+         [--instances K [--dsn ADMIN_DSN] [--beside N]] [--client-procs P] [--tls | --deflate]
          [--soak DURATION [--sample-every DURATION] [--churn N] [--slow N] [--ping-flood N]]
 
   --clients N         WebSocket clients (default 1000)
@@ -125,6 +128,9 @@ usage: cargo wsbench [--clients N] [--ticks T] [--src-ips K]
                       CPU and memory (default: one standalone server, memory store)
   --dsn ADMIN_DSN     where to create (and at the end drop) that database, without TLS
                       (default postgresql://postgres@127.0.0.1:5432/postgres)
+  --beside N          with --instances K: run the same benchmark with N instances first
+                      (e.g. 1), then with K, and compare the two: every client's lateness
+                      behind its second, spread, and the followers' lag
   --client-procs P    processes driving the clients, each holding its share of the
                       sockets (default: as few as the open-file limit allows)
   --tls               run the benchmark twice in one go, plain and then with the server
@@ -213,6 +219,17 @@ impl Options {
                 soak.slow, soak.flood, o.clients
             )));
         }
+        if let Some(n) = o.beside {
+            match o.instances {
+                Some(k) if k != n && o.soak.is_none() && !o.tls && !o.deflate => {}
+                _ => {
+                    return Err(OptionsError::Bad(format!(
+                        "--beside {n} compares with --instances K (K other than {n}), \
+                         not with --soak, --tls or --deflate"
+                    )));
+                }
+            }
+        }
         if o.instances.is_some() && later.addr.is_some() {
             return Err(OptionsError::Bad(
                 "--instances starts its own servers: not with --addr".into(),
@@ -258,6 +275,7 @@ impl Options {
             instances: None,
             dsn: DEFAULT_ADMIN_DSN.to_string(),
             client_procs: None,
+            beside: None,
             soak: None,
             tls: false,
             deflate: false,
@@ -282,6 +300,7 @@ impl Options {
             "--instances" => self.instances = Some(one_to_16(flag, value, "instances")?),
             "--dsn" => self.dsn = number(flag, value, "a PostgreSQL DSN")?,
             "--client-procs" => self.client_procs = Some(one_to_16(flag, value, "processes")?),
+            "--beside" => self.beside = Some(one_to_16(flag, value, "instances")?),
             "--mode" => {
                 self.mode = match value.as_deref() {
                     Some("full") => Mode::Full,
@@ -525,6 +544,9 @@ mod tests {
             (Some(2), Some(2), "postgresql://x@h/db", None)
         );
         assert_eq!(parse(&[]).unwrap().dsn, DEFAULT_ADMIN_DSN);
+        assert_eq!(parse(&[]).unwrap().beside, None);
+        let o = parse(&["--instances", "2", "--beside", "1"]).unwrap();
+        assert_eq!((o.instances, o.beside), (Some(2), Some(1)));
         let o = parse(&["--soak", "30m", "--sample-every", "2s", "--churn", "7"]).unwrap();
         assert_eq!(
             o.soak,
@@ -565,6 +587,10 @@ mod tests {
             &["--instances", "17"],
             &["--instances", "2", "--addr", "127.0.0.1:1", "--pid", "1"],
             &["--client-procs", "0"],
+            &["--beside", "1"],
+            &["--instances", "2", "--beside", "2"],
+            &["--instances", "2", "--beside", "1", "--soak", "1m"],
+            &["--instances", "2", "--beside", "1", "--deflate"],
             &["--deflate", "--soak", "1m"],
             &["--deflate", "--tls"],
             &["--deflate", "--addr", "127.0.0.1:1", "--pid", "1"],

@@ -130,37 +130,117 @@ pub fn scrape_metrics(
         .unwrap_or_default())
 }
 
+/// A Prometheus histogram read out of `/metrics`: for p50, p99 and the largest, the
+/// smallest bucket bound (in ms) holding that share of the observations (infinite for
+/// the `+Inf` bucket), and how many observations there were.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HistogramBounds {
+    /// Bound of the median, ms.
+    pub p50_ms: f64,
+    /// Bound of the 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Bound of the largest, ms.
+    pub max_ms: f64,
+    /// Observations.
+    pub count: f64,
+}
+
+/// A Prometheus histogram's cumulative buckets: (upper bound in ms, count).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Buckets(Vec<(f64, f64)>);
+
+impl Buckets {
+    /// Reads histogram `name` out of `text`; `None` when absent or unreadable.
+    pub fn read(text: &str, name: &str) -> Option<Buckets> {
+        let prefix = format!("{name}_bucket{{le=\"");
+        let mut buckets: Vec<(f64, f64)> = Vec::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix(&prefix) else {
+                continue;
+            };
+            let (bound, count) = rest.split_once("\"} ")?;
+            let bound = match bound {
+                "+Inf" => f64::INFINITY,
+                b => (b.parse::<f64>().ok()? * 1e6).round() / 1e3,
+            };
+            buckets.push((bound, count.trim().parse().ok()?));
+        }
+        (!buckets.is_empty()).then_some(Buckets(buckets))
+    }
+
+    /// The observations made since `before` (the same histogram read earlier).
+    pub fn since(&self, before: &Buckets) -> Buckets {
+        Buckets(
+            self.0
+                .iter()
+                .zip(&before.0)
+                .map(|(&(bound, now), &(_, then))| (bound, (now - then).max(0.0)))
+                .collect(),
+        )
+    }
+}
+
+impl HistogramBounds {
+    /// Reads histogram `name` out of `text`; `None` when absent or empty.
+    pub fn read(text: &str, name: &str) -> Option<HistogramBounds> {
+        HistogramBounds::of(&Buckets::read(text, name)?)
+    }
+
+    /// The bounds of `buckets`; `None` when empty.
+    pub fn of(buckets: &Buckets) -> Option<HistogramBounds> {
+        let buckets = &buckets.0;
+        let count = buckets.last()?.1;
+        if count == 0.0 {
+            return None;
+        }
+        let bound_for = |share: f64| {
+            buckets
+                .iter()
+                .find(|(_, n)| *n >= share * count)
+                .map_or(f64::INFINITY, |(bound, _)| *bound)
+        };
+        Some(HistogramBounds {
+            p50_ms: bound_for(0.5),
+            p99_ms: bound_for(0.99),
+            max_ms: bound_for(1.0),
+            count,
+        })
+    }
+}
+
 /// Reads a Prometheus histogram out of `text` and describes it as "p50 <= a, p99 <= b,
 /// max <= c (n observations)", each the smallest bucket bound holding that share.
 pub fn histogram_summary(text: &str, name: &str) -> Option<String> {
-    let prefix = format!("{name}_bucket{{le=\"");
-    let mut buckets: Vec<(String, f64)> = Vec::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix(&prefix) else {
-            continue;
-        };
-        let (bound, count) = rest.split_once("\"} ")?;
-        buckets.push((bound.to_string(), count.trim().parse().ok()?));
-    }
-    let total = buckets.last()?.1;
-    if total == 0.0 {
-        return None;
-    }
-    let bound_for = |share: f64| {
-        buckets
-            .iter()
-            .find(|(_, count)| *count >= share * total)
-            .map_or("?".to_string(), |(bound, _)| match bound.parse::<f64>() {
-                Ok(seconds) => format!("{} ms", seconds * 1000.0),
-                Err(_) => bound.clone(),
-            })
+    let h = HistogramBounds::read(text, name)?;
+    let ms = |v: f64| {
+        if v.is_finite() {
+            format!("{v} ms")
+        } else {
+            "+Inf".to_string()
+        }
     };
     Some(format!(
-        "p50 <= {}, p99 <= {}, max <= {} ({total} ticks)",
-        bound_for(0.5),
-        bound_for(0.99),
-        bound_for(1.0)
+        "p50 <= {}, p99 <= {}, max <= {} ({} ticks)",
+        ms(h.p50_ms),
+        ms(h.p99_ms),
+        ms(h.max_ms),
+        h.count
     ))
+}
+
+/// `/metrics` (TLS with `tls`) of an instance in `role` (`follower`, `leader`) among several on one port:
+/// each connection reaches one of them, so it asks until that role answers (at most
+/// `tries` times).
+pub fn scrape_metrics_of(
+    addr: SocketAddr,
+    tls: Option<&Arc<ClientConfig>>,
+    role: &str,
+    tries: usize,
+) -> Option<String> {
+    let marker = format!("ws_assets_role{{role=\"{role}\"}} 1");
+    (0..tries)
+        .filter_map(|_| scrape_metrics(addr, tls).ok())
+        .find(|text| text.lines().any(|line| line.trim() == marker))
 }
 
 /// What the probe learnt.
@@ -370,6 +450,15 @@ mod tests {
             "p50 <= 10 ms, p99 <= 100 ms, max <= 100 ms (10 ticks)"
         );
         assert_eq!(histogram_summary(text, "ws_assets_y"), None);
+        let later = "ws_assets_x_bucket{le=\"0.001\"} 2\nws_assets_x_bucket{le=\"0.01\"} 9\n\
+                     ws_assets_x_bucket{le=\"0.1\"} 14\nws_assets_x_bucket{le=\"+Inf\"} 15\n";
+        let (before, after) = (
+            Buckets::read(text, "ws_assets_x").unwrap(),
+            Buckets::read(later, "ws_assets_x").unwrap(),
+        );
+        let recent = HistogramBounds::of(&after.since(&before)).unwrap();
+        assert_eq!(recent.count, 5.0);
+        assert_eq!((recent.p50_ms, recent.p99_ms), (100.0, f64::INFINITY));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The benchmark's findings and how they are printed: a report for people and one
 //! `RESULT key=value ...` line for scripts.
 
+use crate::probe::HistogramBounds;
 use crate::procfs::Memory;
 use crate::stats::{Summary, show};
 use crate::tally::TickAgg;
@@ -193,6 +194,11 @@ pub struct Report {
     pub tick_cpu: CpuWindow,
     /// Points delivered in the measured ticks.
     pub tick_points: u64,
+    /// Every client's arrival of the measured ticks after the tick's second, ms.
+    pub lateness: Option<Summary>,
+    /// With two instances: the follower's `ws_assets_follower_lag_seconds` (second's start
+    /// to its fan-out start) over the measured ticks, as bucket bounds.
+    pub follower_lag: Option<HistogramBounds>,
     /// Seconds skipped, summed over clients.
     pub lost: u64,
     /// Points repeated, summed over clients.
@@ -522,6 +528,19 @@ impl Report {
             "  last client after the second          p50/p99/max {}",
             show(f.last_after, 1, "ms")
         );
+        let _ = writeln!(
+            o,
+            "  every client after the second         p50/p99/max {}",
+            show(self.lateness, 1, "ms")
+        );
+        if let Some(lag) = self.follower_lag {
+            let _ = writeln!(
+                o,
+                "  follower lag (its /metrics: second -> its fan-out start) \
+                 p50 <= {} ms, p99 <= {} ms, max <= {} ms ({} ticks)",
+                lag.p50_ms, lag.p99_ms, lag.max_ms, lag.count
+            );
+        }
         let c = self.tick_cpu;
         let _ = writeln!(
             o,
@@ -689,6 +708,92 @@ impl Report {
         );
     }
 
+    /// `--beside`: `base`'s report (the same benchmark with fewer instances), this one's,
+    /// and the two compared.
+    pub fn human_beside(&self, base: &Report) -> String {
+        let (n, k) = (base.instances.len(), self.instances.len());
+        let mut o = format!("=== with {n} instance(s) ===\n");
+        o.push_str(&base.human());
+        let _ = writeln!(o, "=== with {k} instances ===");
+        o.push_str(&self.human());
+        let _ = writeln!(o, "=== {k} instances beside {n}, the same clients ===");
+        let (fb, fk) = (TickFigures::of(&base.ticks), TickFigures::of(&self.ticks));
+        let row = |o: &mut String, what: &str, b: Option<Summary>, s: Option<Summary>| {
+            let ratio = match (b, s) {
+                (Some(b), Some(s)) if b.p99 > 0.0 => format!("{:.2}", s.p99 / b.p99),
+                _ => "n/a".to_string(),
+            };
+            let _ = writeln!(
+                o,
+                "  {what:<38} {:>24} {:>24} {:>7}",
+                show(b, 1, "ms"),
+                show(s, 1, "ms"),
+                ratio
+            );
+        };
+        let _ = writeln!(
+            o,
+            "  {:<38} {:>24} {:>24} {:>7}",
+            "p50 / p99 / max",
+            format!("{n} instance(s)"),
+            format!("{k} instances"),
+            "p99 x"
+        );
+        row(
+            &mut o,
+            "every client after the second",
+            base.lateness,
+            self.lateness,
+        );
+        row(
+            &mut o,
+            "last client after the second",
+            fb.last_after,
+            fk.last_after,
+        );
+        row(
+            &mut o,
+            "fan-out spread over every client",
+            fb.spread,
+            fk.spread,
+        );
+        if let Some(lag) = self.follower_lag {
+            let _ = writeln!(
+                o,
+                "  follower lag (second -> a follower's fan-out start): p50 <= {} ms, p99 <= {} ms",
+                lag.p50_ms, lag.p99_ms
+            );
+        }
+        let _ = writeln!(
+            o,
+            "  load average (1 min) at the measured ticks: {} / {}",
+            base.load_avg.map_or("n/a".into(), |l| format!("{l:.2}")),
+            self.load_avg.map_or("n/a".into(), |l| format!("{l:.2}"))
+        );
+        o
+    }
+
+    /// `--beside`: this run's `RESULT` line with `base_`-prefixed figures of the run with
+    /// fewer instances, and `lateness_p99_ratio` (this run's p99 over `base`'s).
+    pub fn result_line_beside(&self, base: &Report) -> String {
+        let mut k = Keys::default();
+        k.put("base_instances", base.instances.len());
+        k.put("base_connected", base.connected);
+        k.put("base_lost", base.lost);
+        k.put("base_duplicated", base.dup);
+        k.summary("base_lateness", base.lateness);
+        k.summary("base_last_after", TickFigures::of(&base.ticks).last_after);
+        k.opt("base_load1", base.load_avg);
+        k.opt(
+            "lateness_p99_ratio",
+            match (base.lateness, self.lateness) {
+                (Some(b), Some(s)) if b.p99 > 0.0 => Some(s.p99 / b.p99),
+                _ => None,
+            },
+        );
+        format!("{} {}", self.result_line(), k.body())
+    }
+
     /// The machine-readable `RESULT key=value ...` line.
     pub fn result_line(&self) -> String {
         self.result_keys().line()
@@ -756,6 +861,11 @@ impl Report {
         k.summary("spread", f.spread);
         k.summary("first_after", f.first_after);
         k.summary("last_after", f.last_after);
+        k.summary("lateness", self.lateness);
+        if let Some(lag) = self.follower_lag {
+            k.num("follower_lag_p50_ms", lag.p50_ms);
+            k.num("follower_lag_p99_ms", lag.p99_ms);
+        }
         k.put("tick_points", self.tick_points);
         k.num("reactor_cpu_s", cpu.reactor_s);
         k.opt("reactor_us_per_point", self.reactor_us_per_point());
@@ -817,6 +927,10 @@ impl Report {
                 format!("i{i}_first_after_p50_ms"),
                 r.ticks.first_after.map(|s| s.p50),
             );
+            k.opt(
+                format!("i{i}_first_after_p99_ms"),
+                r.ticks.first_after.map(|s| s.p99),
+            );
             k.put(format!("i{i}_rss_sub_kib"), r.mem_sub.rss_kib);
         }
     }
@@ -861,12 +975,17 @@ impl Keys {
 
     /// `RESULT key=value ...`.
     pub fn line(self) -> String {
+        format!("RESULT {}", self.body())
+    }
+
+    /// The `key=value` pairs, space-separated, without `RESULT`.
+    fn body(self) -> String {
         let body: Vec<String> = self
             .0
             .into_iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        format!("RESULT {}", body.join(" "))
+        body.join(" ")
     }
 }
 
@@ -917,5 +1036,53 @@ mod tests {
             r.human()
                 .contains("connected 2 / failed 0 / dropped by server 0")
         );
+    }
+
+    #[test]
+    fn a_run_beside_another_is_compared_on_every_clients_lateness() {
+        let lateness = |p99: f64| {
+            Some(Summary {
+                n: 100,
+                p50: p99 / 2.0,
+                p99,
+                max: p99 + 1.0,
+            })
+        };
+        let base = Report {
+            instances: vec![InstanceRow::default()],
+            connected: 10,
+            lateness: lateness(200.0),
+            load_avg: Some(0.5),
+            ..Report::default()
+        };
+        let run = Report {
+            instances: vec![InstanceRow::default(), InstanceRow::default()],
+            connected: 10,
+            lateness: lateness(100.0),
+            follower_lag: Some(HistogramBounds {
+                p50_ms: 5.0,
+                p99_ms: 20.0,
+                max_ms: 30.0,
+                count: 60.0,
+            }),
+            ..Report::default()
+        };
+        let line = run.result_line_beside(&base);
+        let kv: std::collections::HashMap<&str, &str> = line["RESULT ".len()..]
+            .split(' ')
+            .filter_map(|p| p.split_once('='))
+            .collect();
+        assert_eq!(kv["instances"], "2");
+        assert_eq!(kv["base_instances"], "1");
+        assert_eq!(kv["lateness_p99_ms"], "100.000");
+        assert_eq!(kv["base_lateness_p99_ms"], "200.000");
+        assert_eq!(kv["lateness_p99_ratio"], "0.500");
+        assert_eq!(kv["follower_lag_p99_ms"], "20.000");
+        assert_eq!(line.matches("RESULT").count(), 1);
+        let human = run.human_beside(&base);
+        assert!(human.contains("=== with 1 instance(s) ==="), "{human}");
+        assert!(human.contains("=== 2 instances beside 1"), "{human}");
+        assert!(human.contains("every client after the second"), "{human}");
+        assert!(human.contains("0.50"), "{human}");
     }
 }

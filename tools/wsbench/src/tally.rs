@@ -1,6 +1,7 @@
 //! Everything the clients observe, added up as it happens: connection outcomes, latencies,
 //! per-tick arrival times and message counts.
 
+use crate::stats::Summary;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -69,11 +70,68 @@ impl TickAgg {
     }
 }
 
+/// Every client's arrival of one tick, as a histogram of its lateness behind the tick's
+/// wall-clock second in steps of [`Lateness::STEP_NS`] (sparse: a tick's arrivals fall
+/// within a few hundred milliseconds). Adds up across client processes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lateness(BTreeMap<u32, u32>);
+
+impl Lateness {
+    /// Width of one step: 0.1 ms.
+    pub const STEP_NS: i64 = 100_000;
+
+    /// Counts one arrival `late_ns` after the second (an arrival before it counts as 0).
+    pub fn add(&mut self, late_ns: i64) {
+        let step = u32::try_from(late_ns.max(0) / Lateness::STEP_NS).unwrap_or(u32::MAX);
+        *self.0.entry(step).or_default() += 1;
+    }
+
+    /// Adds another set of arrivals.
+    pub fn merge(&mut self, other: &Lateness) {
+        for (&step, &n) in &other.0 {
+            *self.0.entry(step).or_default() += n;
+        }
+    }
+
+    /// p50 / p99 / max, in ms, of every arrival of `ticks` (nearest rank, each the upper
+    /// edge of its 0.1 ms step); `None` without arrivals.
+    pub fn summary<'a>(ticks: impl IntoIterator<Item = &'a Lateness>) -> Option<Summary> {
+        let mut all = Lateness::default();
+        for t in ticks {
+            all.merge(t);
+        }
+        let n: u64 = all.0.values().map(|&c| u64::from(c)).sum();
+        if n == 0 {
+            return None;
+        }
+        let ms = |step: u32| f64::from(step + 1) * Lateness::STEP_NS as f64 / 1e6;
+        let rank = |p: f64| {
+            let want = ((p / 100.0 * n as f64).ceil() as u64).clamp(1, n);
+            let mut seen = 0;
+            for (&step, &c) in &all.0 {
+                seen += u64::from(c);
+                if seen >= want {
+                    return ms(step);
+                }
+            }
+            0.0
+        };
+        Some(Summary {
+            n: usize::try_from(n).unwrap_or(usize::MAX),
+            p50: rank(50.0),
+            p99: rank(99.0),
+            max: all.0.keys().next_back().map_or(0.0, |&s| ms(s)),
+        })
+    }
+}
+
 /// The running totals of a benchmark.
 #[derive(Debug, Default)]
 pub struct Tally {
     /// Per point time, arrivals over all clients.
     pub ticks: BTreeMap<i64, TickAgg>,
+    /// Per point time, every client's lateness behind its second.
+    pub lateness: BTreeMap<i64, Lateness>,
     /// The same per server instance (empty unless the clients were mapped to instances,
     /// see [`Tally::track_instances`]).
     pub instance_ticks: Vec<BTreeMap<i64, TickAgg>>,
@@ -130,6 +188,10 @@ impl Tally {
     /// the per-tick figures.
     pub fn arrival(&mut self, time: i64, at: Stamp, instance: usize) {
         add_arrival(&mut self.ticks, time, at);
+        self.lateness
+            .entry(time)
+            .or_default()
+            .add(at.wall_ns - time * 1_000_000_000);
         if let Some(map) = self.instance_ticks.get_mut(instance) {
             add_arrival(map, time, at);
         }
@@ -186,6 +248,13 @@ fn add_arrival(map: &mut BTreeMap<i64, TickAgg>, time: i64, at: Stamp) {
 pub fn merge_ticks(into: &mut BTreeMap<i64, TickAgg>, from: &BTreeMap<i64, TickAgg>) {
     for (&t, agg) in from {
         into.entry(t).and_modify(|a| a.merge(agg)).or_insert(*agg);
+    }
+}
+
+/// Adds `from`'s lateness histograms into `into`, tick by tick.
+pub fn merge_lateness(into: &mut BTreeMap<i64, Lateness>, from: &BTreeMap<i64, Lateness>) {
+    for (&t, l) in from {
+        into.entry(t).or_default().merge(l);
     }
 }
 
@@ -253,6 +322,27 @@ mod tests {
         let mut a = BTreeMap::from([("eof".to_string(), 1)]);
         merge_reasons(&mut a, &BTreeMap::from([("eof".to_string(), 2)]));
         assert_eq!(a["eof"], 3);
+    }
+
+    #[test]
+    fn every_arrival_counts_in_the_lateness_percentiles() {
+        let mut t = Tally::default();
+        // 100 clients of tick 5, 1..=100 ms late; one of tick 6, 300 ms late.
+        for ms in 1..=100 {
+            t.arrival(5, at(ms, 5_000 + ms as i64), 0);
+        }
+        t.arrival(6, at(400, 6_300), 0);
+        let s = Lateness::summary(t.lateness.get(&5)).unwrap();
+        assert_eq!(s.n, 100);
+        assert!((s.p50 - 50.1).abs() < 1e-9, "{s:?}");
+        assert!((s.p99 - 99.1).abs() < 1e-9, "{s:?}");
+        let both = Lateness::summary(t.lateness.values()).unwrap();
+        assert_eq!(both.n, 101);
+        assert!((both.max - 300.1).abs() < 1e-9, "{both:?}");
+        let mut merged = t.lateness.clone();
+        merge_lateness(&mut merged, &t.lateness);
+        assert_eq!(Lateness::summary(merged.values()).unwrap().n, 202);
+        assert_eq!(Lateness::summary(None), None);
     }
 
     #[test]

@@ -72,6 +72,14 @@ fn run_ok(args: &[&str]) -> (String, HashMap<String, String>) {
     (stdout, r)
 }
 
+/// The test PostgreSQL's admin DSN, where `--instances` makes its database.
+fn admin_dsn() -> String {
+    std::env::var("WS_ASSETS_TEST_POSTGRESQL_DSN")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| "postgresql://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
 fn number(r: &HashMap<String, String>, k: &str) -> f64 {
     r.get(k)
         .unwrap_or_else(|| panic!("RESULT has no {k}: {r:?}"))
@@ -132,10 +140,7 @@ fn wsbench_quick_run_against_the_server() {
 /// process's open files would be.
 #[test]
 fn wsbench_two_instances_and_two_client_processes() {
-    let admin = std::env::var("WS_ASSETS_TEST_POSTGRESQL_DSN")
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .unwrap_or_else(|| "postgresql://postgres@127.0.0.1:5432/postgres".to_string());
+    let admin = admin_dsn();
     let (stdout, r) = run_ok(&[
         "--clients",
         "40",
@@ -170,6 +175,43 @@ fn wsbench_two_instances_and_two_client_processes() {
         "the kernel gave one instance every client: {stdout}"
     );
     assert!(stdout.contains("driven by 2 processes"), "{stdout}");
+}
+
+#[test]
+fn wsbench_two_instances_beside_one() {
+    let admin = admin_dsn();
+    let (stdout, r) = run_ok(&[
+        "--clients",
+        "40",
+        "--ticks",
+        "3",
+        "--mode",
+        "quick",
+        "--instances",
+        "2",
+        "--beside",
+        "1",
+        "--dsn",
+        &admin,
+    ]);
+    assert_eq!(number(&r, "base_instances"), 1.0, "{stdout}");
+    assert_eq!(number(&r, "instances"), 2.0, "{stdout}");
+    for clean in ["lost", "duplicated", "base_lost", "base_duplicated"] {
+        assert_eq!(number(&r, clean), 0.0, "{clean}: {stdout}");
+    }
+    assert_eq!(r["i0_role"], "leader", "{stdout}");
+    assert_eq!(r["i1_role"], "follower", "{stdout}");
+    // Every client's lateness in both runs, their ratio, and the follower's own lag.
+    for figure in [
+        "lateness_p99_ms",
+        "base_lateness_p99_ms",
+        "lateness_p99_ratio",
+        "follower_lag_p50_ms",
+        "follower_lag_p99_ms",
+    ] {
+        assert!(number(&r, figure) > 0.0, "{figure}: {stdout}");
+    }
+    assert!(stdout.contains("=== 2 instances beside 1"), "{stdout}");
 }
 
 /// A soak of a few seconds: churn happens, no steady client loses a point, and the
