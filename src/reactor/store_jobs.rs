@@ -1,6 +1,7 @@
 //! The store's jobs: write-behind batches and retention passes, run on the workers,
 //! and what their results mean for the queue and for `/health`. A write still in flight
-//! past [`WRITE_TIMEOUT`] counts as the store being down, before its result comes back.
+//! past [`WRITE_OVERDUE`] counts as the store being down, before its result comes back
+//! (the write itself is abandoned at the store's own deadline, `WRITE_TIMEOUT`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +24,12 @@ const RETENTION_BATCH: u32 = 10_000;
 const RETENTION_EVERY: Duration = Duration::from_secs(600);
 /// Delay of the first retention pass after start.
 const RETENTION_FIRST: Duration = Duration::from_secs(3);
+/// How long a write may be in flight before the store counts as down: shorter than the
+/// write's own deadline (`WRITE_TIMEOUT`, 5 s), so a database that hangs is reported as
+/// not answering before the abandoned write's error comes back.
+const WRITE_OVERDUE: Duration = Duration::from_secs(3);
+const _: () = assert!(WRITE_OVERDUE.as_secs() < WRITE_TIMEOUT.as_secs());
+
 /// Rate of repeated store warnings.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
@@ -166,7 +173,7 @@ impl StoreJobs {
             return;
         };
         let waited = now.saturating_duration_since(started);
-        if waited <= WRITE_TIMEOUT || !self.up {
+        if waited <= WRITE_OVERDUE || !self.up {
             return;
         }
         self.up = false;
@@ -174,9 +181,9 @@ impl StoreJobs {
         if let Some(suppressed) = self.log.allow(now) {
             self.failure_logged = true;
             warn!(
-                "store write has not finished after {:.0} s: the database is not answering; \
+                "store write has not finished after {} s: the database is not answering; \
                  {} points queued ({suppressed} similar failures since the last report)",
-                waited.as_secs_f64(),
+                WRITE_OVERDUE.as_secs(),
                 self.writes.len()
             );
         }
@@ -239,7 +246,7 @@ impl StoreJobs {
         self.up
             && self
                 .write_started
-                .is_none_or(|started| started.elapsed() <= WRITE_TIMEOUT)
+                .is_none_or(|started| started.elapsed() <= WRITE_OVERDUE)
     }
 
     /// The store's kind, for `/health`.
