@@ -13,8 +13,11 @@
 //! point, an asset's history) and the connection's own (pongs, close) stay in order.
 //!
 //! The stream is a type parameter ([`Stream`]), `mio`'s `TcpStream` in the service
-//! (monomorphised, no dynamic dispatch) and an in-memory stream in the fuzz target.
+//! (monomorphised, no dynamic dispatch) and an in-memory client ([`MemoryPeer`]) in the
+//! unit tests and the fuzz target.
 
+#[cfg(any(test, fuzzing))]
+mod memory;
 mod reader;
 
 use std::io::{self, Read, Write};
@@ -36,6 +39,8 @@ use crate::outbox::Outbox;
 use crate::protocol::{self, Request, RequestError};
 use crate::tls::stream::TlsFailure;
 
+#[cfg(any(test, fuzzing))]
+pub use memory::MemoryPeer;
 use reader::{Event, Limits, Reader, Violation};
 
 /// Frames read from one client before the others get their turn.
@@ -873,5 +878,165 @@ impl From<Event<'_>> for Incoming {
                 payload.map(|(code, reason)| (code.into(), reason)),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::asset::{Point, default_assets};
+
+    const UPGRADE: &[u8] = b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
+    /// A client frame (final, masked with a key of zeros, payload under 126 bytes).
+    fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut frame = vec![0x80 | opcode, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    /// The service's state for driving one connection.
+    struct Service {
+        config: Config,
+        market: Market,
+        metrics: Metrics,
+        shared: Shared,
+        now: Instant,
+    }
+
+    impl Service {
+        fn new() -> Service {
+            let config = Config::from_lookup(|_| None).unwrap();
+            let mut market = Market::new(default_assets(), config.history_seconds);
+            for time in 1_700_000_000..1_700_000_005 {
+                let value = 1.5;
+                market.record(Point {
+                    asset_id: 1,
+                    time,
+                    value,
+                });
+            }
+            let shared = Shared::new(&config);
+            let (metrics, now) = (Metrics::default(), Instant::now());
+            Service {
+                config,
+                market,
+                metrics,
+                shared,
+                now,
+            }
+        }
+
+        /// A readable event on `conn` and a flush, as the reactor does them.
+        fn read(&mut self, conn: &mut Conn<MemoryPeer>) -> Step {
+            let cx = &mut Context {
+                config: &self.config,
+                market: &mut self.market,
+                metrics: &mut self.metrics,
+                shared: &mut self.shared,
+                now: self.now,
+            };
+            let step = conn.on_readable(0, cx);
+            conn.flush().unwrap();
+            step
+        }
+    }
+
+    fn written(conn: &mut Conn<MemoryPeer>) -> String {
+        String::from_utf8_lossy(&std::mem::take(&mut conn.stream_mut().written)).into_owned()
+    }
+
+    #[test]
+    fn a_head_arriving_byte_by_byte_is_answered_once_it_is_whole() {
+        let mut service = Service::new();
+        let mut peer = MemoryPeer::sending(UPGRADE);
+        (peer.sent, peer.closes) = (0, false);
+        let mut conn = Conn::new(peer, service.now, service.now + Duration::from_secs(5));
+        for sent in 1..=UPGRADE.len() {
+            conn.stream_mut().sent = sent;
+            assert_eq!(service.read(&mut conn), Step::default());
+            let out = written(&mut conn);
+            match sent == UPGRADE.len() {
+                true => assert!(out.starts_with("HTTP/1.1 101 "), "{out}"),
+                false => assert_eq!(out, "", "answered after {sent} bytes"),
+            }
+        }
+        assert!(conn.is_websocket());
+    }
+
+    #[test]
+    fn a_subscriber_gets_the_history_then_each_new_point() {
+        let mut service = Service::new();
+        let subscribe = br#"{"action":"subscribe","message":{"assetId":1}}"#;
+        let input = [UPGRADE, &client_frame(1, subscribe)].concat();
+        let mut conn = Conn::new(MemoryPeer::sending(&input), service.now, service.now);
+        conn.stream_mut().closes = false;
+        service.read(&mut conn);
+        let out = written(&mut conn);
+        assert!(
+            out.contains("\"asset_history\"") && out.contains("1700000004"),
+            "{out}"
+        );
+        assert_eq!(service.market.subscribers(0), &[0]);
+        let point = Point {
+            asset_id: 1,
+            time: 1_700_000_005,
+            value: 1.6,
+        };
+        let (_, frame) = service.market.record(point).unwrap();
+        assert_eq!(
+            conn.send_point(&frame, service.now, &service.config).1,
+            None
+        );
+        let out = written(&mut conn);
+        assert!(
+            out.contains("\"point\"") && out.contains("1700000005"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_client_close_is_echoed_and_the_write_side_shut_after_it() {
+        let mut service = Service::new();
+        let input = [UPGRADE, &client_frame(8, b"\x03\xE8bye")].concat();
+        let mut conn = Conn::new(MemoryPeer::sending(&input), service.now, service.now);
+        let step = service.read(&mut conn);
+        if let Some(doom) = step.doom {
+            assert!(!conn.end(0, doom, &mut service.market, service.now));
+        }
+        conn.flush().unwrap();
+        let out = conn.stream_mut().written.clone();
+        assert!(out.ends_with(b"\x88\x05\x03\xE8bye"), "{out:?}");
+        assert!(
+            conn.stream_mut().shut,
+            "the write side is shut once the close is out"
+        );
+    }
+
+    #[test]
+    fn a_client_that_stops_reading_is_closed_as_a_slow_consumer() {
+        let mut service = Service::new();
+        let subscribe = br#"{"action":"subscribe","message":{"assetId":1}}"#;
+        let input = [UPGRADE, &client_frame(1, subscribe)].concat();
+        let mut conn = Conn::new(MemoryPeer::sending(&input), service.now, service.now);
+        (conn.stream_mut().closes, conn.stream_mut().room) = (false, 0);
+        service.read(&mut conn);
+        let mut doom = None;
+        for time in 1_700_000_005..1_700_100_000 {
+            let point = Point {
+                asset_id: 1,
+                time,
+                value: 1.6,
+            };
+            let (_, frame) = service.market.record(point).unwrap();
+            doom = conn.send_point(&frame, service.now, &service.config).1;
+            if doom.is_some() {
+                break;
+            }
+        }
+        assert_eq!(doom, Some(SLOW_CONSUMER));
+        assert!(conn.backlog() > service.config.client_queue_bytes);
     }
 }

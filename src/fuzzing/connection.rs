@@ -1,7 +1,7 @@
 //! The oracle for one whole client connection: arbitrary bytes through the real
 //! connection driver ([`Conn`]), its steps called as the reactor calls them.
 
-use std::io::{self, Cursor, Read, Write};
+use std::io::Cursor;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -10,7 +10,7 @@ use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 
 use crate::asset::{Point, default_assets};
 use crate::config::Config;
-use crate::conn::{Conn, Context, OpsOnly, Shared, Step, Stream};
+use crate::conn::{Conn, Context, MemoryPeer, OpsOnly, Shared};
 use crate::deflate::{Compressor, Inflater};
 use crate::http;
 use crate::market::Market;
@@ -59,34 +59,28 @@ pub(super) fn compressed_input(data: &[u8]) -> Option<(u8, u8, Vec<u8>)> {
         return None;
     };
     let mut rest = rest;
-    let mut input = DEFLATE_UPGRADE.to_vec();
-    let mut compressor = Compressor::new(1);
+    let (mut input, mut compressor) = (DEFLATE_UPGRADE.to_vec(), Compressor::new(1));
     while let [kind, len, tail @ ..] = rest {
         let (bytes, after) = tail.split_at(usize::from(*len).min(tail.len()));
         rest = after;
-        let payload = if kind & 1 != 0 {
-            let frame = compressor.text_frame(bytes);
-            frame[2 + usize::from(frame[1] == 126) * 2..].to_vec()
-        } else {
-            bytes.to_vec()
+        let frame = compressor.text_frame(bytes);
+        let payload = match kind & 1 {
+            1 => &frame[2 + usize::from(frame[1] == 126) * 2..],
+            _ => bytes,
         };
         let continuation = kind & 8 != 0;
+        // Masked with a key of zeros: the payload goes out as it is.
         let header = FrameHeader {
             is_final: kind & 4 == 0,
             rsv1: kind & 2 != 0 || (kind & 1 != 0 && !continuation),
-            mask: Some([7, 1, 3, 9]),
+            mask: Some([0; 4]),
             opcode: OpCode::from(u8::from(!continuation)),
             ..FrameHeader::default()
         };
         let _ = header.format(payload.len() as u64, &mut input);
-        input.extend(
-            payload
-                .iter()
-                .enumerate()
-                .map(|(i, b)| b ^ [7, 1, 3, 9][i % 4]),
-        );
+        input.extend_from_slice(payload);
     }
-    Some((*flags & !128, *seed, input))
+    Some((flags & !128, *seed, input))
 }
 
 /// Drives the connection; returns what the client received.
@@ -105,11 +99,12 @@ pub(super) fn run(flags: u8, seed: u8, input: Vec<u8>) -> Vec<u8> {
     for _ in 0..seed % 48 {
         tick(&mut market, &mut second);
     }
-    let closes = flags & 64 == 0;
-    let peer = Peer {
-        input,
-        closes,
-        ..Peer::default()
+    // The client sends and makes room round by round.
+    let peer = MemoryPeer {
+        sent: 0,
+        room: 0,
+        closes: flags & 64 == 0,
+        ..MemoryPeer::sending(&input)
     };
     let mut conn = Conn::new(peer, now, now + config.handshake_timeout);
     conn.ops_only = (flags & 128 != 0).then_some(OpsOnly::Full);
@@ -144,9 +139,18 @@ pub(super) fn run(flags: u8, seed: u8, input: Vec<u8>) -> Vec<u8> {
             shared: &mut shared,
             now,
         };
-        let mut steps = vec![conn.on_readable(0, cx)];
-        if steps[0].more_to_read {
-            steps.push(conn.on_readable(0, cx));
+        // As the reactor: read, answer a probe, resume a read that used up its budget.
+        let mut dooms = Vec::new();
+        for _ in 0..2 {
+            let step = conn.on_readable(0, cx);
+            if let Some((_, head_only)) = step.probe {
+                let body = http::response(200, "application/json", "", b"{}", head_only);
+                let _ = conn.respond(0, body, now, cx.metrics);
+            }
+            dooms.push(step.doom);
+            if !step.more_to_read {
+                break;
+            }
         }
         // A turn reads at most its budget of 16 KiB, after at most one request head.
         assert!(std::mem::take(&mut conn.stream_mut().read_in_turn) <= 16_384 + 8_193);
@@ -154,30 +158,15 @@ pub(super) fn run(flags: u8, seed: u8, input: Vec<u8>) -> Vec<u8> {
         if flags & 32 != 0 || random(4) == 0 {
             for (index, frame) in tick(cx.market, &mut second) {
                 if cx.market.subscribers(index).contains(&0) {
-                    let doom = conn.send_point(&frame, now, &config).1;
-                    steps.push(Step {
-                        doom,
-                        ..Step::default()
-                    });
+                    dooms.push(conn.send_point(&frame, now, &config).1);
                 }
             }
         }
         if random(16) == 0 {
-            let doom = conn.sweep(now, &config, cx.market.is_subscribed(0)).1;
-            steps.push(Step {
-                doom,
-                ..Step::default()
-            });
+            dooms.push(conn.sweep(now, &config, cx.market.is_subscribed(0)).1);
         }
-        for step in steps {
-            if let Some((_, head_only)) = step.probe {
-                let body = http::response(200, "application/json", "", b"{}", head_only);
-                let _ = conn.respond(0, body, now, cx.metrics);
-            }
-            if step
-                .doom
-                .is_some_and(|doom| conn.end(0, doom, cx.market, now))
-            {
+        for doom in dooms.into_iter().flatten() {
+            if conn.end(0, doom, cx.market, now) {
                 return check_output(conn, false);
             }
         }
@@ -187,11 +176,9 @@ pub(super) fn run(flags: u8, seed: u8, input: Vec<u8>) -> Vec<u8> {
             "a queue of {queued} bytes"
         );
         let peer = conn.stream_mut();
-        if peer.sent == peer.input.len() {
-            rounds_after_input += 1;
-            if rounds_after_input > 8 {
-                break;
-            }
+        rounds_after_input += usize::from(peer.sent == peer.input.len());
+        if rounds_after_input > 8 {
+            break;
         }
     }
     check_output(conn, true)
@@ -212,67 +199,8 @@ fn tick(market: &mut Market, second: &mut i64) -> Vec<(usize, bytes::Bytes)> {
         .collect()
 }
 
-/// The client's end, in memory: what it sends, what it was sent, how much it reads.
-#[derive(Debug, Default)]
-struct Peer {
-    input: Vec<u8>,
-    read: usize,
-    sent: usize,
-    read_in_turn: usize,
-    closes: bool,
-    written: Vec<u8>,
-    room: usize,
-    shut: bool,
-}
-
-impl Read for Peer {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let ready = &self.input[self.read..self.sent];
-        if ready.is_empty() && !(self.closes && self.sent == self.input.len()) {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let n = ready.len().min(buf.len());
-        buf[..n].copy_from_slice(&ready[..n]);
-        self.read += n;
-        self.read_in_turn += n;
-        Ok(n)
-    }
-}
-
-impl Write for Peer {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.write_vectored(&[io::IoSlice::new(buf)])
-    }
-
-    /// Takes what room allows from every slice, as a socket's `writev` does.
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        assert!(!self.shut, "a write after the write side was shut");
-        if self.room == 0 && bufs.iter().any(|b| !b.is_empty()) {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let before = self.written.len();
-        for buf in bufs {
-            let n = buf.len().min(self.room - (self.written.len() - before));
-            self.written.extend_from_slice(&buf[..n]);
-        }
-        self.room -= self.written.len() - before;
-        Ok(self.written.len() - before)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Stream for Peer {
-    fn shutdown_write(&mut self) -> io::Result<()> {
-        self.shut = true;
-        Ok(())
-    }
-}
-
 /// Checks what the client received; a connection still open writes the rest first.
-fn check_output(mut conn: Conn<Peer>, open: bool) -> Vec<u8> {
+fn check_output(mut conn: Conn<MemoryPeer>, open: bool) -> Vec<u8> {
     if open {
         conn.stream_mut().room = usize::MAX / 2;
         let _ = conn.flush();
@@ -330,42 +258,28 @@ fn check_message(text: &str, subscribed: &mut Option<(Option<i64>, i64)>) {
     let value: Value = serde_json::from_str(text).expect("messages are JSON");
     let message = &value["message"];
     assert!(message.is_object(), "{text}");
-    let id_time = |p: &Value| {
-        (
-            p["assetId"].as_i64().expect("id"),
-            p["time"].as_i64().expect("time"),
-        )
-    };
-    match value["action"].as_str() {
-        Some("assets" | "error") => {}
-        Some("unsubscribed") => *subscribed = None,
+    let points = match value["action"].as_str() {
+        Some("assets" | "error") => return,
+        Some("unsubscribed") => return *subscribed = None,
         Some("asset_history") => {
-            let (mut asset, mut last) = (None, i64::MIN);
-            for (id, time) in message["points"]
+            *subscribed = Some((None, i64::MIN));
+            message["points"]
                 .as_array()
                 .expect("points")
                 .iter()
-                .map(id_time)
-            {
-                assert!(
-                    asset.is_none_or(|a| a == id) && time > last,
-                    "a broken history"
-                );
-                (asset, last) = (Some(id), time);
-            }
-            *subscribed = Some((asset, last));
+                .collect()
         }
-        Some("point") => {
-            let Some((asset, last)) = subscribed else {
-                panic!("a point without a subscription: {text}");
-            };
-            let (id, time) = id_time(message);
-            assert!(
-                asset.is_none_or(|a| a == id) && time > *last,
-                "a point out of place"
-            );
-            (*asset, *last) = (Some(id), time);
-        }
+        Some("point") => vec![message],
         other => panic!("unknown action {other:?}"),
+    };
+    let (asset, last) = subscribed.as_mut().expect("a point with a subscription");
+    for point in points {
+        let id = point["assetId"].as_i64().expect("id");
+        let time = point["time"].as_i64().expect("time");
+        assert!(
+            asset.is_none_or(|a| a == id) && time > *last,
+            "out of place: {text}"
+        );
+        (*asset, *last) = (Some(id), time);
     }
 }

@@ -123,31 +123,20 @@ pub(super) fn response_len(bytes: &[u8]) -> Option<(u16, usize)> {
         Ok(httparse::Status::Partial) => return None,
         Err(e) => panic!("not a response ({e}): {:?}", String::from_utf8_lossy(bytes)),
     };
-    assert_eq!(response.version, Some(1));
-    let status = response.code.expect("a status");
-    let length = response
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("content-length"));
-    let body = length.map(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok());
-    match body {
-        Some(body) => {
-            let body = body.expect("a numeric Content-Length");
-            // A `HEAD` answer says the length of the body it does not carry.
-            Some((
-                status,
-                if bytes.len() == head {
-                    head
-                } else {
-                    head + body
-                },
-            ))
-        }
-        None => {
-            assert_eq!(status, 101, "a {status} without Content-Length");
-            Some((status, head))
-        }
-    }
+    let status = response.code.filter(|_| response.version == Some(1));
+    let status = status.expect("an HTTP/1.1 status");
+    let is_length = |h: &&httparse::Header| h.name.eq_ignore_ascii_case("content-length");
+    let Some(length) = response.headers.iter().find(is_length) else {
+        assert_eq!(status, 101, "a {status} without Content-Length");
+        return Some((status, head));
+    };
+    let body = std::str::from_utf8(length.value)
+        .ok()
+        .and_then(|l| l.parse().ok());
+    let body: usize = body.expect("a numeric Content-Length");
+    // A `HEAD` answer says the length of the body it does not carry.
+    let carried = bytes.len() > head;
+    Some((status, if carried { head + body } else { head }))
 }
 
 /// A feed's answer ([`ratesjson::parse`]) for the default assets: every quote usable,
