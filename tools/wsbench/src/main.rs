@@ -91,8 +91,8 @@
 //! client_procs, with `--instances` also instances and per instance i0_role, i0_clients,
 //! i0_reactor_us_per_point, i0_spread_p99_ms, ...; with `--deflate` one line: the first
 //! run's keys, the compressing run's behind `deflate_` (deflate_setup_s,
-//! deflate_history_wire_b, ...), and setup_ratio, reactor_ratio (the compressing run's
-//! over the first's) and history_wire_share (its history on the wire over its JSON); a
+//! deflate_history_wire_b, ...), and setup_ratio, subscribe_ratio (the subscribe phase
+//! alone), reactor_ratio (the compressing run's over the first's) and history_wire_share (its history on the wire over its JSON); a
 //! soak has its own keys). Exit status 0 when the run completed (findings such as lost
 //! points are reported, not fatal), 1 on a usage error, 2 when it could not run.
 //!
