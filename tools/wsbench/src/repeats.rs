@@ -154,7 +154,8 @@ impl Repeats {
             return None;
         }
         Some(Gathering {
-            bytes: Vec::with_capacity(len as usize),
+            // A history is about 124 KB; a longer payload grows the copy as it comes.
+            bytes: Vec::with_capacity(len.min(256 * 1024) as usize),
             _slot: Rc::clone(&self.copies),
         })
     }
