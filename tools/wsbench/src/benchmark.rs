@@ -526,6 +526,7 @@ fn finish_checks(snap: &Snapshot, report: &mut Report) {
     report.history_wire_bytes = snap.history_wire_bytes;
     report.history_json_bytes = snap.history_json_bytes;
     report.compressed_messages = snap.compressed_messages;
+    report.reused_verdicts = snap.reused_verdicts;
     report.history_gaps = snap.history_gaps;
     report.history_wrong_asset = snap.history_wrong_asset;
     report.error_replies = snap.error_replies;

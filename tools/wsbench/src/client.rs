@@ -12,13 +12,21 @@
 //! is here, straight from the read buffer when it arrived whole, else from its payload
 //! gathered on the client meanwhile; the inflated bytes are scanned like a plain
 //! message's, so every check works the same on both.
+//!
+//! A long payload byte-identical to one verified before (every subscriber of an asset
+//! gets the same history frame in the same second) is not read again: the process's
+//! verifier (`verify.rs`, `repeats.rs`) hands over that payload's verdict, found by
+//! comparing the whole payload when it arrived whole (or was gathered, compressed), or
+//! piece by piece as a plain one arrives. Every client's own stream check runs on it
+//! all the same.
 
 use crate::check::{PointFit, StreamCheck};
 use crate::frame::{self, Header};
 use crate::handshake::Upgrade;
-use crate::inflate::Inflater;
+use crate::repeats::{Follower, Gathering, Repeats, Verdict};
 use crate::scan::{Action, Scanner, Summary};
 use crate::tally::{Stamp, Tally};
+use crate::verify::{Verified, Verifier};
 use crate::wire::Wire;
 use std::io;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -123,8 +131,16 @@ struct Incoming {
 
 /// A message's payload while it arrives.
 enum Body {
-    /// Scanned as it comes; `len` bytes so far.
-    Plain { scan: Scanner, len: u64 },
+    /// Scanned as it comes; `len` bytes so far; copied meanwhile when it is to be
+    /// remembered once verified (`repeats.rs`).
+    Plain {
+        scan: Scanner,
+        len: u64,
+        copy: Option<Gathering>,
+    },
+    /// Plain, and so far byte-identical to a payload verified before: compared as it
+    /// comes, read only if it turns out to differ.
+    Repeating(Follower),
     /// Compressed: gathered until it is complete, then inflated and scanned.
     Compressed(Vec<u8>),
 }
@@ -140,29 +156,69 @@ struct Received {
     json: u64,
     /// It came compressed.
     compressed: bool,
+    /// Its payload repeated one verified before, whose verdict it took.
+    reused: bool,
+}
+
+impl Received {
+    fn of(v: Verified, wire: u64, compressed: bool) -> Received {
+        Received {
+            summary: v.verdict.summary,
+            wire,
+            json: v.verdict.json,
+            compressed,
+            reused: v.reused,
+        }
+    }
 }
 
 impl Incoming {
-    fn new(compressed: bool, first_len: u64) -> Incoming {
+    /// A message whose first frame has `first_len` bytes of payload (`fin`: and is its
+    /// only frame): a plain one-frame message long enough to repeat a verified one is
+    /// compared with those of its length, or copied to be remembered.
+    fn new(compressed: bool, first_len: u64, fin: bool, repeats: &Repeats) -> Incoming {
         let body = if compressed {
             Body::Compressed(Vec::with_capacity(
                 first_len.min(MAX_GATHERED as u64) as usize
             ))
+        } else if let Some(follower) = repeats.follow(first_len).filter(|_| fin) {
+            Body::Repeating(follower)
         } else {
             Body::Plain {
                 scan: Scanner::default(),
                 len: 0,
+                copy: repeats.gather(first_len).filter(|_| fin),
             }
         };
         Incoming { body, wire: 0 }
     }
 
     /// Takes the next piece of the payload (`last`: the message ends with it).
-    fn take(&mut self, piece: &[u8], last: bool) -> Result<(), Ending> {
+    fn take(&mut self, piece: &[u8], last: bool, repeats: &Repeats) -> Result<(), Ending> {
         match &mut self.body {
-            Body::Plain { scan, len } => {
+            Body::Plain { scan, len, copy } => {
                 scan.feed(piece, last);
                 *len += piece.len() as u64;
+                if let Some(copy) = copy {
+                    copy.bytes.extend_from_slice(piece);
+                }
+            }
+            Body::Repeating(follower) => {
+                if let Some(prefix) = follower.feed(piece) {
+                    // It differs: read what came so far (the remembered payload's
+                    // prefix, byte for byte), then this piece, as if read all along.
+                    let before = prefix.bytes();
+                    let mut scan = Scanner::default();
+                    scan.feed(before, false);
+                    scan.feed(piece, last);
+                    let len = (before.len() + piece.len()) as u64;
+                    let copy = repeats.gather(len).map(|mut c| {
+                        c.bytes.extend_from_slice(before);
+                        c.bytes.extend_from_slice(piece);
+                        c
+                    });
+                    self.body = Body::Plain { scan, len, copy };
+                }
             }
             Body::Compressed(gathered) => {
                 if gathered.len() + piece.len() > MAX_GATHERED {
@@ -177,32 +233,34 @@ impl Incoming {
     }
 
     /// The whole message, once its last piece was taken.
-    fn finish(self, inflater: &mut Inflater) -> Result<Received, Ending> {
-        match self.body {
-            Body::Plain { scan, len } => Ok(Received {
-                summary: scan.summary(),
-                wire: self.wire,
-                json: len,
-                compressed: false,
-            }),
-            Body::Compressed(gathered) => inflated(&gathered, self.wire, inflater),
-        }
+    fn finish(self, verifier: &mut Verifier) -> Result<Received, Ending> {
+        let compressed = matches!(self.body, Body::Compressed(_));
+        let verified = match self.body {
+            Body::Plain { scan, len, copy } => {
+                let verdict = Verdict {
+                    summary: scan.summary(),
+                    json: len,
+                };
+                if let Some(copy) = copy.filter(|c| c.bytes.len() as u64 == len) {
+                    verifier.repeats.remember(false, &copy.bytes, verdict);
+                }
+                Verified {
+                    verdict,
+                    reused: false,
+                }
+            }
+            Body::Repeating(follower) => Verified {
+                verdict: follower.verdict().ok_or_else(|| {
+                    Ending::Protocol("message ended before its frame's length".into())
+                })?,
+                reused: true,
+            },
+            Body::Compressed(gathered) => verifier
+                .whole(true, &gathered)
+                .map_err(|e| Ending::Protocol(e.to_string()))?,
+        };
+        Ok(Received::of(verified, self.wire, compressed))
     }
-}
-
-/// A compressed message's whole payload, inflated and scanned; `wire` its bytes on the wire.
-fn inflated(payload: &[u8], wire: u64, inflater: &mut Inflater) -> Result<Received, Ending> {
-    let mut scan = Scanner::default();
-    let json = inflater
-        .inflate(payload, |piece| scan.feed(piece, false))
-        .map_err(|e| Ending::Protocol(e.to_string()))?;
-    scan.feed(&[], true);
-    Ok(Received {
-        summary: scan.summary(),
-        wire,
-        json,
-        compressed: true,
-    })
 }
 
 impl Client {
@@ -312,7 +370,8 @@ impl Client {
     }
 
     /// Handles the bytes received (those kept from the last read first): the upgrade's
-    /// answer while upgrading, then frames, a compressed message inflated by `inflater`.
+    /// answer while upgrading, then frames, a compressed message inflated by `verifier`
+    /// (which knows a long payload verified before when it sees it again).
     /// Returns how many were used; the rest (an incomplete answer head, frame header or
     /// control frame) is for the next read.
     pub fn receive(
@@ -320,7 +379,7 @@ impl Client {
         buf: &[u8],
         at: Stamp,
         tally: &mut Tally,
-        inflater: &mut Inflater,
+        verifier: &mut Verifier,
     ) -> Result<usize, Ending> {
         let mut used = 0;
         if self.phase == Phase::Handshaking {
@@ -330,7 +389,7 @@ impl Client {
             }
         }
         if self.phase == Phase::Open {
-            used += self.frames(&buf[used..], at, tally, inflater)?;
+            used += self.frames(&buf[used..], at, tally, verifier)?;
         }
         Ok(used)
     }
@@ -378,14 +437,14 @@ impl Client {
         buf: &[u8],
         at: Stamp,
         tally: &mut Tally,
-        inflater: &mut Inflater,
+        verifier: &mut Verifier,
     ) -> Result<usize, Ending> {
         let mut pos = 0;
         loop {
             let step = if self.rx_in_payload {
-                self.payload_piece(&buf[pos..], at, tally, inflater)?
+                self.payload_piece(&buf[pos..], at, tally, verifier)?
             } else {
-                self.frame_start(&buf[pos..], at, tally, inflater)?
+                self.frame_start(&buf[pos..], at, tally, verifier)?
             };
             match step {
                 Some(used) => pos += used,
@@ -401,7 +460,7 @@ impl Client {
         buf: &[u8],
         at: Stamp,
         tally: &mut Tally,
-        inflater: &mut Inflater,
+        verifier: &mut Verifier,
     ) -> Result<Option<usize>, Ending> {
         let avail = self.rx_remaining.min(buf.len() as u64) as usize;
         if avail == 0 && self.rx_remaining > 0 {
@@ -412,13 +471,13 @@ impl Client {
         let Some(msg) = self.msg.as_mut() else {
             return Err(Ending::Protocol("payload outside a message".into()));
         };
-        msg.take(&buf[..avail], frame_done && self.rx_fin)?;
+        msg.take(&buf[..avail], frame_done && self.rx_fin, &verifier.repeats)?;
         if frame_done {
             self.rx_in_payload = false;
             if self.rx_fin
                 && let Some(msg) = self.msg.take()
             {
-                let received = msg.finish(inflater)?;
+                let received = msg.finish(verifier)?;
                 self.message(received, at, tally);
             }
         }
@@ -433,7 +492,7 @@ impl Client {
         buf: &[u8],
         at: Stamp,
         tally: &mut Tally,
-        inflater: &mut Inflater,
+        verifier: &mut Verifier,
     ) -> Result<Option<usize>, Ending> {
         let header =
             frame::parse_header(buf, self.deflate).map_err(|e| Ending::Protocol(e.to_string()))?;
@@ -455,17 +514,14 @@ impl Client {
             OpCode::Data(Data::Text) if h.fin && whole => {
                 let total = h.header_len + h.len as usize;
                 let payload = &buf[h.header_len..total];
-                let received = if h.compressed {
-                    inflated(payload, total as u64, inflater)?
-                } else {
-                    Received {
-                        summary: Scanner::scan_complete(payload),
-                        wire: total as u64,
-                        json: h.len,
-                        compressed: false,
-                    }
-                };
-                self.message(received, at, tally);
+                let verified = verifier
+                    .whole(h.compressed, payload)
+                    .map_err(|e| Ending::Protocol(e.to_string()))?;
+                self.message(
+                    Received::of(verified, total as u64, h.compressed),
+                    at,
+                    tally,
+                );
                 Ok(Some(total))
             }
             OpCode::Data(Data::Binary) if h.fin && whole => {
@@ -473,16 +529,16 @@ impl Client {
                 Ok(Some(h.header_len + h.len as usize))
             }
             OpCode::Data(_) => {
-                self.begin_payload(h);
+                self.begin_payload(h, &verifier.repeats);
                 Ok(Some(h.header_len))
             }
         }
     }
 
-    fn begin_payload(&mut self, h: Header) {
+    fn begin_payload(&mut self, h: Header, repeats: &Repeats) {
         let msg = self
             .msg
-            .get_or_insert_with(|| Box::new(Incoming::new(h.compressed, h.len)));
+            .get_or_insert_with(|| Box::new(Incoming::new(h.compressed, h.len, h.fin, repeats)));
         msg.wire += h.header_len as u64 + h.len;
         self.rx_in_payload = true;
         self.rx_remaining = h.len;
@@ -526,6 +582,7 @@ impl Client {
             }
             Action::AssetHistory => {
                 tally.histories += 1;
+                tally.reused_verdicts += u64::from(m.reused);
                 tally.history_wire_bytes += m.wire;
                 tally.history_json_bytes += m.json;
                 let was_subscribed = self.check.asset != 0;
@@ -624,11 +681,11 @@ mod tests {
         bytes: &[u8],
         step: usize,
     ) -> Result<(), Ending> {
-        let mut inflater = Inflater::default();
+        let mut verifier = Verifier::default();
         for piece in bytes.chunks(step) {
             let mut buf = std::mem::take(&mut c.pending);
             buf.extend_from_slice(piece);
-            let used = c.frames(&buf, stamp(5), tally, &mut inflater)?;
+            let used = c.frames(&buf, stamp(5), tally, &mut verifier)?;
             c.pending = buf[used..].to_vec();
         }
         Ok(())
@@ -698,7 +755,7 @@ mod tests {
                 let mut buf = std::mem::take(&mut c.pending);
                 buf.extend_from_slice(piece);
                 let used = c
-                    .receive(&buf, stamp(9), &mut tally, &mut Inflater::default())
+                    .receive(&buf, stamp(9), &mut tally, &mut Verifier::default())
                     .unwrap();
                 c.keep(&buf[used..]);
             }
@@ -720,7 +777,7 @@ mod tests {
             b"HTTP/1.1 503 Busy\r\n\r\n",
             stamp(1),
             &mut tally,
-            &mut Inflater::default(),
+            &mut Verifier::default(),
         );
         assert!(matches!(r, Err(Ending::Handshake(_))), "{r:?}");
     }
@@ -744,9 +801,9 @@ mod tests {
         assert_eq!(c.check.lost + c.check.dup, 0);
     }
 
-    /// One call of `frames` on `bytes`, with a fresh inflater.
+    /// One call of `frames` on `bytes`, with a fresh verifier.
     fn frames(c: &mut Client, bytes: &[u8], tally: &mut Tally) -> Result<usize, Ending> {
-        c.frames(bytes, stamp(1), tally, &mut Inflater::default())
+        c.frames(bytes, stamp(1), tally, &mut Verifier::default())
     }
 
     #[test]
@@ -865,6 +922,125 @@ mod tests {
         }
     }
 
+    /// A subscribed client (to asset 3) fed `stream` in pieces of `step` through the
+    /// shared `verifier`: its tally and itself, or the first error.
+    fn try_through(
+        v: &mut Verifier,
+        stream: &[u8],
+        step: usize,
+        deflate: bool,
+    ) -> Result<(Tally, Client), Ending> {
+        let mut c = Client::failed();
+        c.deflate = deflate;
+        let mut tally = Tally {
+            awaiting: 1,
+            ..Tally::default()
+        };
+        c.check.subscribed(3);
+        for piece in stream.chunks(step) {
+            let mut buf = std::mem::take(&mut c.pending);
+            buf.extend_from_slice(piece);
+            let used = c.frames(&buf, stamp(5), &mut tally, v)?;
+            c.pending = buf[used..].to_vec();
+        }
+        Ok((tally, c))
+    }
+
+    fn through(v: &mut Verifier, stream: &[u8], step: usize, deflate: bool) -> (Tally, Client) {
+        try_through(v, stream, step, deflate).unwrap()
+    }
+
+    /// 1800 points of asset 3 from `first`, their values varied as real ones are (so the
+    /// history compresses no better than a real one), with one time changed if `gap`.
+    fn varied_history(first: i64, gap: Option<(i64, i64)>) -> String {
+        let p: Vec<String> = (first..first + 1800)
+            .map(|t| {
+                let v = (t * 7_919 % 100_003) as f64 / 997.0;
+                let t = match gap {
+                    Some((was, is)) if was == t => is,
+                    _ => t,
+                };
+                format!(r#"{{"assetName":"X","time":{t},"assetId":3,"value":{v}}}"#)
+            })
+            .collect();
+        format!(
+            r#"{{"action":"asset_history","message":{{"points":[{}]}}}}"#,
+            p.join(",")
+        )
+    }
+
+    /// `json` as one frame, compressed or not, then live points of asset 3 from `next`.
+    fn then_points(json: &str, next: i64, compress: bool) -> Vec<u8> {
+        let mut s = if compress {
+            compressed_text(json)
+        } else {
+            text(json)
+        };
+        for t in next..next + 3 {
+            s.extend(text(&point(3, t)));
+        }
+        s
+    }
+
+    #[test]
+    fn a_repeated_history_takes_the_verdict_and_every_client_is_still_checked() {
+        for (deflate, step) in [
+            (false, 1_000),
+            (false, 1 << 20),
+            (true, 1_000),
+            (true, 1 << 20),
+        ] {
+            let case = format!("deflate {deflate}, pieces of {step}");
+            let mut v = Verifier::default();
+            let h = varied_history(1_000, None);
+            let clean = then_points(&h, 2_800, deflate);
+            let (t, c) = through(&mut v, &clean, step, deflate);
+            assert_eq!((t.histories, t.reused_verdicts), (1, 0), "{case}");
+            // The same history again, for a second client: its verdict is reused ...
+            let (t2, c2) = through(&mut v, &clean, step, deflate);
+            assert_eq!((t2.histories, t2.reused_verdicts), (1, 1), "{case}");
+            assert_eq!(t2.history_len, Some((1800, 1800)));
+            assert_eq!(
+                (t2.history_json_bytes, t2.history_wire_bytes),
+                (t.history_json_bytes, t.history_wire_bytes)
+            );
+            assert_eq!(c2.check, c.check);
+            assert_eq!((c2.check.lost, c2.check.seam_bad), (0, 0));
+            assert_eq!(c2.check.last, Some(2_802));
+            // ... and each client's own points are still checked: one lost at the seam.
+            let (t3, c3) = through(&mut v, &then_points(&h, 2_801, deflate), step, deflate);
+            assert_eq!(t3.reused_verdicts, 1, "{case}");
+            assert_eq!((c3.check.lost, c3.check.seam_bad), (1, 1), "{case}");
+            // A history of the same length one byte apart (a gap late in it) is read
+            // afresh and caught, and caught again when it repeats.
+            let gap = varied_history(1_000, Some((2_700, 2_900)));
+            assert_eq!(gap.len(), h.len());
+            for reused in [0, 1] {
+                let (t4, _) = through(&mut v, &then_points(&gap, 2_800, deflate), step, deflate);
+                assert_eq!((t4.reused_verdicts, t4.history_gaps), (reused, 2), "{case}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_repeat_that_does_not_inflate_is_still_refused() {
+        let mut v = Verifier::default();
+        let z = compress_message(varied_history(1_000, None).as_bytes());
+        assert!(z.len() >= crate::repeats::MIN_BYTES);
+        let (t, _) = through(&mut v, &server_frame(0xC1, &z), 500, true);
+        assert_eq!(t.histories, 1);
+        // The same length, a first block of a type that does not exist.
+        let mut bad = z.clone();
+        bad[0] |= 0b110;
+        for step in [500, 1 << 20] {
+            let r = try_through(&mut v, &server_frame(0xC1, &bad), step, true);
+            assert!(
+                matches!(&r, Err(Ending::Protocol(why)) if why.contains("inflate")),
+                "step {step}"
+            );
+        }
+    }
+
     #[test]
     fn rsv1_where_it_may_not_be_is_a_protocol_error() {
         let z = compressed_text(&history(3, 100, 5));
@@ -912,7 +1088,7 @@ mod tests {
         tally.awaiting = 1;
         stream.extend(compressed_text(&history(2, 10, 3)));
         let used = c
-            .receive(&stream, stamp(3), &mut tally, &mut Inflater::default())
+            .receive(&stream, stamp(3), &mut tally, &mut Verifier::default())
             .unwrap();
         assert_eq!(used, stream.len());
         assert!(c.deflate);

@@ -1,8 +1,9 @@
 //! `--deflate`: the benchmark twice, each against fresh servers and with every phase the
 //! same, clients offering no extension first, then clients that offer permessage-deflate;
 //! both reports,
-//! then what the compression changed: setup time, history bytes on the wire, reactor CPU
-//! per delivered point, server memory per connection.
+//! then what the compression changed: setup time (and the subscribe phase alone, since
+//! connecting costs the same in both), history bytes on the wire, reactor CPU per
+//! delivered point, server memory per connection.
 
 use crate::benchmark;
 use crate::error::BenchError;
@@ -43,10 +44,27 @@ fn show(v: Option<f64>, decimals: usize, unit: &str) -> String {
     v.map_or("n/a".to_string(), |v| format!("{v:.decimals$}{unit}"))
 }
 
+/// A time ratio (deflate over plain) and how much faster or slower that is.
+fn with_speed(r: Option<f64>) -> String {
+    let speed = match r {
+        Some(r) if r > 0.0 && r <= 1.0 => format!(" ({:.2}× faster)", 1.0 / r),
+        Some(r) if r > 1.0 => format!(" ({r:.2}× slower)"),
+        _ => String::new(),
+    };
+    format!("{}{speed}", show(r, 2, ""))
+}
+
 impl Comparison {
     /// The deflate run's setup time over the plain run's (below 1: compression is faster).
     pub fn setup_ratio(&self) -> Option<f64> {
         ratio(Some(self.plain.setup_s()), Some(self.deflate.setup_s()))
+    }
+
+    /// The deflate run's subscribe phase (every subscribe sent, every history received)
+    /// over the plain run's: the setup without the connecting, which costs the same in
+    /// both.
+    pub fn subscribe_ratio(&self) -> Option<f64> {
+        ratio(Some(self.plain.subscribe_s), Some(self.deflate.subscribe_s))
     }
 
     /// The deflate run's reactor CPU per delivered point over the plain run's.
@@ -106,16 +124,23 @@ impl Comparison {
             show(share(d), 1, " %"),
             String::new(),
         );
-        let faster = match self.setup_ratio() {
-            Some(r) if r > 0.0 && r <= 1.0 => format!(" ({:.2}× faster)", 1.0 / r),
-            Some(r) if r > 1.0 => format!(" ({r:.2}× slower)"),
-            _ => String::new(),
-        };
         row(
             "setup: connect + subscribe of all",
             format!("{:.3} s", p.setup_s()),
             format!("{:.3} s", d.setup_s()),
-            format!("{}{faster}", show(self.setup_ratio(), 2, "")),
+            with_speed(self.setup_ratio()),
+        );
+        row(
+            "  connect + upgrade of all",
+            format!("{:.3} s", p.connect_s),
+            format!("{:.3} s", d.connect_s),
+            show(ratio(Some(p.connect_s), Some(d.connect_s)), 2, ""),
+        );
+        row(
+            "  subscribe -> history of all",
+            format!("{:.3} s", p.subscribe_s),
+            format!("{:.3} s", d.subscribe_s),
+            with_speed(self.subscribe_ratio()),
         );
         let (pc, dc) = (p.subscribe_cpu, d.subscribe_cpu);
         for (what, plain, deflate) in [
@@ -177,6 +202,7 @@ impl Comparison {
 
     fn comparison_keys(&self, k: &mut Keys) {
         k.opt("setup_ratio", self.setup_ratio());
+        k.opt("subscribe_ratio", self.subscribe_ratio());
         k.opt("reactor_ratio", self.reactor_ratio());
         k.opt("history_wire_share", self.history_wire_share());
     }
@@ -265,6 +291,7 @@ mod tests {
         assert_eq!(k["setup_s"], "2.000");
         assert_eq!(k["deflate_setup_s"], "1.000");
         assert_eq!(k["setup_ratio"], "0.500");
+        assert_eq!(k["subscribe_ratio"], "0.500");
         assert_eq!(k["reactor_ratio"], "0.909");
         assert_eq!(k["history_wire_share"], "0.068");
         assert_eq!(k["deflate_idle_per_conn_b"], "1024.000");
@@ -289,6 +316,7 @@ mod tests {
         c.plain.tick_points = 0;
         let k = keys(&c.result_line());
         assert_eq!(k["setup_ratio"], "na");
+        assert_eq!(k["subscribe_ratio"], "na");
         assert_eq!(k["reactor_ratio"], "na");
         assert_eq!(k["history_wire_share"], "na");
         assert_eq!(k["deflate_history_wire_b"], "na");

@@ -4,10 +4,10 @@
 use crate::check::Findings;
 use crate::client::{Behaviour, Client, Ending, Phase};
 use crate::frame;
-use crate::inflate::Inflater;
 use crate::net;
 use crate::tally::{Stamp, Tally};
 use crate::tls::ClientTls;
+use crate::verify::Verifier;
 use crate::wire::Wire;
 use mio::{Events, Interest, Poll, Token};
 use std::io;
@@ -60,8 +60,9 @@ pub struct State {
     /// Findings of steady clients whose slot was reused by a new connection (soak).
     pub retired: Findings,
     scratch: Vec<u8>,
-    /// The process's one inflater: every client's compressed messages go through it.
-    inflater: Inflater,
+    /// The process's one inflater and its memory of verified payloads: every client's
+    /// compressed messages and long payloads go through it.
+    verifier: Verifier,
     setup: Setup,
     host: String,
 }
@@ -86,7 +87,7 @@ impl Bench {
                 base,
                 retired: Findings::default(),
                 scratch: vec![0; HEADROOM + READ_SIZE],
-                inflater: Inflater::default(),
+                verifier: Verifier::default(),
                 host: setup.addr.to_string(),
                 setup,
             },
@@ -443,7 +444,7 @@ impl State {
                 clients,
                 tally,
                 scratch,
-                inflater,
+                verifier,
                 base,
                 ..
             } = self;
@@ -469,7 +470,7 @@ impl State {
                 Err(e) => return self.end(idx, Ending::Io(e.to_string())),
             };
             let buf = &scratch[start..HEADROOM + n];
-            match c.receive(buf, Stamp::now(*base), tally, inflater) {
+            match c.receive(buf, Stamp::now(*base), tally, verifier) {
                 Ok(used) => c.keep(&buf[used..]),
                 Err(ending) => return self.end(idx, ending),
             }

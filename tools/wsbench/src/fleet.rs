@@ -148,6 +148,8 @@ pub struct Snapshot {
     pub history_json_bytes: u64,
     /// Messages that came compressed.
     pub compressed_messages: u64,
+    /// Histories that took the verdict on a payload verified before.
+    pub reused_verdicts: u64,
     /// Smallest and largest history.
     pub history_len: Option<(u32, u32)>,
     /// History points not 1 s after the previous.
@@ -194,6 +196,7 @@ impl Snapshot {
             history_wire_bytes: t.history_wire_bytes,
             history_json_bytes: t.history_json_bytes,
             compressed_messages: t.compressed_messages,
+            reused_verdicts: t.reused_verdicts,
             history_len: t.history_len,
             history_gaps: t.history_gaps,
             history_wrong_asset: t.history_wrong_asset,
@@ -224,6 +227,7 @@ impl Snapshot {
         self.history_wire_bytes += o.history_wire_bytes;
         self.history_json_bytes += o.history_json_bytes;
         self.compressed_messages += o.compressed_messages;
+        self.reused_verdicts += o.reused_verdicts;
         self.history_len = match (self.history_len, o.history_len) {
             (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
             (a, b) => a.or(b),

@@ -91,8 +91,8 @@
 //! client_procs, with `--instances` also instances and per instance i0_role, i0_clients,
 //! i0_reactor_us_per_point, i0_spread_p99_ms, ...; with `--deflate` one line: the first
 //! run's keys, the compressing run's behind `deflate_` (deflate_setup_s,
-//! deflate_history_wire_b, ...), and setup_ratio, reactor_ratio (the compressing run's
-//! over the first's) and history_wire_share (its history on the wire over its JSON); a
+//! deflate_history_wire_b, ...), and setup_ratio, subscribe_ratio (the subscribe phase
+//! alone), reactor_ratio (the compressing run's over the first's) and history_wire_share (its history on the wire over its JSON); a
 //! soak has its own keys). Exit status 0 when the run completed (findings such as lost
 //! points are reported, not fatal), 1 on a usage error, 2 when it could not run.
 //!
@@ -110,7 +110,9 @@
 //! `handshake.rs`; a client's frames are read in one place, `Client::receive` in
 //! `client.rs`, with headers parsed by tungstenite's `FrameHeader` in `frame.rs` and
 //! payloads scanned where they lie by `scan.rs` (compressed ones inflated first by the
-//! process's one inflater, `inflate.rs`); the stream checks are `check.rs`. A new way of
+//! process's one inflater, `inflate.rs`; a long payload seen before, byte for byte, takes
+//! the verdict remembered for it, `verify.rs` and `repeats.rs`); the stream checks are
+//! `check.rs`. A new way of
 //! connecting leaves the phases alone: it is a field of `Setup` (`driver.rs`) that the
 //! client processes are handed too; TLS wraps the socket where it is opened (`net.rs`,
 //! `wire.rs`) and read (`State::read` in `driver.rs`); an extension is asked for and
@@ -139,6 +141,7 @@ mod options;
 mod pgdb;
 mod probe;
 mod procfs;
+mod repeats;
 mod report;
 mod scan;
 mod server;
@@ -147,6 +150,7 @@ mod soak_report;
 mod stats;
 mod tally;
 mod tls;
+mod verify;
 mod wire;
 
 use error::BenchError;

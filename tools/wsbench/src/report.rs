@@ -184,6 +184,8 @@ pub struct Report {
     pub history_json_bytes: u64,
     /// Messages that came compressed.
     pub compressed_messages: u64,
+    /// Histories whose payload repeated one verified before (the tool read it once).
+    pub reused_verdicts: u64,
     /// History points not 1 s after the previous.
     pub history_gaps: u64,
     /// History points of the wrong asset.
@@ -478,6 +480,13 @@ impl Report {
                 self.histories
             );
         }
+        let _ = writeln!(
+            o,
+            "  the tool read {} of {} histories; the others repeated one it had read, byte for \
+             byte, and took its verdict",
+            self.histories.saturating_sub(self.reused_verdicts),
+            self.histories
+        );
     }
 
     /// Server memory at rest, with idle and with subscribed clients, after the storm.
@@ -851,6 +860,7 @@ impl Report {
         k.opt("history_wire_b", self.history_wire_b());
         k.opt("history_json_b", self.history_json_b());
         k.put("compressed_msgs", self.compressed_messages);
+        k.put("reused_verdicts", self.reused_verdicts);
     }
 
     /// The measured ticks: arrival figures and CPU per point.

@@ -167,6 +167,9 @@ pub struct Tally {
     pub history_json_bytes: u64,
     /// Messages that came compressed.
     pub compressed_messages: u64,
+    /// Histories whose payload repeated, byte for byte, one verified before and took its
+    /// verdict instead of being read again (`repeats.rs`).
+    pub reused_verdicts: u64,
     /// Points in each history: smallest and largest.
     pub history_len: Option<(u32, u32)>,
     /// History points not exactly 1 s after the previous one.

@@ -311,6 +311,11 @@ fn wsbench_deflate_compares_plain_and_compressing_clients() {
     );
     assert!(number(&r, "history_wire_share") < 0.2, "{stdout}");
     assert!(number(&r, "setup_ratio") > 0.0, "{stdout}");
+    assert!(number(&r, "subscribe_ratio") > 0.0, "{stdout}");
+    // Every subscriber of an asset in a second gets the same history: the tool reads it
+    // once and the others take its verdict, in both runs.
+    assert!(number(&r, "reused_verdicts") > 0.0, "{stdout}");
+    assert!(number(&r, "deflate_reused_verdicts") > 0.0, "{stdout}");
     assert!(
         stdout.contains("clients offering permessage-deflate against clients offering none"),
         "{stdout}"
