@@ -27,6 +27,8 @@ pub struct Outbox {
     queued: usize,
     /// The last queued frame is a pong not yet started.
     pong_at_back: bool,
+    /// The front frame must go out even before a close to a slow consumer.
+    front_pinned: bool,
 }
 
 impl Outbox {
@@ -38,6 +40,13 @@ impl Outbox {
         self.queued += frame.len();
         self.frames.push_back(frame);
         self.pong_at_back = false;
+    }
+
+    /// Queues a frame that [`Outbox::discard_unstarted`] keeps even before it starts:
+    /// the `101` response, without which a close frame after it would not be WebSocket.
+    pub fn push_pinned(&mut self, frame: Bytes) {
+        self.front_pinned |= self.frames.is_empty() && !frame.is_empty();
+        self.push(frame);
     }
 
     /// Queues a pong, replacing the previous one if it is still last and unsent: only
@@ -81,9 +90,10 @@ impl Outbox {
     }
 
     /// Drops every frame not yet started, keeping a partly written one so that the
-    /// stream stays at a frame boundary; used before a close frame to a slow consumer.
+    /// stream stays at a frame boundary, and a pinned one; used before a close frame to
+    /// a slow consumer.
     pub fn discard_unstarted(&mut self) {
-        let keep = usize::from(self.front_written > 0);
+        let keep = usize::from(self.front_written > 0 || self.front_pinned);
         for frame in self.frames.drain(keep..) {
             self.queued -= frame.len();
         }
@@ -157,6 +167,7 @@ impl Outbox {
             }
             written -= left;
             self.front_written = 0;
+            self.front_pinned = false;
             self.frames.pop_front();
             if self.frames.is_empty() {
                 self.pong_at_back = false;
@@ -251,6 +262,25 @@ mod tests {
         assert_eq!(outbox.write_to(&mut out).unwrap(), 2);
         assert!(outbox.is_empty());
         assert_eq!(out.got, b"abcd");
+    }
+
+    #[test]
+    fn discard_keeps_a_pinned_frame_until_it_is_written() {
+        let mut outbox = Outbox::default();
+        outbox.push_pinned(Bytes::from_static(b"head"));
+        outbox.push(Bytes::from_static(b"body"));
+        outbox.discard_unstarted();
+        assert_eq!(outbox.queued_bytes(), 4, "the unsent head stays");
+        let mut out = Trickle {
+            got: Vec::new(),
+            per_call: 100,
+            total: 100,
+        };
+        outbox.write_to(&mut out).unwrap();
+        assert_eq!(out.got, b"head");
+        outbox.push(Bytes::from_static(b"next"));
+        outbox.discard_unstarted();
+        assert!(outbox.is_empty(), "only the frame pushed pinned is kept");
     }
 
     #[test]

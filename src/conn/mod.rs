@@ -398,7 +398,7 @@ impl<S: Stream> Conn<S> {
                     && head.extensions.as_deref().is_some_and(deflate::accepts);
                 let extension = self.deflate.then_some(deflate::ACCEPTED);
                 self.outbox
-                    .push(Bytes::from(http::upgrade_response(&ws_key, extension)));
+                    .push_pinned(Bytes::from(http::upgrade_response(&ws_key, extension)));
                 self.phase = Phase::WebSocket(Reader::default());
                 cx.metrics.websocket_upgrades_total += 1;
                 cx.metrics.deflate_connections += u64::from(self.deflate);
@@ -1038,5 +1038,13 @@ mod tests {
         }
         assert_eq!(doom, Some(SLOW_CONSUMER));
         assert!(conn.backlog() > service.config.client_queue_bytes);
+        // The client never read its `101`: it still gets it, then only the close.
+        assert!(!conn.end(0, SLOW_CONSUMER, &mut service.market, service.now));
+        conn.stream_mut().room = usize::MAX / 2;
+        conn.flush().unwrap();
+        let out = std::mem::take(&mut conn.stream_mut().written);
+        let head = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(out.starts_with(b"HTTP/1.1 101 "), "{out:?}");
+        assert_eq!(&out[head..], b"\x88\x0F\x03\xF0slow consumer");
     }
 }
