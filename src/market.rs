@@ -186,6 +186,12 @@ struct Subscription {
 /// a `since` further out is not a second that exists yet, and is ignored as before.
 const AHEAD_AT_MOST: i64 = 5;
 
+/// Whether a client holding every second up to `since` is ahead of `last` by a second
+/// that may exist ([`AHEAD_AT_MOST`]).
+fn is_ahead(since: i64, last: i64) -> bool {
+    since > last && since.checked_sub(last).is_some_and(|d| d <= AHEAD_AT_MOST)
+}
+
 /// How long after its second has begun a point may still come and be the newest the
 /// instance holds: a fetch answered late in its second, or a follower hearing the
 /// leader's point through the database. Until then the history window waits for it
@@ -253,7 +259,9 @@ impl Market {
         state.ring.trim(point.time - self.window + 1);
         state.ring_changed();
         // Those who had only up to an older second get this one.
-        state.ahead.retain(|&(_, since)| since >= point.time);
+        state
+            .ahead
+            .retain(|&(_, since)| since == point.time || is_ahead(since, point.time));
         let frame = text_frame(&protocol::point_message(&state.asset.name, &point));
         Some((index, frame))
     }
@@ -364,10 +372,13 @@ impl Market {
                 compress(&protocol::history_message(name, ring.since(since)))
             }
         };
-        let last = state.ring.last_time().unwrap_or(i64::MIN);
+        // With nothing recorded yet any `since` may be just ahead: the first point
+        // recorded settles it (see `record`).
         if let Some(since) = since
-            && since > last
-            && since - last <= AHEAD_AT_MOST
+            && state
+                .ring
+                .last_time()
+                .is_none_or(|last| is_ahead(since, last))
         {
             state.ahead.push((key, since));
         }
@@ -628,6 +639,27 @@ mod tests {
         market.subscribe(9, 0, Some(1_000_000), None);
         market.record(point(1, 12));
         assert_eq!(market.recipients(0, 12).as_ref(), [8, 9]);
+    }
+
+    #[test]
+    fn a_since_before_anything_is_recorded_holds_back_no_point() {
+        let mut market = Market::new(default_assets(), 60);
+        // No newest second yet: the first one recorded tells a far `since` (no second
+        // yet, ignored) from a near one (held back until a newer second).
+        market.subscribe(3, 0, Some(1_000_000), None);
+        market.subscribe(4, 1, Some(11), None);
+        market.record(point(1, 10));
+        assert_eq!(market.recipients(0, 10).as_ref(), [3]);
+        market.record(point(2, 10));
+        assert_eq!(market.recipients(1, 10).as_ref(), [] as [usize; 0]);
+        market.record(point(2, 11));
+        assert_eq!(
+            market.recipients(1, 11).as_ref(),
+            [] as [usize; 0],
+            "4 has 11"
+        );
+        market.record(point(2, 12));
+        assert_eq!(market.recipients(1, 12).as_ref(), [4]);
     }
 
     #[test]
