@@ -642,7 +642,7 @@ mod tests {
     }
 
     #[test]
-    fn a_since_before_anything_is_recorded_holds_back_no_point() {
+    fn a_since_taken_before_any_point_is_settled_by_the_first_one() {
         let mut market = Market::new(default_assets(), 60);
         // No newest second yet: the first one recorded tells a far `since` (no second
         // yet, ignored) from a near one (held back until a newer second).

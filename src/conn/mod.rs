@@ -929,6 +929,15 @@ mod tests {
             }
         }
 
+        /// A client that upgrades, subscribes to asset 1 and stays open.
+        fn subscriber(&self) -> Conn<MemoryPeer> {
+            let subscribe = br#"{"action":"subscribe","message":{"assetId":1}}"#;
+            let input = [UPGRADE, &client_frame(1, subscribe)].concat();
+            let mut conn = Conn::new(MemoryPeer::sending(&input), self.now, self.now);
+            conn.stream_mut().closes = false;
+            conn
+        }
+
         /// A readable event on `conn` and a flush, as the reactor does them.
         fn read(&mut self, conn: &mut Conn<MemoryPeer>) -> Step {
             let cx = &mut Context {
@@ -969,10 +978,7 @@ mod tests {
     #[test]
     fn a_subscriber_gets_the_history_then_each_new_point() {
         let mut service = Service::new();
-        let subscribe = br#"{"action":"subscribe","message":{"assetId":1}}"#;
-        let input = [UPGRADE, &client_frame(1, subscribe)].concat();
-        let mut conn = Conn::new(MemoryPeer::sending(&input), service.now, service.now);
-        conn.stream_mut().closes = false;
+        let mut conn = service.subscriber();
         service.read(&mut conn);
         let out = written(&mut conn);
         assert!(
@@ -1018,10 +1024,8 @@ mod tests {
     #[test]
     fn a_client_that_stops_reading_is_closed_as_a_slow_consumer() {
         let mut service = Service::new();
-        let subscribe = br#"{"action":"subscribe","message":{"assetId":1}}"#;
-        let input = [UPGRADE, &client_frame(1, subscribe)].concat();
-        let mut conn = Conn::new(MemoryPeer::sending(&input), service.now, service.now);
-        (conn.stream_mut().closes, conn.stream_mut().room) = (false, 0);
+        let mut conn = service.subscriber();
+        conn.stream_mut().room = 0;
         service.read(&mut conn);
         let mut doom = None;
         for time in 1_700_000_005..1_700_100_000 {
