@@ -256,6 +256,12 @@ impl Compressor {
     /// `payload` as one final, compressed text frame (RSV1 set, RFC 7692 §6): compressed
     /// on its own, so any client that negotiated the extension can read it.
     pub fn text_frame(&mut self, payload: &[u8]) -> Bytes {
+        crate::frame::compressed_text_frame(&self.compress(payload))
+    }
+
+    /// `payload` compressed on its own, as a message's payload: without the empty block
+    /// that ends a flush (RFC 7692 §7.2.1).
+    pub fn compress(&mut self, payload: &[u8]) -> Vec<u8> {
         self.deflate.reset();
         let mut compressed = Vec::with_capacity(payload.len() / 8 + 64);
         loop {
@@ -273,23 +279,13 @@ impl Compressor {
             compressed.reserve(compressed.capacity().max(64));
         }
         compressed.truncate(compressed.len() - TAIL.len());
-        crate::frame::compressed_text_frame(&compressed)
+        compressed
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The payload of a server frame.
-    fn payload_of(frame: &[u8]) -> &[u8] {
-        let start = 2 + match frame[1] {
-            126 => 2,
-            127 => 8,
-            _ => 0,
-        };
-        &frame[start..]
-    }
 
     #[test]
     fn offers_browsers_and_libraries_send_are_accepted() {
@@ -340,7 +336,8 @@ mod tests {
             .collect();
         let frame = Compressor::new(1).text_frame(&payload);
         assert_eq!(frame[0], 0xC1, "FIN, RSV1, text");
-        let compressed = payload_of(&frame);
+        let compressed = &Compressor::new(1).compress(&payload)[..];
+        assert!(frame.ends_with(compressed));
         assert!(
             compressed.len() < payload.len() / 5,
             "{} of {}",
@@ -357,9 +354,9 @@ mod tests {
             Err(InflateError::TooLarge)
         );
         // The inflater is reused, message after message.
-        let small = Compressor::new(6).text_frame(b"{\"action\":\"assets\",\"message\":{}}");
+        let small = Compressor::new(6).compress(b"{\"action\":\"assets\",\"message\":{}}");
         assert_eq!(
-            inflater.inflate(payload_of(&small), 100).unwrap(),
+            inflater.inflate(&small, 100).unwrap(),
             b"{\"action\":\"assets\",\"message\":{}}"
         );
     }
@@ -367,9 +364,8 @@ mod tests {
     #[test]
     fn a_bomb_stops_at_the_limit() {
         let zeros = vec![0u8; 10 << 20];
-        let frame = Compressor::new(9).text_frame(&zeros);
-        assert!(frame.len() < 20_000);
-        let compressed = payload_of(&frame);
+        let compressed = &Compressor::new(9).compress(&zeros)[..];
+        assert!(compressed.len() < 20_000);
         let mut inflater = Inflater::default();
         assert_eq!(
             inflater.inflate(compressed, 4096),
