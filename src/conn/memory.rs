@@ -1,9 +1,80 @@
-//! A client's end of a connection in memory, for driving a [`Conn`](super::Conn) without a
-//! socket: the driver's unit tests and the connection fuzz target use it.
+//! A connection in memory, for driving a [`Conn`](super::Conn) without a socket or a
+//! reactor: the client's end ([`MemoryPeer`]) and what the reactor lends each step
+//! ([`MemoryService`]). The driver's unit tests and the connection fuzz target use them.
 
 use std::io::{self, IoSlice, Read, Write};
+use std::time::Instant;
 
-use super::Stream;
+use bytes::Bytes;
+
+use super::{Context, Shared, Stream};
+use crate::asset::{Point, default_assets};
+use crate::config::Config;
+use crate::market::Market;
+use crate::metrics::Metrics;
+
+/// The reactor's state that a connection's steps borrow, owned, with a clock that the
+/// caller moves by hand.
+#[derive(Debug)]
+pub struct MemoryService {
+    /// The service's settings.
+    pub config: Config,
+    /// The default assets, their histories and subscriptions.
+    pub market: Market,
+    /// Counters the steps add to.
+    pub metrics: Metrics,
+    /// The reactor's buffers.
+    pub shared: Shared,
+    /// The time of the next step.
+    pub now: Instant,
+    /// The last second [`tick`](MemoryService::tick) recorded.
+    pub second: i64,
+}
+
+impl MemoryService {
+    /// The state for `config`, with no point recorded yet.
+    pub fn new(config: Config) -> MemoryService {
+        let market = Market::new(default_assets(), config.history_seconds);
+        let (metrics, shared) = (Metrics::default(), Shared::new(&config));
+        let (now, second) = (Instant::now(), 1_700_000_000);
+        MemoryService {
+            config,
+            market,
+            metrics,
+            shared,
+            now,
+            second,
+        }
+    }
+
+    /// Records a point of each default asset (ids 1 to 5) for the next second, as a
+    /// feed's tick does; returns the frames of those recorded, with their asset's index.
+    pub fn tick(&mut self) -> Vec<(usize, Bytes)> {
+        self.second += 1;
+        let (time, mut frames) = (self.second, Vec::new());
+        for asset_id in 1..=5 {
+            let value = 1.0 + f64::from(asset_id) / 10.0 + (time % 100) as f64 / 1e4;
+            let point = Point {
+                asset_id,
+                time,
+                value,
+            };
+            frames.extend(self.market.record(point));
+        }
+        frames
+    }
+
+    /// What one step is lent, as the reactor lends it.
+    pub fn cx(&mut self) -> Context<'_> {
+        Context {
+            config: &self.config,
+            market: &mut self.market,
+            metrics: &mut self.metrics,
+            shared: &mut self.shared,
+            now: self.now,
+        }
+    }
+}
 
 /// What the client sends (`input`, of which the first `sent` bytes have gone out), what
 /// it was sent (`written`), and how much more it will take (`room`, like a socket's send

@@ -40,7 +40,7 @@ use crate::protocol::{self, Request, RequestError};
 use crate::tls::stream::TlsFailure;
 
 #[cfg(any(test, fuzzing))]
-pub use memory::MemoryPeer;
+pub use memory::{MemoryPeer, MemoryService};
 use reader::{Event, Limits, Reader, Violation};
 
 /// Frames read from one client before the others get their turn.
@@ -884,7 +884,6 @@ impl From<Event<'_>> for Incoming {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::asset::{Point, default_assets};
 
     const UPGRADE: &[u8] = b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n\
         Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
@@ -897,38 +896,16 @@ mod tests {
         frame
     }
 
-    /// The service's state for driving one connection.
-    struct Service {
-        config: Config,
-        market: Market,
-        metrics: Metrics,
-        shared: Shared,
-        now: Instant,
+    /// A service whose assets have a point in each of five seconds.
+    fn service() -> MemoryService {
+        let mut service = MemoryService::new(Config::from_lookup(|_| None).unwrap());
+        for _ in 0..5 {
+            service.tick();
+        }
+        service
     }
 
-    impl Service {
-        fn new() -> Service {
-            let config = Config::from_lookup(|_| None).unwrap();
-            let mut market = Market::new(default_assets(), config.history_seconds);
-            for time in 1_700_000_000..1_700_000_005 {
-                let value = 1.5;
-                market.record(Point {
-                    asset_id: 1,
-                    time,
-                    value,
-                });
-            }
-            let shared = Shared::new(&config);
-            let (metrics, now) = (Metrics::default(), Instant::now());
-            Service {
-                config,
-                market,
-                metrics,
-                shared,
-                now,
-            }
-        }
-
+    impl MemoryService {
         /// A client that upgrades, subscribes to asset 1 and stays open.
         fn subscriber(&self) -> Conn<MemoryPeer> {
             let subscribe = br#"{"action":"subscribe","message":{"assetId":1}}"#;
@@ -940,14 +917,7 @@ mod tests {
 
         /// A readable event on `conn` and a flush, as the reactor does them.
         fn read(&mut self, conn: &mut Conn<MemoryPeer>) -> Step {
-            let cx = &mut Context {
-                config: &self.config,
-                market: &mut self.market,
-                metrics: &mut self.metrics,
-                shared: &mut self.shared,
-                now: self.now,
-            };
-            let step = conn.on_readable(0, cx);
+            let step = conn.on_readable(0, &mut self.cx());
             conn.flush().unwrap();
             step
         }
@@ -959,7 +929,7 @@ mod tests {
 
     #[test]
     fn a_head_arriving_byte_by_byte_is_answered_once_it_is_whole() {
-        let mut service = Service::new();
+        let mut service = service();
         let mut peer = MemoryPeer::sending(UPGRADE);
         (peer.sent, peer.closes) = (0, false);
         let mut conn = Conn::new(peer, service.now, service.now + Duration::from_secs(5));
@@ -977,35 +947,31 @@ mod tests {
 
     #[test]
     fn a_subscriber_gets_the_history_then_each_new_point() {
-        let mut service = Service::new();
+        let mut service = service();
         let mut conn = service.subscriber();
         service.read(&mut conn);
         let out = written(&mut conn);
         assert!(
-            out.contains("\"asset_history\"") && out.contains("1700000004"),
+            out.contains("\"asset_history\"") && out.contains("1700000005"),
             "{out}"
         );
         assert_eq!(service.market.subscribers(0), &[0]);
-        let point = Point {
-            asset_id: 1,
-            time: 1_700_000_005,
-            value: 1.6,
-        };
-        let (_, frame) = service.market.record(point).unwrap();
+        let (index, frame) = service.tick().swap_remove(0);
+        assert_eq!(index, 0, "asset 1's point");
         assert_eq!(
             conn.send_point(&frame, service.now, &service.config).1,
             None
         );
         let out = written(&mut conn);
         assert!(
-            out.contains("\"point\"") && out.contains("1700000005"),
+            out.contains("\"point\"") && out.contains("1700000006"),
             "{out}"
         );
     }
 
     #[test]
     fn a_client_close_is_echoed_and_the_write_side_shut_after_it() {
-        let mut service = Service::new();
+        let mut service = service();
         let input = [UPGRADE, &client_frame(8, b"\x03\xE8bye")].concat();
         let mut conn = Conn::new(MemoryPeer::sending(&input), service.now, service.now);
         let step = service.read(&mut conn);
@@ -1023,18 +989,13 @@ mod tests {
 
     #[test]
     fn a_client_that_stops_reading_is_closed_as_a_slow_consumer() {
-        let mut service = Service::new();
+        let mut service = service();
         let mut conn = service.subscriber();
         conn.stream_mut().room = 0;
         service.read(&mut conn);
         let mut doom = None;
-        for time in 1_700_000_005..1_700_100_000 {
-            let point = Point {
-                asset_id: 1,
-                time,
-                value: 1.6,
-            };
-            let (_, frame) = service.market.record(point).unwrap();
+        for _ in 0..100_000 {
+            let (_, frame) = service.tick().swap_remove(0);
             doom = conn.send_point(&frame, service.now, &service.config).1;
             if doom.is_some() {
                 break;
