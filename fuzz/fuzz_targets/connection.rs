@@ -3,4 +3,6 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| ws_assets::fuzzing::drive_connection(data));
+fuzz_target!(|data: &[u8]| {
+    ws_assets::fuzzing::drive_connection(data);
+});

@@ -2,21 +2,16 @@
 //! connection driver ([`Conn`]), its steps called as the reactor calls them.
 
 use std::io::Cursor;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 
-use crate::asset::{Point, default_assets};
 use crate::config::Config;
-use crate::conn::{Conn, Context, MemoryPeer, OpsOnly, Shared};
+use crate::conn::{Conn, MemoryPeer, MemoryService, OpsOnly};
 use crate::deflate::{Compressor, Inflater};
 use crate::http;
-use crate::market::Market;
-use crate::metrics::Metrics;
-
-use super::parsers::response_len;
 
 /// The upgrade of [`drive_compressed`]: it offers permessage-deflate.
 const DEFLATE_UPGRADE: &[u8] =
@@ -25,48 +20,37 @@ const DEFLATE_UPGRADE: &[u8] =
     Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n";
 
 /// Runs one connection on `data`: the first byte picks settings, the second seeds the
-/// client's pace, the rest is what the client sends. Each round the client sends a
-/// chunk and reads some output; the connection gets a readable and a writable event,
-/// a resumed read if its budget ran out, and sometimes a tick or the sweep. Checked: no
-/// panic, a turn's reads within budget, a bounded queue, nothing written after the write
-/// side is shut, and the client gets one HTTP response, or the `101` and server frames
-/// that are valid (protocol JSON; points of its asset only, in order; allowed close
-/// codes).
-///
+/// client's pace, the rest is what the client sends, a chunk a round. Each round the
+/// connection is read (and read again past its budget) and flushed, and sometimes ticked
+/// or swept. Checked: no panic, reads within budget, a bounded queue, no write after
+/// shutdown, and the client gets one HTTP response or the `101` and valid frames (protocol
+/// JSON; its asset's points in order; allowed close codes). Returns what it got.
 /// Settings bits: 1 the page on, 2 origins limited, 4 messages of 64 bytes at most, 8 the
 /// smallest client queue, 16 a slow reader, 32 a tick every round, 64 the client never
 /// closes, 128 a connection beyond the limit (probes only).
-pub fn drive_connection(data: &[u8]) {
-    if let [flags, seed, input @ ..] = data {
-        run(*flags, *seed, input.to_vec());
+pub fn drive_connection(data: &[u8]) -> Vec<u8> {
+    match data {
+        [flags, seed, input @ ..] => run(*flags, *seed, input.to_vec()),
+        _ => Vec::new(),
     }
 }
 
-/// A connection that negotiated permessage-deflate sending messages built from `data`:
-/// settings and seed as [`drive_connection`], then pieces of `[kind, length, bytes]`,
-/// each a masked text frame; kind bit 1 compresses its bytes (valid DEFLATE; RSV1 on a
-/// first frame), bit 2 sets RSV1 anyway, bit 4 leaves FIN off, bit 8 makes it a
-/// continuation.
-pub fn drive_compressed(data: &[u8]) {
-    if let Some((flags, seed, input)) = compressed_input(data) {
-        run(flags, seed, input);
-    }
-}
-
-/// The settings, seed and client bytes of [`drive_compressed`].
-pub(super) fn compressed_input(data: &[u8]) -> Option<(u8, u8, Vec<u8>)> {
+/// A connection that negotiated permessage-deflate: settings and seed as
+/// [`drive_connection`], then text frames of `[kind, length, bytes]`; kind bit 1
+/// compresses the bytes (RSV1 on a first frame), 2 sets RSV1 anyway, 4 leaves FIN off, 8
+/// makes a continuation.
+pub fn drive_compressed(data: &[u8]) -> Vec<u8> {
     let [flags, seed, rest @ ..] = data else {
-        return None;
+        return Vec::new();
     };
-    let mut rest = rest;
-    let (mut input, mut compressor) = (DEFLATE_UPGRADE.to_vec(), Compressor::new(1));
+    let (mut rest, mut input, mut compressor) =
+        (rest, DEFLATE_UPGRADE.to_vec(), Compressor::new(1));
     while let [kind, len, tail @ ..] = rest {
-        let (bytes, after) = tail.split_at(usize::from(*len).min(tail.len()));
-        rest = after;
-        let frame = compressor.text_frame(bytes);
+        let bytes;
+        (bytes, rest) = tail.split_at(usize::from(*len).min(tail.len()));
         let payload = match kind & 1 {
-            1 => &frame[2 + usize::from(frame[1] == 126) * 2..],
-            _ => bytes,
+            1 => compressor.compress(bytes),
+            _ => bytes.to_vec(),
         };
         let continuation = kind & 8 != 0;
         // Masked with a key of zeros: the payload goes out as it is.
@@ -78,13 +62,12 @@ pub(super) fn compressed_input(data: &[u8]) -> Option<(u8, u8, Vec<u8>)> {
             ..FrameHeader::default()
         };
         let _ = header.format(payload.len() as u64, &mut input);
-        input.extend_from_slice(payload);
+        input.extend_from_slice(&payload);
     }
-    Some((flags & !128, *seed, input))
+    run(flags & !128, *seed, input)
 }
 
-/// Drives the connection; returns what the client received.
-pub(super) fn run(flags: u8, seed: u8, input: Vec<u8>) -> Vec<u8> {
+fn run(flags: u8, seed: u8, input: Vec<u8>) -> Vec<u8> {
     let config = Config::from_lookup(|name| match name.strip_prefix("WS_ASSETS_")? {
         "ENABLE_UI" => Some((flags & 1 != 0).to_string()),
         "ALLOWED_ORIGINS" if flags & 2 != 0 => Some("https://app.example.com".into()),
@@ -93,20 +76,15 @@ pub(super) fn run(flags: u8, seed: u8, input: Vec<u8>) -> Vec<u8> {
         _ => None,
     })
     .expect("a valid configuration");
-    let mut market = Market::new(default_assets(), config.history_seconds);
-    let (mut metrics, mut shared) = (Metrics::default(), Shared::new(&config));
-    let (mut now, mut second) = (Instant::now(), 1_700_000_000);
+    let (mut service, slow) = (MemoryService::new(config), flags & 16 != 0);
     for _ in 0..seed % 48 {
-        tick(&mut market, &mut second);
+        service.tick();
     }
     // The client sends and makes room round by round.
-    let peer = MemoryPeer {
-        sent: 0,
-        room: 0,
-        closes: flags & 64 == 0,
-        ..MemoryPeer::sending(&input)
-    };
-    let mut conn = Conn::new(peer, now, now + config.handshake_timeout);
+    let mut peer = MemoryPeer::sending(&input);
+    (peer.sent, peer.room, peer.closes) = (0, 0, flags & 64 == 0);
+    let now = service.now;
+    let mut conn = Conn::new(peer, now, now + service.config.handshake_timeout);
     conn.ops_only = (flags & 128 != 0).then_some(OpsOnly::Full);
     let mut rng = u64::from(seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut random = |n: u64| {
@@ -118,34 +96,19 @@ pub(super) fn run(flags: u8, seed: u8, input: Vec<u8>) -> Vec<u8> {
     let mut rounds_after_input = 0;
     for _ in 0..4096 {
         let peer = conn.stream_mut();
-        let chunk = [
-            1,
-            1 + random(16),
-            1 + random(512),
-            1 + random(8192),
-            usize::MAX,
-        ][random(5)];
+        let r = [random(16), random(512), random(8192)];
+        let chunk = [1, 1 + r[0], 1 + r[1], 1 + r[2], usize::MAX][random(5)];
         peer.sent = peer.sent.saturating_add(chunk).min(peer.input.len());
-        peer.room += if flags & 16 != 0 {
-            random(300)
-        } else {
-            1 << 20
-        };
-        now += Duration::from_millis(10);
-        let cx = &mut Context {
-            config: &config,
-            market: &mut market,
-            metrics: &mut metrics,
-            shared: &mut shared,
-            now,
-        };
+        peer.room += if slow { random(300) } else { 1 << 20 };
+        service.now += Duration::from_millis(10);
+        let now = service.now;
         // As the reactor: read, answer a probe, resume a read that used up its budget.
         let mut dooms = Vec::new();
         for _ in 0..2 {
-            let step = conn.on_readable(0, cx);
+            let step = conn.on_readable(0, &mut service.cx());
             if let Some((_, head_only)) = step.probe {
                 let body = http::response(200, "application/json", "", b"{}", head_only);
-                let _ = conn.respond(0, body, now, cx.metrics);
+                let _ = conn.respond(0, body, now, &mut service.metrics);
             }
             dooms.push(step.doom);
             if !step.more_to_read {
@@ -156,25 +119,24 @@ pub(super) fn run(flags: u8, seed: u8, input: Vec<u8>) -> Vec<u8> {
         assert!(std::mem::take(&mut conn.stream_mut().read_in_turn) <= 16_384 + 8_193);
         let _ = conn.flush();
         if flags & 32 != 0 || random(4) == 0 {
-            for (index, frame) in tick(cx.market, &mut second) {
-                if cx.market.subscribers(index).contains(&0) {
-                    dooms.push(conn.send_point(&frame, now, &config).1);
+            for (index, frame) in service.tick() {
+                let market = &service.market;
+                if market.recipients(index, service.second).contains(&0) {
+                    dooms.push(conn.send_point(&frame, now, &service.config).1);
                 }
             }
         }
+        let (config, market) = (&service.config, &mut service.market);
         if random(16) == 0 {
-            dooms.push(conn.sweep(now, &config, cx.market.is_subscribed(0)).1);
+            dooms.push(conn.sweep(now, config, market.is_subscribed(0)).1);
         }
         for doom in dooms.into_iter().flatten() {
-            if conn.end(0, doom, cx.market, now) {
+            if conn.end(0, doom, market, now) {
                 return check_output(conn, false);
             }
         }
         let queued = conn.backlog();
-        assert!(
-            queued <= config.client_queue_bytes + 1024,
-            "a queue of {queued} bytes"
-        );
+        assert!(queued <= config.client_queue_bytes + 1024, "{queued}");
         let peer = conn.stream_mut();
         rounds_after_input += usize::from(peer.sent == peer.input.len());
         if rounds_after_input > 8 {
@@ -182,21 +144,6 @@ pub(super) fn run(flags: u8, seed: u8, input: Vec<u8>) -> Vec<u8> {
         }
     }
     check_output(conn, true)
-}
-
-/// Records a point of every asset at `second` and moves on; returns their frames.
-fn tick(market: &mut Market, second: &mut i64) -> Vec<(usize, bytes::Bytes)> {
-    *second += 1;
-    (1..=5)
-        .filter_map(|asset_id| {
-            let value = 1.0 + f64::from(asset_id) / 10.0 + (*second % 100) as f64 / 1e4;
-            market.record(Point {
-                asset_id,
-                time: *second,
-                value,
-            })
-        })
-        .collect()
 }
 
 /// Checks what the client received; a connection still open writes the rest first.
@@ -209,10 +156,38 @@ fn check_output(mut conn: Conn<MemoryPeer>, open: bool) -> Vec<u8> {
     let out = std::mem::take(&mut conn.stream_mut().written);
     match response_len(&out) {
         Some((101, head)) => check_frames(&out[head..], complete),
-        Some((_, len)) => assert!(out.len() == len || !complete, "bytes after the response"),
+        Some((status, len)) => {
+            assert!(matches!(
+                status,
+                200 | 400 | 403 | 404 | 405 | 426 | 431 | 503
+            ));
+            assert!(out.len() == len || !complete, "bytes after the response");
+        }
         None => assert!(!complete || out.is_empty(), "an incomplete head: {out:?}"),
     }
     out
+}
+
+/// The status of the response at the start of `bytes` and its length with its body
+/// (`Content-Length`, none for `101` or an answer to `HEAD`), once its head is complete.
+fn response_len(bytes: &[u8]) -> Option<(u16, usize)> {
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut response = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(head) = response.parse(bytes).expect("a response") else {
+        return None;
+    };
+    let status = response.code.filter(|_| response.version == Some(1));
+    let status = status.expect("an HTTP/1.1 status");
+    let is_length = |h: &&httparse::Header| h.name.eq_ignore_ascii_case("content-length");
+    let Some(length) = response.headers.iter().find(is_length) else {
+        assert_eq!(status, 101, "a {status} without Content-Length");
+        return Some((status, head));
+    };
+    let body = String::from_utf8_lossy(length.value).parse::<usize>();
+    let body = body.expect("a numeric Content-Length");
+    // A `HEAD` answer says the length of the body it does not carry.
+    let carried = bytes.len() > head;
+    Some((status, if carried { head + body } else { head }))
 }
 
 /// Server frames: unmasked and final, text (protocol JSON, inflated if RSV1 says it is
@@ -221,14 +196,11 @@ fn check_frames(mut bytes: &[u8], complete: bool) {
     let (mut subscribed, mut inflater) = (None, Inflater::default());
     while !bytes.is_empty() {
         let mut cursor = Cursor::new(bytes);
-        let Ok(Some((header, len))) = FrameHeader::parse(&mut cursor) else {
-            assert!(!complete, "a broken frame header");
-            return;
-        };
+        let header = FrameHeader::parse(&mut cursor).ok().flatten();
         let start = cursor.position() as usize;
-        let Some(payload) = bytes.get(start..start + len as usize) else {
-            assert!(!complete, "a frame cut short");
-            return;
+        let frame = header.and_then(|(h, len)| Some((h, bytes.get(start..start + len as usize)?)));
+        let Some((header, payload)) = frame else {
+            return assert!(!complete, "a frame cut short");
         };
         bytes = &bytes[start + payload.len()..];
         assert!(header.is_final && header.mask.is_none() && !header.rsv2 && !header.rsv3);
@@ -263,11 +235,8 @@ fn check_message(text: &str, subscribed: &mut Option<(Option<i64>, i64)>) {
         Some("unsubscribed") => return *subscribed = None,
         Some("asset_history") => {
             *subscribed = Some((None, i64::MIN));
-            message["points"]
-                .as_array()
-                .expect("points")
-                .iter()
-                .collect()
+            let points = message["points"].as_array();
+            points.expect("points").iter().collect()
         }
         Some("point") => vec![message],
         other => panic!("unknown action {other:?}"),
@@ -276,10 +245,7 @@ fn check_message(text: &str, subscribed: &mut Option<(Option<i64>, i64)>) {
     for point in points {
         let id = point["assetId"].as_i64().expect("id");
         let time = point["time"].as_i64().expect("time");
-        assert!(
-            asset.is_none_or(|a| a == id) && time > *last,
-            "out of place: {text}"
-        );
+        assert!(asset.is_none_or(|a| a == id) && time > *last, "{text}");
         (*asset, *last) = (Some(id), time);
     }
 }

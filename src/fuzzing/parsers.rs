@@ -5,138 +5,74 @@
 use serde_json::Value;
 
 use crate::asset::default_assets;
+use crate::deflate;
 use crate::feed::{FeedError, ratesjson};
 use crate::http::{self, Origins, Route};
 use crate::protocol::{self, Request};
 use crate::store::dsn;
 
 /// A client's text message ([`protocol::parse_request`]): an accepted request says what
-/// the JSON says, an error reply is short documented JSON, and surrounding whitespace
-/// changes nothing.
+/// the JSON says, and an error reply is short documented JSON.
 pub fn parse_request(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return; // Text frames are UTF-8 before they are parsed.
     };
-    let result = protocol::parse_request(text);
-    match &result {
+    match &protocol::parse_request(text) {
         Ok(request) => {
             let value: Value = serde_json::from_str(text).expect("accepted text is JSON");
-            assert!(
-                value["message"].is_object(),
-                "accepted without a message object"
-            );
-            let (action, id) = (
-                value["action"].as_str(),
-                value["message"]["assetId"].as_i64(),
-            );
+            let (action, message) = (value["action"].as_str(), &value["message"]);
+            assert!(message.is_object(), "accepted without a message object");
             match *request {
                 Request::Assets => assert_eq!(action, Some("assets")),
                 Request::Unsubscribe => assert_eq!(action, Some("unsubscribe")),
                 Request::Subscribe { asset_id, since } => {
-                    assert_eq!((action, id), (Some("subscribe"), Some(i64::from(asset_id))));
+                    let id = message["assetId"].as_i64();
+                    assert_eq!((action, id), (Some("subscribe"), Some(asset_id.into())));
                     assert!(asset_id >= 1 && since.is_none_or(|s| s >= 0), "{request:?}");
                 }
             }
         }
         Err(error) => {
             let reply = protocol::error_message(error);
-            assert!(
-                reply.len() <= 1024,
-                "an error reply of {} bytes",
-                reply.len()
-            );
+            assert!(reply.len() <= 1024, "an error reply of {}", reply.len());
             let value: Value = serde_json::from_slice(&reply).expect("the reply is JSON");
             assert_eq!(value["action"], "error");
             assert_eq!(value["message"]["error_type"], error.error_type().as_str());
             assert!(value["message"]["error_text"].is_string());
         }
     }
-    match (&result, &protocol::parse_request(&format!(" \n{text}\t "))) {
-        (Ok(a), Ok(b)) => assert_eq!(a, b),
-        (Err(a), Err(b)) => assert_eq!(a.error_type(), b.error_type()),
-        (a, b) => panic!("surrounding whitespace changed {a:?} into {b:?}"),
-    }
 }
 
-/// The start of a connection ([`http::parse_head`]), routed ([`http::route`],
-/// [`Origins::allow`]) and its extension offers read: the head re-parses alone, the
-/// route fits the head, every response it leads to is well formed.
+/// The start of a connection ([`http::parse_head`]), its route ([`http::route`],
+/// [`Origins::allow`]) and its extension offers: the head re-parses alone and the route
+/// fits the head. What the driver answers, [`drive_connection`](super::drive_connection)
+/// checks as it is written.
 pub fn parse_head_and_route(data: &[u8]) {
     let Ok(Some(head)) = http::parse_head(data) else {
         return;
     };
-    assert!(
-        head.len <= data.len().min(http::MAX_HEAD_BYTES),
-        "a head of {}",
-        head.len
-    );
+    assert!(head.len <= data.len().min(http::MAX_HEAD_BYTES));
     assert_eq!(http::parse_head(&data[..head.len]), Ok(Some(head.clone())));
     assert!(head.len == 0 || http::parse_head(&data[..head.len - 1]) == Ok(None));
-    let (get_or_head, head_only) = (
-        matches!(&*head.method, "GET" | "HEAD"),
-        head.method == "HEAD",
-    );
+    let get_or_head = matches!(&*head.method, "GET" | "HEAD");
     for ui in [false, true] {
-        let (status, response) = match http::route(&head, ui) {
-            Route::WebSocket(key) => {
+        match http::route(&head, ui) {
+            Route::WebSocket(_) => {
                 assert!(head.method == "GET" && head.http11 && head.host.is_some());
                 assert!(matches!(head.path.as_str(), "/" | "/api/v1/websocket"));
-                let offered = head
-                    .extensions
-                    .as_deref()
-                    .is_some_and(crate::deflate::accepts);
-                let extension = offered.then_some(crate::deflate::ACCEPTED);
-                (101, http::upgrade_response(&key, extension))
+                let _ = head.extensions.as_deref().is_some_and(deflate::accepts);
             }
             route @ (Route::Page | Route::Health | Route::Metrics) => {
                 assert!(get_or_head && (ui || route != Route::Page), "{route:?}");
-                continue;
             }
-            Route::Error(status, text) => {
-                assert!(
-                    matches!(status, 400 | 404 | 405 | 426),
-                    "route gave {status}"
-                );
-                (status, http::error_response(status, text, head_only))
-            }
-        };
-        let (answered, len) = response_len(&response).expect("a complete response");
-        assert_eq!((answered, len), (status, response.len()));
+            Route::Error(status, _) => assert!(matches!(status, 400 | 404 | 405 | 426)),
+        }
     }
     let (origin, host) = (head.origin.as_deref(), head.host.as_deref());
     assert!(Origins::Any.allow(origin, host));
     let only = Origins::parse("https://app.example.com,http://localhost:8080").expect("a list");
     let listed = origin.is_none_or(|o| o.eq_ignore_ascii_case("https://app.example.com"));
-    assert!(
-        !listed || only.allow(origin, host),
-        "a listed origin or none refused"
-    );
-}
-
-/// The status of the response at the start of `bytes` and its length with its body
-/// (`Content-Length`, none for `101` or an answer to `HEAD`), once its head is complete.
-pub(super) fn response_len(bytes: &[u8]) -> Option<(u16, usize)> {
-    let mut headers = [httparse::EMPTY_HEADER; 16];
-    let mut response = httparse::Response::new(&mut headers);
-    let head = match response.parse(bytes) {
-        Ok(httparse::Status::Complete(head)) => head,
-        Ok(httparse::Status::Partial) => return None,
-        Err(e) => panic!("not a response ({e}): {:?}", String::from_utf8_lossy(bytes)),
-    };
-    let status = response.code.filter(|_| response.version == Some(1));
-    let status = status.expect("an HTTP/1.1 status");
-    let is_length = |h: &&httparse::Header| h.name.eq_ignore_ascii_case("content-length");
-    let Some(length) = response.headers.iter().find(is_length) else {
-        assert_eq!(status, 101, "a {status} without Content-Length");
-        return Some((status, head));
-    };
-    let body = std::str::from_utf8(length.value)
-        .ok()
-        .and_then(|l| l.parse().ok());
-    let body: usize = body.expect("a numeric Content-Length");
-    // A `HEAD` answer says the length of the body it does not carry.
-    let carried = bytes.len() > head;
-    Some((status, if carried { head + body } else { head }))
+    assert!(!listed || only.allow(origin, host), "{origin:?} refused");
 }
 
 /// A feed's answer ([`ratesjson::parse`]) for the default assets: every quote usable,
@@ -158,13 +94,8 @@ pub fn ratesjson(data: &[u8]) {
         Err(other) => panic!("a parse gave {other:?}"),
     }
     if data.trim_ascii_start().first() == Some(&b'{') {
-        let wrapped = [&b"null("[..], data, b");"].concat();
-        let unwrapped = ratesjson::parse(&wrapped, &assets);
-        assert_eq!(
-            result.as_ref().ok(),
-            unwrapped.as_ref().ok(),
-            "{unwrapped:?}"
-        );
+        let unwrapped = ratesjson::parse(&[&b"null("[..], data, b");"].concat(), &assets);
+        assert_eq!(result.as_ref().ok(), unwrapped.as_ref().ok());
     }
     // Escapes in member names, duplicate "Rates" members and nesting past the parser's
     // bound are the documented differences from strict JSON.
@@ -208,12 +139,9 @@ pub fn dsn(data: &[u8]) {
     }
     // A URL gets the password in its user info; anything else (read as key=value, where
     // text before `://` may be a host's value) a `password=` of its own.
-    let scheme = text.split_once("://").filter(|(s, _)| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-    });
-    let spliced = match scheme {
+    let scheme_char = |c: char| c.is_ascii_alphanumeric() || "+-.".contains(c);
+    let is_scheme = |s: &str| !s.is_empty() && s.chars().all(scheme_char);
+    let spliced = match text.split_once("://").filter(|(s, _)| is_scheme(s)) {
         Some((scheme, rest)) => format!("{scheme}://fuzzuser:{SECRET}@{rest}"),
         None => format!("password={SECRET} {text}"),
     };
