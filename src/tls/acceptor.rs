@@ -160,7 +160,7 @@ mod tests {
 
     use super::*;
     use crate::tls::identity::Problem;
-    use crate::tls::testpki::TestPki;
+    use crate::tls::testca::{KeyKind, TestCa};
 
     fn refusal(files: TlsFiles) -> TlsError {
         match Acceptor::load(files) {
@@ -172,16 +172,16 @@ mod tests {
 
     #[test]
     fn every_key_kind_loads() {
-        let pki = TestPki::new();
-        for (name, args, kind) in [
-            ("ec", "-newkey ec -pkeyopt ec_paramgen_curve:P-256", "ECDSA"),
-            ("rsa", "-newkey rsa:2048", "RSA"),
-            ("ed", "-newkey ed25519", "Ed25519"),
+        let ca = TestCa::new();
+        for (name, key, kind) in [
+            ("ec", KeyKind::Ecdsa, "ECDSA"),
+            ("rsa", KeyKind::Rsa, "RSA"),
+            ("ed", KeyKind::Ed25519, "Ed25519"),
         ] {
-            let acceptor = Acceptor::load(pki.issue_with(name, args)).unwrap();
+            let acceptor = Acceptor::load(ca.issue(name, key).into()).unwrap();
             let text = acceptor.describe();
             assert!(
-                text.starts_with(&format!("1 certificate, {kind} key from ")),
+                text.starts_with(&format!("2 certificates, {kind} key from ")),
                 "{text}"
             );
         }
@@ -189,9 +189,9 @@ mod tests {
 
     #[test]
     fn refusals_name_the_variable_the_file_and_the_problem() {
-        let pki = TestPki::new();
-        let a = pki.issue("a");
-        let b = pki.issue("b");
+        let ca = TestCa::new();
+        let a = ca.issue("a", KeyKind::Ecdsa);
+        let b = ca.issue("b", KeyKind::Ecdsa);
 
         let e = refusal(TlsFiles {
             chain: a.chain.clone(),
@@ -219,7 +219,7 @@ mod tests {
         assert!(e.to_string().contains("swapped"), "{e}");
 
         let e = refusal(TlsFiles {
-            chain: pki.path("missing.pem"),
+            chain: ca.path("missing.pem"),
             key: a.key.clone(),
         });
         let text = e.to_string();
@@ -235,10 +235,10 @@ mod tests {
             .lines()
             .filter(|l| !l.starts_with("-----"))
             .collect();
-        std::fs::write(pki.path("cut.key"), &key_text[..key_text.len() / 2]).unwrap();
+        ca.write("cut.key", &key_text[..key_text.len() / 2]);
         let e = refusal(TlsFiles {
             chain: a.chain.clone(),
-            key: pki.path("cut.key"),
+            key: ca.path("cut.key"),
         });
         let text = e.to_string();
         assert!(text.contains("not a valid PEM file"), "{text}");
@@ -251,10 +251,10 @@ mod tests {
     }
 
     /// The certificate a new connection is served, over a real socket.
-    fn served(acceptor: &Acceptor, pki: &TestPki) -> Vec<u8> {
+    fn served(acceptor: &Acceptor, ca: &TestCa) -> Vec<u8> {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let client_config = pki.client(&[&TLS13]);
+        let client_config = ca.client_config();
         let client = std::thread::spawn(move || {
             let name = ServerName::try_from("localhost").unwrap();
             let conn = ClientConnection::new(client_config, name).unwrap();
@@ -284,37 +284,29 @@ mod tests {
         client.join().unwrap()
     }
 
-    fn first_cert(files: &TlsFiles) -> Vec<u8> {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject;
-        CertificateDer::from_pem_file(&files.chain)
-            .unwrap()
-            .to_vec()
-    }
-
     #[test]
     fn a_reload_serves_new_connections_the_new_pair_and_a_failed_one_keeps_the_old() {
-        let pki = TestPki::new();
-        let old = pki.issue("old");
+        let ca = TestCa::new();
+        let old = ca.issue("old", KeyKind::Ecdsa);
         let live = TlsFiles {
-            chain: pki.path("live.pem"),
-            key: pki.path("live.key"),
+            chain: ca.path("live.pem"),
+            key: ca.path("live.key"),
         };
         std::fs::copy(&old.chain, &live.chain).unwrap();
         std::fs::copy(&old.key, &live.key).unwrap();
         let mut acceptor = Acceptor::load(live.clone()).unwrap();
-        assert_eq!(served(&acceptor, &pki), first_cert(&old));
+        assert_eq!(served(&acceptor, &ca), old.certificate());
 
-        let new = pki.issue("new");
+        let new = ca.issue("new", KeyKind::Ecdsa);
         std::fs::copy(&new.chain, &live.chain).unwrap();
         std::fs::copy(&new.key, &live.key).unwrap();
         acceptor.reload().unwrap();
-        assert_eq!(served(&acceptor, &pki), first_cert(&new));
+        assert_eq!(served(&acceptor, &ca), new.certificate());
 
         // A renewal gone wrong: the new certificate without its key.
         std::fs::copy(&old.chain, &live.chain).unwrap();
         let e = acceptor.reload().unwrap_err();
         assert!(e.to_string().contains("does not belong"), "{e}");
-        assert_eq!(served(&acceptor, &pki), first_cert(&new));
+        assert_eq!(served(&acceptor, &ca), new.certificate());
     }
 }

@@ -11,8 +11,10 @@
 pub mod acceptor;
 pub mod identity;
 pub mod stream;
+// The black-box tests' throwaway certificate authority, which the unit tests share.
 #[cfg(test)]
-mod testpki;
+#[path = "../../tests/it/testca/mod.rs"]
+mod testca;
 
 use std::path::PathBuf;
 
@@ -33,4 +35,14 @@ pub struct TlsFiles {
     pub chain: PathBuf,
     /// PEM file of the server certificate's private key.
     pub key: PathBuf,
+}
+
+#[cfg(test)]
+impl From<testca::Issued> for TlsFiles {
+    fn from(issued: testca::Issued) -> TlsFiles {
+        TlsFiles {
+            chain: issued.chain,
+            key: issued.key,
+        }
+    }
 }

@@ -613,7 +613,7 @@ mod tests {
 
     use super::*;
     use crate::tls::Acceptor;
-    use crate::tls::testpki::TestPki;
+    use crate::tls::testca::{KeyKind, TestCa};
 
     /// Both directions of an in-memory connection; the server's direction holds at most
     /// `window` bytes, like a kernel's socket buffer.
@@ -760,17 +760,17 @@ mod tests {
         (wire, server)
     }
 
-    fn setup() -> (TestPki, Acceptor) {
-        let pki = TestPki::new();
-        let acceptor = Acceptor::load(pki.issue("server")).unwrap();
-        (pki, acceptor)
+    fn setup() -> (TestCa, Acceptor) {
+        let ca = TestCa::new();
+        let acceptor = Acceptor::load(ca.issue("server", KeyKind::Ecdsa).into()).unwrap();
+        (ca, acceptor)
     }
 
     #[test]
     fn a_request_and_its_answer_cross_in_both_versions() {
-        let (pki, acceptor) = setup();
+        let (ca, acceptor) = setup();
         for version in [&TLS13, &TLS12] {
-            let mut pair = Pair::new(&acceptor, pki.client(&[version]));
+            let mut pair = Pair::new(&acceptor, ca.client_config_for(&[version]));
             assert_eq!(
                 pair.server.write(b"too early").unwrap_err().kind(),
                 io::ErrorKind::WouldBlock
@@ -792,8 +792,8 @@ mod tests {
 
     #[test]
     fn a_read_takes_as_many_records_as_the_buffer_holds() {
-        let (pki, acceptor) = setup();
-        let mut pair = Pair::new(&acceptor, pki.client(&[&TLS13]));
+        let (ca, acceptor) = setup();
+        let mut pair = Pair::new(&acceptor, ca.client_config_for(&[&TLS13]));
         pair.handshake();
         for part in [&b"one "[..], b"two ", b"three"] {
             pair.client.writer().write_all(part).unwrap();
@@ -816,8 +816,8 @@ mod tests {
 
     #[test]
     fn an_idle_connection_holds_no_buffers() {
-        let (pki, acceptor) = setup();
-        let mut pair = Pair::new(&acceptor, pki.client(&[&TLS13]));
+        let (ca, acceptor) = setup();
+        let mut pair = Pair::new(&acceptor, ca.client_config_for(&[&TLS13]));
         pair.handshake();
         pair.client.writer().write_all(b"ping").unwrap();
         pair.client_io();
@@ -835,7 +835,7 @@ mod tests {
 
     #[test]
     fn plain_http_is_answered_400_and_fails_quietly() {
-        let (_pki, acceptor) = setup();
+        let (_ca, acceptor) = setup();
         let (wire, mut server) = server_alone(&acceptor);
         wire.borrow_mut()
             .to_server
@@ -860,7 +860,7 @@ mod tests {
 
     #[test]
     fn a_broken_handshake_is_a_handshake_failure() {
-        let (_pki, acceptor) = setup();
+        let (_ca, acceptor) = setup();
         let (wire, mut server) = server_alone(&acceptor);
         // A handshake record whose body is not a ClientHello.
         wire.borrow_mut()
@@ -877,8 +877,8 @@ mod tests {
 
     #[test]
     fn a_full_socket_holds_at_most_one_record() {
-        let (pki, acceptor) = setup();
-        let mut pair = Pair::new(&acceptor, pki.client(&[&TLS13]));
+        let (ca, acceptor) = setup();
+        let mut pair = Pair::new(&acceptor, ca.client_config_for(&[&TLS13]));
         pair.handshake();
         pair.wire.borrow_mut().window = 1000;
         let message: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
@@ -916,8 +916,8 @@ mod tests {
 
     #[test]
     fn small_slices_share_one_record_and_one_write() {
-        let (pki, acceptor) = setup();
-        let mut pair = Pair::new(&acceptor, pki.client(&[&TLS13]));
+        let (ca, acceptor) = setup();
+        let mut pair = Pair::new(&acceptor, ca.client_config_for(&[&TLS13]));
         pair.handshake();
         let writes = pair.wire.borrow().server_writes;
         let slices = [
@@ -934,8 +934,8 @@ mod tests {
 
     #[test]
     fn close_notify_goes_both_ways() {
-        let (pki, acceptor) = setup();
-        let mut pair = Pair::new(&acceptor, pki.client(&[&TLS13]));
+        let (ca, acceptor) = setup();
+        let mut pair = Pair::new(&acceptor, ca.client_config_for(&[&TLS13]));
         pair.handshake();
         pair.server.write_all(b"bye").unwrap();
         pair.server.shutdown_write().unwrap();
@@ -948,7 +948,7 @@ mod tests {
         assert_eq!(pair.received, b"bye");
         assert!(pair.client_saw_close);
 
-        let mut pair = Pair::new(&acceptor, pki.client(&[&TLS13]));
+        let mut pair = Pair::new(&acceptor, ca.client_config_for(&[&TLS13]));
         pair.handshake();
         pair.client.writer().write_all(b"last").unwrap();
         pair.client.send_close_notify();
@@ -960,9 +960,9 @@ mod tests {
 
     #[test]
     fn a_second_connection_resumes_the_session() {
-        let (pki, acceptor) = setup();
+        let (ca, acceptor) = setup();
         for version in [&TLS13, &TLS12] {
-            let client = pki.client(&[version]);
+            let client = ca.client_config_for(&[version]);
             let mut first = Pair::new(&acceptor, Arc::clone(&client));
             first.handshake();
             assert_eq!(first.client.handshake_kind(), Some(HandshakeKind::Full));

@@ -19,6 +19,18 @@ use crate::common::{
 };
 use crate::testca::{Issued, KeyKind, TestCa};
 
+/// Here rather than in `testca`, which the service's unit tests include too: they start
+/// no binary.
+impl Issued {
+    /// The environment that turns TLS on with this pair.
+    pub fn env(&self) -> [(&'static str, String); 2] {
+        [
+            ("WS_ASSETS_TLS_CERT_FILE", self.chain.display().to_string()),
+            ("WS_ASSETS_TLS_KEY_FILE", self.key.display().to_string()),
+        ]
+    }
+}
+
 /// Starts the server with TLS on `issued` plus `env`.
 fn start_tls(issued: &Issued, env: &[(&str, &str)]) -> Server {
     let files = issued.env();

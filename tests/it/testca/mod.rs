@@ -3,6 +3,7 @@
 //! for `localhost` and 127.0.0.1 issued by the intermediate (so the chain file holds
 //! two certificates, as a real one does), plus a rustls client that trusts the root.
 //! Everything lives in a directory of its own, removed when the authority is dropped.
+//! The service's own TLS unit tests use it too (`src/tls/mod.rs` includes this file).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -49,14 +50,6 @@ impl Issued {
         CertificateDer::from_pem_file(&self.chain)
             .expect("a certificate in the chain file")
             .to_vec()
-    }
-
-    /// The environment that turns TLS on with this pair.
-    pub fn env(&self) -> [(&'static str, String); 2] {
-        [
-            ("WS_ASSETS_TLS_CERT_FILE", self.chain.display().to_string()),
-            ("WS_ASSETS_TLS_KEY_FILE", self.key.display().to_string()),
-        ]
     }
 }
 
