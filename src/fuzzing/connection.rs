@@ -157,10 +157,8 @@ fn check_output(mut conn: Conn<MemoryPeer>, open: bool) -> Vec<u8> {
     match response_len(&out) {
         Some((101, head)) => check_frames(&out[head..], complete),
         Some((status, len)) => {
-            assert!(matches!(
-                status,
-                200 | 400 | 403 | 404 | 405 | 426 | 431 | 503
-            ));
+            let listed = matches!(status, 200 | 400 | 403 | 404 | 405 | 426 | 431 | 503);
+            assert!(listed, "a status the README does not list: {status}");
             assert!(out.len() == len || !complete, "bytes after the response");
         }
         None => assert!(!complete || out.is_empty(), "an incomplete head: {out:?}"),
